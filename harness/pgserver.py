@@ -1,0 +1,149 @@
+"""Finding a real Postgres: a DSN, a testcontainers container, or a self-started local server.
+
+Order (the first that works wins):
+
+1. ``RACETAPE_PG_DSN``: used as given; it must answer.
+2. A testcontainers ``PostgresContainer``, where the ``containers`` extra is installed and a
+   Docker engine answers.
+3. A throwaway server started from the local PostgreSQL binaries (``initdb`` + ``pg_ctl``) in a
+   temporary directory, as the ``postgres`` user when running as root (initdb refuses root),
+   stopped and deleted on exit.
+
+Otherwise :class:`PostgresUnavailable`, whose message says how to provide one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from reftask.stores.postgres import redact_dsn
+
+DSN_ENV = "RACETAPE_PG_DSN"
+
+
+class PostgresUnavailable(RuntimeError):
+    """No Postgres could be found or started; the message says what was tried and how to fix it."""
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    dsn: str
+    origin: str  # "env", "testcontainers" or "local-binaries"
+
+
+def check_reachable(dsn: str, *, timeout: float = 5.0) -> None:
+    """Raise PostgresUnavailable (one line) unless a connection to ``dsn`` succeeds."""
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(dsn, timeout=timeout)
+        await conn.close()
+
+    try:
+        asyncio.run(probe())
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise PostgresUnavailable(f"cannot reach Postgres at {redact_dsn(dsn)}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def provide_postgres() -> Iterator[PostgresServer]:
+    """Yield a reachable Postgres, found or started in the documented order."""
+    dsn = os.environ.get(DSN_ENV)
+    if dsn:
+        check_reachable(dsn)
+        yield PostgresServer(dsn, "env")
+        return
+    with contextlib.ExitStack() as stack:
+        server = _from_testcontainers(stack) or _from_local_binaries(stack)
+        if server is None:
+            raise PostgresUnavailable(
+                f"no Postgres: set {DSN_ENV}, start a Docker engine (with the 'containers' extra),"
+                " or install the PostgreSQL server binaries (initdb, pg_ctl)"
+            )
+        yield server
+
+
+def _from_testcontainers(stack: contextlib.ExitStack) -> PostgresServer | None:
+    try:
+        import docker
+        from testcontainers.postgres import PostgresContainer
+    except ImportError:
+        return None
+    try:
+        docker.from_env(timeout=3).ping()
+    except Exception:  # no engine answering: docker raises several unrelated types here
+        return None
+    container = stack.enter_context(PostgresContainer("postgres:16-alpine", driver=None))
+    return PostgresServer(container.get_connection_url(), "testcontainers")
+
+
+def _postgres_bin_dir() -> Path | None:
+    on_path = shutil.which("pg_ctl")
+    if on_path and shutil.which("initdb"):
+        return Path(on_path).parent
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name)
+    )
+    for candidate in reversed(candidates):
+        if (Path(candidate) / "initdb").exists() and (Path(candidate) / "pg_ctl").exists():
+            return Path(candidate)
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _from_local_binaries(stack: contextlib.ExitStack) -> PostgresServer | None:
+    bin_dir = _postgres_bin_dir()
+    if bin_dir is None:
+        return None
+    as_user: list[str] = []
+    workdir = Path(tempfile.mkdtemp(prefix="racetape-pg-"))
+    stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+    if os.geteuid() == 0:
+        # initdb refuses to run as root; the server runs as the postgres user instead.
+        shutil.chown(workdir, user="postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, port = workdir / "data", _free_port()
+
+    def run(*args: str) -> None:
+        result = subprocess.run([*as_user, *args], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            tail = (result.stderr or result.stdout).strip().splitlines()[-1:]
+            raise PostgresUnavailable(f"{Path(args[0]).name} failed: {' '.join(tail)}")
+
+    run(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {workdir} -c fsync=off"
+    run(
+        str(bin_dir / "pg_ctl"),
+        "-D",
+        str(data),
+        "-o",
+        options,
+        "-l",
+        str(workdir / "log"),
+        "-w",
+        "start",
+    )
+    stack.callback(
+        subprocess.run,
+        [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+        capture_output=True,
+        check=False,
+    )
+    return PostgresServer(f"postgresql://postgres@127.0.0.1:{port}/postgres", "local-binaries")

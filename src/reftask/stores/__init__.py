@@ -1,0 +1,5 @@
+"""Store adapters: SQLite through aiosqlite, Postgres through asyncpg."""
+
+from reftask.stores.base import StoreUnavailableError
+
+__all__ = ["StoreUnavailableError"]

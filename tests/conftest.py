@@ -1,0 +1,114 @@
+"""Fixtures: a real store per adapter, Postgres found or started once per session.
+
+With ``CI=true`` a missing Postgres fails the session; elsewhere the Postgres tests skip with the
+reason, so a laptop without PostgreSQL still runs the SQLite half.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from harness.pgserver import PostgresServer, PostgresUnavailable, provide_postgres
+from reftask.faults import Fault
+from reftask.stores.base import SqlTaskStore
+from reftask.stores.postgres import PostgresStore
+from reftask.stores.sqlite import SqliteStore
+
+ADAPTERS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+StoreFactory = Callable[..., Awaitable[SqlTaskStore]]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    try:
+        with provide_postgres() as server:
+            yield server
+    except PostgresUnavailable as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true needs Postgres: {exc}", pytrace=False)
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def pg_schema(postgres_server: PostgresServer) -> Iterator[str]:
+    """A schema of this test session's own, dropped at the end."""
+    schema = f"rt_test_{uuid.uuid4().hex[:12]}"
+    yield schema
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(postgres_server.dsn)
+        try:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+@pytest.fixture(params=ADAPTERS)
+def adapter(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where the test's stores live: a SQLite file, or a schema on a Postgres server."""
+
+    adapter: str
+    sqlite_path: Path | None = None
+    pg_dsn: str | None = None
+    pg_schema: str | None = None
+
+
+@pytest.fixture
+def store_location(adapter: str, request: pytest.FixtureRequest, tmp_path: Path) -> StoreLocation:
+    """Resolved in a synchronous fixture on purpose: finding or starting Postgres runs its own
+    event loop, which it cannot do from inside the test's running one. Only Postgres tests ask
+    for the server, so SQLite tests run on a machine without it."""
+    if adapter == "sqlite":
+        return StoreLocation(adapter, sqlite_path=tmp_path / "tasks.db")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    schema: str = request.getfixturevalue("pg_schema")
+    return StoreLocation(adapter, pg_dsn=server.dsn, pg_schema=schema)
+
+
+@pytest.fixture
+async def store_factory(store_location: StoreLocation) -> AsyncIterator[StoreFactory]:
+    """Opens stores of the test's adapter on one shared database; closes them afterwards.
+
+    Several stores on one database are several connection pools: that is how the tests get
+    appends from distinct connections.
+    """
+    opened: list[SqlTaskStore] = []
+
+    async def open_store(faults: tuple[Fault, ...] = ()) -> SqlTaskStore:
+        store: SqlTaskStore
+        if store_location.sqlite_path is not None:
+            store = await SqliteStore.open(store_location.sqlite_path, faults=faults)
+        else:
+            assert store_location.pg_dsn is not None
+            assert store_location.pg_schema is not None
+            store = await PostgresStore.open(
+                store_location.pg_dsn, schema=store_location.pg_schema, faults=faults
+            )
+        opened.append(store)
+        return store
+
+    yield open_store
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+async def store(store_factory: StoreFactory) -> SqlTaskStore:
+    return await store_factory()

@@ -1,0 +1,119 @@
+"""The TaskStore contract, on both adapters against real databases."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from reftask.models import EventKind, NewEvent, TaskStatus, UnknownTaskError
+from reftask.stores.base import SqlTaskStore
+from tests import checks
+from tests.checks import unique_id
+from tests.conftest import StoreFactory
+
+
+@pytest.mark.parametrize("check", checks.ALL_CHECKS, ids=lambda c: c.__name__)
+async def test_invariant_holds_without_faults(store_factory: StoreFactory, check: object) -> None:
+    assert callable(check)
+    await check(store_factory, ())
+
+
+async def test_create_and_read_back(store: SqlTaskStore) -> None:
+    task_id = unique_id("create")
+    created = await store.create_task(task_id)
+    row = await store.get_task(task_id)
+    assert row.status == TaskStatus.PENDING
+    assert row.created_at == pytest.approx(created.created_at)
+    assert await store.list_events(task_id) == []
+
+
+async def test_set_status_overwrites(store: SqlTaskStore) -> None:
+    task_id = unique_id("status")
+    await store.create_task(task_id)
+    await store.set_status(task_id, TaskStatus.RUNNING)
+    assert (await store.get_task(task_id)).status == TaskStatus.RUNNING
+
+
+async def test_appends_number_from_one_and_stamp_the_event(store: SqlTaskStore) -> None:
+    task_id = unique_id("seq")
+    await store.create_task(task_id)
+    events: list[NewEvent] = [
+        {"kind": EventKind.TASK_STARTED, "body": {}},
+        {"kind": EventKind.PROGRESS, "body": {"step": 1, "note": "é"}},
+        {"kind": EventKind.FINAL, "body": {"status": "SUCCEEDED"}},
+    ]
+    returned = [await store.append_event(task_id, e) for e in events]
+    assert returned == [1, 2, 3]
+    assert [e["seq"] for e in events] == [1, 2, 3]
+    tape = await store.list_events(task_id)
+    assert [(e.seq, e.kind) for e in tape] == [(1, "task_started"), (2, "progress"), (3, "final")]
+    assert tape[1].body == {"step": 1, "note": "é"}
+    assert tape[1].ts == pytest.approx(events[1]["ts"])
+
+
+async def test_final_is_never_dropped(store: SqlTaskStore) -> None:
+    task_id = unique_id("final")
+    await store.create_task(task_id)
+    await store.set_status(task_id, TaskStatus.SUCCEEDED)
+    final: NewEvent = {"kind": EventKind.FINAL, "body": {"status": "SUCCEEDED"}}
+    assert await store.append_event(task_id, final) == 1
+    assert final["seq"] == 1
+
+
+async def test_drop_is_logged_at_debug(
+    store: SqlTaskStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    task_id = unique_id("log")
+    await store.create_task(task_id)
+    await store.set_status(task_id, TaskStatus.FAILED)
+    with caplog.at_level(logging.DEBUG, logger="reftask.store"):
+        await store.append_event(task_id, {"kind": EventKind.PROGRESS, "body": {}})
+    drops = [r for r in caplog.records if r.name == "reftask.store" and "dropped" in r.message]
+    assert len(drops) == 1
+    assert drops[0].levelno == logging.DEBUG
+    assert task_id in drops[0].message
+
+
+async def test_unknown_task_is_an_error(store: SqlTaskStore) -> None:
+    with pytest.raises(UnknownTaskError):
+        await store.get_task("nope")
+    with pytest.raises(UnknownTaskError):
+        await store.set_status("nope", TaskStatus.RUNNING)
+    with pytest.raises(UnknownTaskError):
+        await store.append_event("nope", {"kind": EventKind.PROGRESS, "body": {}})
+
+
+async def test_list_unfinished(store: SqlTaskStore) -> None:
+    """PENDING and RUNNING rows, and terminal rows with no final; not a finished task."""
+    pending, running, finished, unfinalized = (unique_id(n) for n in ("p", "r", "f", "u"))
+    for task_id in (pending, running, finished, unfinalized):
+        await store.create_task(task_id)
+    await store.set_status(running, TaskStatus.RUNNING)
+    for task_id in (finished, unfinalized):
+        await store.set_status(task_id, TaskStatus.FAILED)
+    await store.append_event(finished, {"kind": EventKind.FINAL, "body": {"status": "FAILED"}})
+    ours = {pending, running, finished, unfinalized}
+    assert [t for t in await store.list_unfinished() if t in ours] == [
+        pending,
+        running,
+        unfinalized,
+    ]
+
+
+async def test_concurrent_appends_from_many_connections_are_unique(
+    store_factory: StoreFactory,
+) -> None:
+    """No control at all: four pools append 25 events each, concurrently, to one task."""
+    task_id = unique_id("many")
+    stores = [await store_factory() for _ in range(4)]
+    await stores[0].create_task(task_id)
+
+    async def append_many(store: SqlTaskStore, base: int) -> None:
+        for i in range(25):
+            await store.append_event(task_id, {"kind": EventKind.PROGRESS, "body": {"i": base + i}})
+
+    await asyncio.gather(*(append_many(s, 100 * n) for n, s in enumerate(stores)))
+    seqs = [e.seq for e in await stores[0].list_events(task_id)]
+    assert seqs == list(range(1, 101))
