@@ -1,0 +1,408 @@
+"""``racetape``: the command line, a thin layer over the library (runner, replay, scenarios).
+
+Exit codes: 0 done (no strand, or strands without ``--fail-on-strand``); 1 a strand or hang
+with ``--fail-on-strand``, or a replay that strands; 2 a usage or input error, always one line
+on stderr; 130 interrupted (what finished is written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from harness import bench, display
+from harness.adapters import ADAPTERS, pg_dsn_from_env
+from harness.files import write_json_atomic, write_text_atomic
+from harness.matrix import matrix_document, matrix_markdown, run_matrix
+from harness.pgserver import PostgresUnavailable, check_reachable
+from harness.replay import replay
+from harness.results import ResultError, result_document
+from harness.runner import Group, Settings, run_groups
+from harness.scenario import ScenarioError, find_scenarios, resolve_scenario
+from harness.strategies import STRATEGIES
+from harness.traces import TraceError, load_trace
+from reftask.faults import FAULT_DESCRIPTIONS, Fault, UnknownFaultError, parse_faults
+from reftask.stores.base import StoreUnavailableError
+
+DEFAULT_RUNS = 200
+DEFAULT_JSON = Path("reports/result.json")
+
+STRATEGY_HELP = {
+    "random": "controlled; uniform among the actors that may go, seeded",
+    "pct": "controlled; probabilistic concurrency testing (priorities, depth change points)",
+    "exhaustive": "controlled; every schedule depth first, --runs bounds the count",
+    "jitter": "uncontrolled; seeded delays at the points, real OS scheduling (statistical)",
+}
+ADAPTER_HELP = {
+    "sqlite": "aiosqlite on a temporary database file (the default)",
+    "postgres": "asyncpg; RACETAPE_PG_DSN or --pg-dsn (default 127.0.0.1:5432, user postgres)",
+}
+
+
+class UsageError(ValueError):
+    """Bad flags or arguments; the message is one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        print(f"racetape: error: {message} (see racetape --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _positive(kind: type[int] | type[float], what: str) -> Callable[[str], int | float]:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{what} must be > 0, got {text!r}")
+        return value
+
+    return parse
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard must look like I/N, got {text!r}") from None
+    if not 1 <= index <= count:
+        raise argparse.ArgumentTypeError(f"--shard I/N needs 1 <= I <= N, got {text!r}")
+    return index, count
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="racetape", description="Deterministic race reproduction and stress harness."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run scenarios and count stranded tasks")
+    run.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        metavar="NAME|PATH",
+        help="scenario name (from scenarios/) or TOML file; repeat; default: all",
+    )
+    run.add_argument(
+        "--adapter",
+        action="append",
+        choices=ADAPTERS,
+        default=[],
+        help="store adapter; repeat; default: sqlite",
+    )
+    run.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="put a known bug back (racetape list shows them); repeat for a fault set",
+    )
+    run.add_argument(
+        "--strategy",
+        action="append",
+        choices=STRATEGIES,
+        default=[],
+        help="how interleavings are chosen; repeat; default: random",
+    )
+    run.add_argument(
+        "--runs",
+        type=_positive(int, "--runs"),
+        default=DEFAULT_RUNS,
+        help=f"runs per group (exhaustive: most schedules); default {DEFAULT_RUNS}",
+    )
+    run.add_argument(
+        "--seed", type=int, default=0, help="base seed; run i uses a seed derived from it"
+    )
+    run.add_argument(
+        "--workers", type=_positive(int, "--workers"), default=1, help="worker processes"
+    )
+    run.add_argument(
+        "--shard",
+        type=_shard,
+        default=(1, 1),
+        metavar="I/N",
+        help="run only shard I of N of the seed space (1-based)",
+    )
+    run.add_argument(
+        "--budget",
+        type=_positive(float, "--budget"),
+        metavar="SECONDS",
+        help="stop handing out runs after this long; keep what finished",
+    )
+    run.add_argument(
+        "--json",
+        type=Path,
+        default=DEFAULT_JSON,
+        metavar="PATH",
+        help=f"result document; default {DEFAULT_JSON}",
+    )
+    run.add_argument(
+        "--traces",
+        type=Path,
+        default=Path("reports/traces"),
+        metavar="DIR",
+        help="where the first failing runs of each group are written",
+    )
+    run.add_argument(
+        "--fail-on-strand", action="store_true", help="exit 1 if any run strands or hangs"
+    )
+    run.add_argument(
+        "--pg-dsn", metavar="DSN", help="Postgres DSN; default RACETAPE_PG_DSN or local"
+    )
+    run.add_argument("--pct-depth", type=_positive(int, "--pct-depth"), default=3)
+    run.add_argument(
+        "--settle-timeout",
+        type=_positive(float, "--settle-timeout"),
+        default=10.0,
+        metavar="SECONDS",
+        help="a run that does not settle for this long is 'hung'",
+    )
+    run.set_defaults(handler=_run)
+
+    rep = commands.add_parser("replay", help="re-run one recorded run and show its timeline")
+    rep.add_argument("trace", type=Path, metavar="TRACE")
+    rep.add_argument("--adapter", choices=ADAPTERS, help="replay on this adapter instead")
+    rep.add_argument("--pg-dsn", metavar="DSN")
+    rep.set_defaults(handler=_replay)
+
+    mat = commands.add_parser("matrix", help="detection power: runs to first strand per fault")
+    mat.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        metavar="NAME|PATH",
+        help="scenario (repeat); default: all",
+    )
+    mat.add_argument(
+        "--adapter", action="append", choices=ADAPTERS, default=[], help="repeat; default: sqlite"
+    )
+    mat.add_argument(
+        "--strategy",
+        action="append",
+        choices=("random", "pct", "jitter"),
+        default=[],
+        help="repeat; default: random and pct",
+    )
+    mat.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME|none",
+        help="repeat; default: every fault and none",
+    )
+    mat.add_argument("--seeds", type=_positive(int, "--seeds"), default=20)
+    mat.add_argument("--runs", type=_positive(int, "--runs"), default=10, help="runs per seed")
+    mat.add_argument("--workers", type=_positive(int, "--workers"), default=1)
+    mat.add_argument("--json", type=Path, default=Path("reports/matrix.json"), metavar="PATH")
+    mat.add_argument("--markdown", type=Path, metavar="PATH", help="also write the matrix here")
+    mat.add_argument("--pg-dsn", metavar="DSN")
+    mat.set_defaults(handler=_matrix)
+
+    ben = commands.add_parser("bench", help="controlled vs jitter vs the floor vs the naive loop")
+    ben.add_argument(
+        "--adapter", action="append", choices=ADAPTERS, default=[], help="repeat; default: sqlite"
+    )
+    ben.add_argument(
+        "--runs",
+        type=_positive(int, "--runs"),
+        default=200,
+        help="runs per figure (per seed for the fault-on figures)",
+    )
+    ben.add_argument(
+        "--seeds",
+        type=_positive(int, "--seeds"),
+        default=10,
+        help="seeds for the fault-on runs-to-first-strand medians",
+    )
+    ben.add_argument(
+        "--memory", metavar="N,M,...", help="also measure peak RSS after N, M, ... controlled runs"
+    )
+    ben.add_argument("--json", type=Path, default=Path("reports/bench.json"), metavar="PATH")
+    ben.add_argument("--pg-dsn", metavar="DSN")
+    ben.set_defaults(handler=_bench)
+
+    lst = commands.add_parser("list", help="scenarios, faults, strategies and adapters")
+    lst.set_defaults(handler=_list)
+    return parser
+
+
+def _pg_dsn(args: argparse.Namespace, adapters: Sequence[str]) -> str | None:
+    if "postgres" not in adapters:
+        return None
+    dsn: str = args.pg_dsn or pg_dsn_from_env()
+    check_reachable(dsn)
+    return dsn
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    scenarios = [resolve_scenario(s) for s in args.scenario] or find_scenarios()
+    if not scenarios:
+        raise UsageError("no scenarios found: pass --scenario PATH or run from the project folder")
+    try:
+        faults = parse_faults(args.fault)
+    except UnknownFaultError as exc:
+        raise UsageError(f"--fault: {exc}") from None
+    adapters = list(dict.fromkeys(args.adapter or ["sqlite"]))
+    strategies = list(dict.fromkeys(args.strategy or ["random"]))
+    if "exhaustive" in strategies and args.shard != (1, 1):
+        raise UsageError("--shard: exhaustive search walks one tree in order and does not shard")
+    settings = Settings(
+        runs=args.runs,
+        seed=args.seed,
+        workers=args.workers,
+        shard=args.shard,
+        budget=args.budget,
+        settle_timeout=args.settle_timeout,
+        pct_depth=args.pct_depth,
+        traces_dir=args.traces,
+        pg_dsn=_pg_dsn(args, adapters),
+    )
+    groups = [Group(s, a, faults, st) for s in scenarios for a in adapters for st in strategies]
+    results = run_groups(groups, settings, display.progress_for_terminal())
+    doc = result_document(results, settings, command=shlex.join(["racetape", *argv]))
+    write_json_atomic(args.json, doc)
+    out = display.console()
+    out.print(display.summary_table(doc))
+    for note in doc["notes"]:
+        out.print(f"[yellow]note:[/] {note}")
+    out.print(f"result: {args.json}")
+    for group in doc["groups"]:
+        for trace in group["traces"][:1]:
+            out.print(
+                f"replay the first failing run of {group['scenario']}: racetape replay {trace}"
+            )
+    if any(g["stopped"] == "interrupted" for g in doc["groups"]):
+        return 130
+    failed = doc["totals"]["strands"] or doc["totals"]["hung"]
+    return 1 if failed and args.fail_on_strand else 0
+
+
+def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    trace = load_trace(args.trace)
+    adapter = args.adapter or trace.adapter
+    pg_dsn = _pg_dsn(args, [adapter])
+    replayed = asyncio.run(replay(trace, adapter=adapter, pg_dsn=pg_dsn))
+    display.print_replay(replayed, display.console())
+    failed = replayed.result.violations or replayed.result.hung or replayed.finding
+    return 1 if failed else 0
+
+
+def _matrix(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    scenarios = [resolve_scenario(s) for s in args.scenario] or find_scenarios()
+    faults: list[Fault | None] = []
+    for name in args.fault or ["none", *(f.value for f in Fault)]:
+        try:
+            faults.append(None if name == "none" else next(iter(parse_faults([name]))))
+        except UnknownFaultError as exc:
+            raise UsageError(f"--fault: {exc} (or none)") from None
+    adapters = list(dict.fromkeys(args.adapter or ["sqlite"]))
+    settings = Settings(workers=args.workers, pg_dsn=_pg_dsn(args, adapters))
+    cells, interrupted = run_matrix(
+        scenarios,
+        adapters,
+        list(dict.fromkeys(args.strategy or ["random", "pct"])),
+        list(dict.fromkeys(faults)),
+        seeds=args.seeds,
+        runs=args.runs,
+        settings=settings,
+        progress=display.progress_for_terminal(),
+    )
+    doc = matrix_document(
+        cells,
+        seeds=args.seeds,
+        runs=args.runs,
+        command=shlex.join(["racetape", *argv]),
+        interrupted=interrupted,
+    )
+    write_json_atomic(args.json, doc)
+    if args.markdown:
+        write_text_atomic(args.markdown, matrix_markdown(doc))
+    out = display.console()
+    out.print(display.matrix_table(doc))
+    for finding in doc["findings"]:
+        out.print(
+            f"[red]finding[/]: {finding['scenario']} / {finding['adapter']} strands"
+            f" {finding['strands']}/{finding['runs']} runs without any fault"
+        )
+    out.print(f"gaps: {', '.join(doc['gaps']) or 'none'}; matrix: {args.json}")
+    if interrupted:
+        return 130
+    return 1 if doc["findings"] or doc["gaps"] else 0
+
+
+def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    adapters = list(dict.fromkeys(args.adapter or ["sqlite"]))
+    pg_dsn = _pg_dsn(args, adapters)
+    try:
+        checkpoints = [int(n) for n in args.memory.split(",")] if args.memory else []
+    except ValueError:
+        raise UsageError(
+            f"--memory: expected counts like 10000,100000, got {args.memory!r}"
+        ) from None
+    err = display.console(stderr=True)
+    results = []
+    for adapter in adapters:
+        result = asyncio.run(
+            bench.bench_adapter(
+                adapter, runs=args.runs, seeds=args.seeds, pg_dsn=pg_dsn, log=err.print
+            )
+        )
+        if checkpoints:
+            result["memory"] = asyncio.run(
+                bench.memory_profile(adapter, checkpoints, pg_dsn=pg_dsn, log=err.print)
+            )
+        results.append(result)
+    rendered: list[dict[str, Any]] = [
+        {**r, "figures": {k: f.to_json() for k, f in r["figures"].items()}} for r in results
+    ]
+    doc = {
+        "schema": "racetape.bench/1",
+        "command": shlex.join(["racetape", *argv]),
+        "adapters": rendered,
+    }
+    write_json_atomic(args.json, doc)
+    out = display.console()
+    for adapter_result in rendered:
+        out.print(display.bench_table(adapter_result))
+    out.print(f"bench: {args.json}")
+    return 0
+
+
+def _list(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    display.print_list(
+        find_scenarios(), FAULT_DESCRIPTIONS, STRATEGY_HELP, ADAPTER_HELP, display.console()
+    )
+    return 0
+
+
+INPUT_ERRORS = (
+    ScenarioError,
+    TraceError,
+    ResultError,
+    StoreUnavailableError,
+    PostgresUnavailable,
+    UsageError,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args, argv)
+    except INPUT_ERRORS as exc:
+        print(f"racetape: error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""Terminal output: progress, the run summary, a replay's timeline. Rich on a terminal, plain
+lines otherwise (CI logs)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from harness.replay import Replayed
+from harness.runner import Group, RunRecord
+from harness.runner import Progress as ProgressSink
+
+COMMIT_POINTS = {"append.done", "status.committed", "create.done"}
+
+
+def console(*, stderr: bool = False) -> Console:
+    # Not a terminal (CI logs, pipes): wide enough that tables stay one line per row.
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(highlight=False, stderr=stderr, width=None if stream.isatty() else 160)
+
+
+class RichProgress(ProgressSink):
+    def __init__(self) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("strands {task.fields[strands]}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._task: Any = None
+        self._strands = 0
+
+    def start(self, total: int) -> None:
+        self._progress.start()
+        self._task = self._progress.add_task("runs", total=total, strands=0)
+
+    def advance(self, group: Group, record: RunRecord) -> None:
+        self._strands += record.stranded
+        self._progress.update(
+            self._task, advance=1, strands=self._strands, description=group.scenario.name
+        )
+
+    def finish(self) -> None:
+        self._progress.stop()
+
+
+class PlainProgress(ProgressSink):
+    """A line at most every few seconds, and one per group as it finishes."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self._every, self._total, self._done, self._last = every, 0, 0, time.monotonic()
+
+    def start(self, total: int) -> None:
+        self._total = total
+        print(f"racetape: {total} runs", file=sys.stderr, flush=True)
+
+    def advance(self, group: Group, record: RunRecord) -> None:
+        self._done += 1
+        if time.monotonic() - self._last >= self._every or self._done == self._total:
+            self._last = time.monotonic()
+            print(
+                f"racetape: {self._done}/{self._total} runs ({group.label})",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def progress_for_terminal() -> ProgressSink:
+    return RichProgress() if sys.stderr.isatty() else PlainProgress()
+
+
+def summary_table(doc: dict[str, Any]) -> Table:
+    table = Table(title="racetape run", show_lines=False)
+    for column in (
+        "scenario",
+        "adapter",
+        "faults",
+        "strategy",
+        "strands/runs",
+        "kinds",
+        "hung",
+        "runs/s",
+        "windows",
+    ):
+        table.add_column(column, overflow="fold")
+    for g in doc["groups"]:
+        kinds = ", ".join(f"{k} {n}" for k, n in g["kinds"].items()) or "-"
+        runs = f"{g['strands']}/{g['runs']}"
+        if g.get("exhausted") is not None:
+            runs += " (exhausted)" if g["exhausted"] else " (bound reached)"
+        if g.get("stopped"):
+            runs += f" ({g['stopped']})"
+        table.add_row(
+            g["scenario"],
+            g["adapter"],
+            "+".join(g["faults"]) or "-",
+            g["strategy"],
+            runs,
+            kinds,
+            str(g["hung"]),
+            str(g["runs_per_s"] or "-"),
+            _coverage(g),
+        )
+    return table
+
+
+def matrix_table(doc: dict[str, Any]) -> Table:
+    """Per fault (and none) and adapter x strategy: the scenario that strands soonest."""
+    budget = doc["runs_per_seed"]
+    table = Table(title=f"detection power: runs to first strand, {doc['seeds']} seeds")
+    columns = sorted({(r["adapter"], r["strategy"]) for r in doc["cells"]})
+    table.add_column("fault")
+    for adapter, strategy in columns:
+        table.add_column(f"{adapter} / {strategy}", overflow="fold")
+    faults = list(dict.fromkeys(r["fault"] for r in doc["cells"]))
+    for fault in faults:
+        cells = []
+        for adapter, strategy in columns:
+            rows = [
+                r for r in doc["cells"]
+                if r["fault"] == fault and r["adapter"] == adapter and r["strategy"] == strategy
+            ]  # fmt: skip
+            if fault is None:
+                strands = sum(r["strands"] for r in rows)
+                runs = sum(r["runs"] for r in rows)
+                cells.append(f"{strands}/{runs} strands" + (" [red]FINDING[/]" if strands else ""))
+                continue
+            found = [r for r in rows if r["median_runs_to_first"] is not None]
+            if not found:
+                cells.append("[red]gap[/]")
+                continue
+            best = min(found, key=lambda r: (r["median_runs_to_first"], -r["rate"]))
+            worst = best["max_runs_to_first"]
+            cells.append(
+                f"{best['scenario']}: median {best['median_runs_to_first']},"
+                f" max {worst if worst is not None else f'>{budget}'}, rate {best['rate']:.2f}"
+            )
+        table.add_row(fault or "none (fault-free)", *cells)
+    return table
+
+
+def bench_table(result: dict[str, Any]) -> Table:
+    table = Table(title=f"racetape bench: {result['adapter']}, late-progress")
+    for column in ("figure", "runs", "seconds", "runs/s", "runs to first strand"):
+        table.add_column(column)
+    for figure in result["figures"].values():
+        first = figure["runs_to_first_strand"]
+        shown = (
+            "-" if first is None and "note" not in figure else (figure.get("note") or f"{first:g}")
+        )
+        table.add_row(
+            figure["name"], str(figure["runs"]), f"{figure['seconds']:.2f}",
+            f"{figure['runs_per_s']:.1f}", shown,
+        )  # fmt: skip
+    ratios = result["ratios"]
+    table.caption = (
+        f"(a)/(d) throughput {ratios['controlled_over_naive']}x;"
+        f" (c)/(a) floor over controlled {ratios['floor_over_controlled']}x;"
+        f" (d)/(a) runs to first strand {ratios['naive_over_controlled_runs_to_first_strand']}x"
+    )
+    for sample in result.get("memory", []):
+        table.caption += f"; peak RSS {sample['peak_rss_mb']} MB after {sample['runs']} runs"
+    return table
+
+
+def _coverage(group: dict[str, Any]) -> str:
+    """Cancel windows covered, out of those the scenario's plans can land in."""
+    possible = group.get("windows_possible")
+    if possible == []:
+        return "-"  # no planned cancel or crash
+    if possible is None:
+        return str(len(group["windows"])) if group["windows"] else "-"
+    return f"{group['windows_covered']}/{len(possible)}"
+
+
+def print_replay(replayed: Replayed, out: Console) -> None:
+    result, trace = replayed.result, replayed.trace
+    faults = ", ".join(sorted(f.value for f in trace.faults)) or "none"
+    out.print(
+        f"[bold]replay[/] {trace.source}: scenario {trace.scenario.name},"
+        f" adapter {replayed.adapter} (recorded on {trace.adapter}), faults {faults},"
+        f" strategy {trace.strategy}"
+    )
+    if not trace.controlled:
+        out.print("[yellow]note:[/] a jitter trace replays its delays, not its interleaving")
+    table = Table(title="timeline", show_lines=False)
+    for column in ("t (ms)", "actor", "event", "at", "decision"):
+        table.add_column(column, overflow="fold")
+    for entry in result.schedule.timeline:
+        event = entry["event"]
+        at = entry.get("point", entry.get("kind", entry.get("at", "")))
+        if event in ("park", "pass") and str(at).split("(")[0] in COMMIT_POINTS:
+            event += " (committed)"
+        decision = ""
+        if entry["event"] == "release":
+            step = entry.get("step")
+            d = (
+                result.schedule.decisions[step]
+                if step is not None and step < len(result.schedule.decisions)
+                else None
+            )
+            decision = (
+                f"#{step}"
+                + (f" of {len(d.enabled)}" if d else "")
+                + (f" lands {d.landing}" if d and d.landing else "")
+            )
+        table.add_row(f"{entry['t'] * 1000:.2f}", entry["actor"], event, str(at or ""), decision)
+    out.print(table)
+    for number, tape in replayed.tapes.items():
+        shown = ", ".join(
+            f"{e.seq}:{e.kind}" + (f"({e.body.get('status')})" if e.kind == "final" else "")
+            for e in tape
+        )
+        out.print(f"task {number} tape: [{shown}]")
+    if result.schedule.outcome != "settled":
+        out.print(f"[red]{result.schedule.outcome}[/]: {result.schedule.problem}")
+    for violation in result.violations:
+        out.print(f"[red]violation[/] task {result.task_number(violation.task_id)}: {violation}")
+    if not result.violations and result.schedule.outcome == "settled":
+        out.print("[green]no strand[/]")
+    recorded = (
+        ", ".join(f"task {t}: {k}" for t, k in replayed.trace.recorded_kinds()) or "no strand"
+    )
+    verdict = (
+        "same as recorded" if replayed.same_outcome else "[yellow]differs from the recording[/]"
+    )
+    out.print(f"recorded: {recorded}; replayed: {verdict}")
+    if replayed.finding is not None:
+        out.print(f"[red]cross-adapter finding[/]: {replayed.finding}")
+    elif replayed.adapter != trace.adapter:
+        out.print(f"cross-adapter: the same outcome on {replayed.adapter} as on {trace.adapter}")
+    if replayed.extended:
+        out.print(
+            "[yellow]note:[/] the run went past the recorded decisions"
+            " (first come, first served from there)"
+        )
+
+
+def print_list(
+    scenarios: Sequence[Any],
+    faults: dict[Any, str],
+    strategies: dict[str, str],
+    adapters: dict[str, str],
+    out: Console,
+) -> None:
+    table = Table(title="scenarios")
+    for column in ("name", "tasks", "runner", "cancels", "catches", "about"):
+        table.add_column(column, overflow="fold")
+    for s in scenarios:
+        cancels = "; ".join(f"{c.when} via {c.via}" for c in s.cancels) or "none"
+        runner = f"{s.runner.progress} progress, {s.runner.work} work, {s.runner.outcome}"
+        about = " ".join(s.description.split())
+        table.add_row(
+            s.name,
+            str(s.tasks),
+            runner,
+            cancels,
+            ", ".join(f.value for f in s.expect.catches) or "-",
+            about[:160],
+        )
+    out.print(table)
+    for title, rows in (
+        ("faults", {str(k): v for k, v in faults.items()}),
+        ("strategies", strategies),
+        ("adapters", adapters),
+    ):
+        t = Table(title=title)
+        t.add_column("name")
+        t.add_column("what")
+        for name, what in rows.items():
+            t.add_row(name, what)
+        out.print(t)

@@ -1,0 +1,130 @@
+"""The result document: one JSON file per ``racetape run``, schema ``racetape.result/1``.
+
+Every report (Markdown, HTML, JUnit) is rendered from this document; its fields are documented
+in the README ("Result document"). Counts are of runs: a run with two strand kinds counts once
+in ``strands`` and once under each kind.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections import Counter
+from collections.abc import Sequence
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from harness.jitter import STATISTICAL_NOTE
+from harness.runner import GroupResult, Settings
+from harness.scenario import Scenario
+from harness.windows import Plan, possible_landings
+
+RESULT_SCHEMA = "racetape.result/1"
+
+
+class ResultError(ValueError):
+    """A result file that cannot be read; the message is one line naming file and field."""
+
+
+def _ranges(indices: Sequence[int]) -> list[list[int]]:
+    """Sorted indices as inclusive ranges: [0, 1, 2, 5] -> [[0, 2], [5, 5]]."""
+    ranges: list[list[int]] = []
+    for index in sorted(indices):
+        if ranges and index == ranges[-1][1] + 1:
+            ranges[-1][1] = index
+        else:
+            ranges.append([index, index])
+    return ranges
+
+
+def possible_windows(scenario: Scenario) -> list[str] | None:
+    """Every landing the scenario's cancel and crash plans can have, or None if unknowable."""
+    plans: list[Plan] = [*scenario.cancels, *([scenario.crash] if scenario.crash else [])]
+    possible: list[str] = []
+    for plan in plans:
+        landings = possible_landings(scenario, plan)
+        if landings is None:
+            return None
+        possible += [w for w in landings if w not in possible]
+    return possible
+
+
+def group_summary(result: GroupResult) -> dict[str, Any]:
+    group, records = result.group, result.records
+    stranded = [r for r in records if r.stranded]
+    kinds: Counter[str] = Counter(kind for r in records for kind in r.kinds)
+    windows: Counter[str] = Counter(landing for r in records for landing in r.landings)
+    first = stranded[0].index if stranded else None
+    possible = possible_windows(group.scenario)
+    return {
+        "scenario": group.scenario.name,
+        "adapter": group.adapter,
+        "faults": sorted(f.value for f in group.faults),
+        "strategy": group.strategy,
+        "mode": "jitter" if group.strategy == "jitter" else "controlled",
+        "runs": len(records),
+        "strands": len(stranded),
+        "kinds": dict(sorted(kinds.items())),
+        "hung": sum(1 for r in records if r.hung),
+        "first_strand_run": first,
+        "runs_to_first_strand": (
+            None if first is None else 1 + sum(1 for r in records if r.index < first)
+        ),
+        "strand_runs": [r.index for r in stranded],
+        "runs_done": _ranges([r.index for r in records]),
+        "windows": dict(sorted(windows.items())),
+        "windows_possible": possible,
+        "windows_covered": (None if possible is None else sum(1 for w in possible if w in windows)),
+        "problems": sorted({r.problem for r in records if r.problem})[:5],
+        "traces": result.traces,
+        "elapsed_s": round(result.elapsed, 3),
+        "runs_per_s": round(len(records) / result.elapsed, 1) if result.elapsed else None,
+        "exhausted": result.exhausted,
+        "stopped": result.stopped,
+    }
+
+
+def result_document(
+    results: Sequence[GroupResult], settings: Settings, *, command: str
+) -> dict[str, Any]:
+    groups = [group_summary(r) for r in results]
+    notes = [STATISTICAL_NOTE] if any(g["mode"] == "jitter" for g in groups) else []
+    return {
+        "schema": RESULT_SCHEMA,
+        "racetape": version("racetape"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "settings": {
+            "runs": settings.runs,
+            "seed": settings.seed,
+            "shard": f"{settings.shard[0]}/{settings.shard[1]}",
+            "workers": settings.workers,
+            "budget_s": settings.budget,
+            "settle_timeout_s": settings.settle_timeout,
+            "pct_depth": settings.pct_depth,
+            "jitter_max_delay_s": settings.jitter_max_delay,
+        },
+        "notes": notes,
+        "groups": groups,
+        "totals": {
+            "runs": sum(g["runs"] for g in groups),
+            "strands": sum(g["strands"] for g in groups),
+            "hung": sum(g["hung"] for g in groups),
+        },
+    }
+
+
+def load_result(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ResultError(f"{path}: cannot read: {exc.strerror}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ResultError(f"{path}: not a racetape result (not valid JSON: {exc})") from exc
+    if not isinstance(data, dict) or data.get("schema") != RESULT_SCHEMA:
+        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise ResultError(f"{path}: schema: expected {RESULT_SCHEMA!r}, found {found!r}")
+    if not isinstance(data.get("groups"), list):
+        raise ResultError(f"{path}: groups: missing or not a list")
+    return data

@@ -1,0 +1,475 @@
+"""Many runs: groups of (scenario, adapter, faults, strategy), seeded, sharded, spread over workers.
+
+Seeds: run ``i`` of every group uses ``run_seed(seed, i)``, whatever the adapter, shard or
+worker, so two adapters replay the same schedules and shards on different machines add up to
+exactly the runs of one unsharded job. Shard ``k/n`` runs the indices ``i`` with
+``i % n == k - 1``.
+
+Each worker process keeps one database per adapter for all of its runs (task ids are fresh per
+run) and returns small per-run records; the main process writes the traces of the first failing
+runs of each group and the result document. ``budget`` stops handing out runs once it is spent;
+Ctrl-C stops the same way, and both keep every run that finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import hashlib
+import multiprocessing
+import multiprocessing.util
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from harness.adapters import Database
+from harness.files import write_json_atomic
+from harness.run import Controlled, Jittered, Mode, RunResult, execute
+from harness.scenario import Scenario
+from harness.strategies import PctStrategy, PrefixStrategy, RandomStrategy, next_prefix
+from harness.traces import trace_document
+from reftask.faults import Fault
+
+
+@dataclass(frozen=True)
+class Group:
+    scenario: Scenario
+    adapter: str
+    faults: frozenset[Fault]
+    strategy: str
+
+    @property
+    def fault_label(self) -> str:
+        return "+".join(sorted(f.value for f in self.faults)) or "no-faults"
+
+    @property
+    def label(self) -> str:
+        return f"{self.scenario.name} / {self.adapter} / {self.fault_label} / {self.strategy}"
+
+    @property
+    def slug(self) -> str:
+        return f"{self.scenario.name}--{self.adapter}--{self.fault_label}--{self.strategy}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    runs: int = 200
+    seed: int = 0
+    workers: int = 1
+    shard: tuple[int, int] = (1, 1)
+    budget: float | None = None
+    settle_timeout: float = 10.0
+    pct_depth: int = 3
+    jitter_max_delay: float = 0.002
+    max_traces: int = 5
+    traces_dir: Path = Path("reports/traces")
+    pg_dsn: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What the main process keeps of one run (small, picklable)."""
+
+    index: int
+    kinds: tuple[str, ...]
+    hung: bool
+    problem: str | None
+    landings: tuple[str, ...]
+    steps: int
+    elapsed: float
+    trace: dict[str, Any] | None = None
+
+    @property
+    def stranded(self) -> bool:
+        return bool(self.kinds)
+
+
+@dataclass
+class GroupResult:
+    group: Group
+    records: list[RunRecord] = field(default_factory=list)
+    elapsed: float = 0.0
+    stopped: str | None = None
+    exhausted: bool | None = None
+    traces: list[str] = field(default_factory=list)
+
+
+def run_seed(seed: int, index: int) -> int:
+    digest = hashlib.sha256(f"racetape:{seed}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def shard_indices(runs: int, shard: tuple[int, int]) -> list[int]:
+    k, n = shard
+    return [i for i in range(runs) if i % n == k - 1]
+
+
+def mode_for(strategy: str, seed: int, settings: Settings) -> Mode:
+    if strategy == "jitter":
+        return Jittered(seed, max_delay=settings.jitter_max_delay)
+    if strategy == "random":
+        return Controlled(RandomStrategy(seed), settings.settle_timeout)
+    if strategy == "pct":
+        return Controlled(PctStrategy(seed, depth=settings.pct_depth), settings.settle_timeout)
+    raise ValueError(f"strategy {strategy!r} has no per-run mode")
+
+
+def _record(
+    group: Group, index: int, seed: int, result: RunResult, settings: Settings, keep_trace: bool
+) -> RunRecord:
+    kinds = tuple(sorted({str(v.kind) for v in result.violations}))
+    trace = None
+    if keep_trace and (kinds or result.hung):
+        trace = trace_document(
+            scenario=group.scenario,
+            adapter=group.adapter,
+            faults=group.faults,
+            strategy=group.strategy,
+            seed=settings.seed,
+            run=index,
+            run_seed=seed,
+            result=result,
+            jitter_max_delay=settings.jitter_max_delay if group.strategy == "jitter" else None,
+        )
+    return RunRecord(
+        index,
+        kinds,
+        result.hung,
+        result.schedule.problem,
+        tuple(result.landings),
+        len(result.schedule.decisions),
+        result.elapsed,
+        trace,
+    )
+
+
+async def run_indices(
+    db: Database,
+    group: Group,
+    indices: Sequence[int],
+    settings: Settings,
+    *,
+    keep_traces: int,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_record: Callable[[RunRecord], None] = lambda r: None,
+) -> list[RunRecord]:
+    """Run ``indices`` of ``group`` one after another on ``db``; stop early if asked."""
+    store = await db.store(group.faults)
+    records: list[RunRecord] = []
+    for index in indices:
+        if should_stop():
+            break
+        seed = run_seed(settings.seed, index)
+        result = await execute(
+            store, group.scenario, group.faults, mode_for(group.strategy, seed, settings)
+        )
+        kept = sum(1 for r in records if r.trace is not None)
+        record = _record(group, index, seed, result, settings, keep_trace=kept < keep_traces)
+        records.append(record)
+        on_record(record)
+    return records
+
+
+async def explore(
+    db: Database,
+    group: Group,
+    settings: Settings,
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_record: Callable[[RunRecord], None] = lambda r: None,
+) -> tuple[list[RunRecord], bool]:
+    """Exhaustive mode: every schedule, depth first, up to ``settings.runs`` of them.
+
+    Returns the records (run ``i`` is the ``i``-th schedule) and whether the space was exhausted.
+    """
+    store = await db.store(group.faults)
+    records: list[RunRecord] = []
+    prefix: list[int] | None = []
+    while prefix is not None and len(records) < settings.runs and not should_stop():
+        strategy = PrefixStrategy(prefix)
+        result = await execute(
+            store, group.scenario, group.faults, Controlled(strategy, settings.settle_timeout)
+        )
+        kept = sum(1 for r in records if r.trace is not None)
+        record = _record(
+            group, len(records), 0, result, settings, keep_trace=kept < settings.max_traces
+        )
+        if record.trace is not None:
+            record.trace["decision_indices"] = [i for i, _ in strategy.taken]
+        records.append(record)
+        on_record(record)
+        if result.schedule.outcome == "diverged":
+            break
+        prefix = next_prefix(strategy.taken)
+    return records, prefix is None
+
+
+# -- jobs: in this process or over worker processes ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """Run ``indices`` of ``group`` with ``settings`` (the seed they derive from is its seed)."""
+
+    group: Group
+    settings: Settings
+    indices: tuple[int, ...]
+    keep_traces: int = 0
+
+
+OnRecords = Callable[[Job, list[RunRecord]], None]
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    *,
+    workers: int,
+    pg_dsn: str | None,
+    on_records: OnRecords,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> bool:
+    """Run every job (in order, or spread over ``workers`` processes); ``on_records`` hears of
+    every finished run. Stops handing out work once ``should_stop`` says so. Returns True if
+    Ctrl-C stopped it; what finished was reported either way."""
+    if workers > 1:
+        return _jobs_in_pool(jobs, workers, pg_dsn, on_records, should_stop)
+    return _jobs_in_process(jobs, pg_dsn, on_records, should_stop)
+
+
+def _jobs_in_process(
+    jobs: Sequence[Job], pg_dsn: str | None, on_records: OnRecords, should_stop: Callable[[], bool]
+) -> bool:
+    async def main() -> None:
+        dbs: dict[str, Database] = {}
+        try:
+            for job in jobs:
+                if should_stop():
+                    break
+                db = _database(dbs, job.group.adapter, pg_dsn)
+                await run_indices(
+                    db,
+                    job.group,
+                    job.indices,
+                    job.settings,
+                    keep_traces=job.keep_traces,
+                    should_stop=should_stop,
+                    on_record=_reporter(on_records, job),
+                )
+        finally:
+            for db in dbs.values():
+                await db.cleanup()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        return True
+    return False
+
+
+def _database(dbs: dict[str, Database], adapter: str, pg_dsn: str | None) -> Database:
+    """The database this process uses for ``adapter``, made on first use."""
+    if adapter not in dbs:
+        dbs[adapter] = Database.fresh(adapter, pg_dsn=pg_dsn)
+    return dbs[adapter]
+
+
+def _reporter(on_records: OnRecords, job: Job) -> Callable[[RunRecord], None]:
+    return lambda record: on_records(job, [record])
+
+
+def _keep_one(
+    keep: Callable[[Group, list[RunRecord]], None], group: Group, record: RunRecord
+) -> None:
+    keep(group, [record])
+
+
+_worker_dbs: dict[str, Database] = {}
+_worker_loop: asyncio.Runner | None = None
+_worker_pg_dsn: str | None = None
+
+
+def _worker_init(pg_dsn: str | None) -> None:
+    global _worker_loop, _worker_pg_dsn
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
+    _worker_loop = asyncio.Runner()
+    _worker_pg_dsn = pg_dsn
+    # Worker processes leave through os._exit: atexit hooks never run there, Finalize does.
+    multiprocessing.util.Finalize(None, _worker_exit, exitpriority=10)
+
+
+def _worker_exit() -> None:
+    if _worker_loop is None:
+        return
+    for db in _worker_dbs.values():
+        _worker_loop.run(db.cleanup())
+    _worker_loop.close()
+
+
+def _worker_job(job: Job) -> list[RunRecord]:
+    assert _worker_loop is not None
+    adapter = job.group.adapter
+    db = _database(_worker_dbs, adapter, _worker_pg_dsn)
+
+    async def run() -> list[RunRecord]:
+        try:
+            return await run_indices(
+                db, job.group, job.indices, job.settings, keep_traces=job.keep_traces
+            )
+        finally:
+            # aiosqlite's connection threads are not daemons: left open between jobs, they
+            # would keep the worker alive at exit, before any exit hook could close them.
+            await db.close_stores()
+
+    return _worker_loop.run(run())
+
+
+def _jobs_in_pool(
+    jobs: Sequence[Job],
+    workers: int,
+    pg_dsn: str | None,
+    on_records: OnRecords,
+    should_stop: Callable[[], bool],
+) -> bool:
+    waiting = list(jobs)
+    busy: dict[cf.Future[list[RunRecord]], Job] = {}
+    context = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_worker_init, initargs=(pg_dsn,)
+    ) as pool:
+
+        def collect(done: set[cf.Future[list[RunRecord]]]) -> None:
+            for future in done:
+                job = busy.pop(future)
+                if not future.cancelled():
+                    on_records(job, future.result())
+
+        try:
+            while waiting or busy:
+                while waiting and len(busy) < workers * 2 and not should_stop():
+                    job = waiting.pop(0)
+                    busy[pool.submit(_worker_job, job)] = job
+                if not busy:
+                    break
+                done, _ = cf.wait(busy, return_when=cf.FIRST_COMPLETED)
+                collect(done)
+        except KeyboardInterrupt:
+            for future in busy:
+                future.cancel()
+            collect(set(cf.wait(busy).done))
+            return True
+    return False
+
+
+# -- racetape run --------------------------------------------------------------------------------
+
+
+class Progress:
+    """What the runner tells whoever shows progress (the CLI); these defaults show nothing."""
+
+    def start(self, total: int) -> None: ...
+
+    def advance(self, group: Group, record: RunRecord) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+def run_groups(
+    groups: Sequence[Group], settings: Settings, progress: Progress | None = None
+) -> list[GroupResult]:
+    """Run every group; returns what finished even when stopped by the budget or Ctrl-C."""
+    progress = progress or Progress()
+    indices = shard_indices(settings.runs, settings.shard)
+    total = sum(settings.runs if g.strategy == "exhaustive" else len(indices) for g in groups)
+    results = {g: GroupResult(g) for g in groups}
+    first_seen: dict[Group, float] = {}
+    started = time.monotonic()
+
+    def over_budget() -> bool:
+        return settings.budget is not None and time.monotonic() - started >= settings.budget
+
+    def keep(group: Group, records: list[RunRecord]) -> None:
+        now = time.perf_counter()
+        began = first_seen.setdefault(group, now - sum(r.elapsed for r in records))
+        results[group].elapsed = now - began
+        results[group].records.extend(records)
+        for record in records:
+            progress.advance(group, record)
+
+    progress.start(total)
+    interrupted = False
+    try:
+        exhaustive = [g for g in groups if g.strategy == "exhaustive"]
+        interrupted = _run_exhaustive(exhaustive, settings, results, keep, over_budget)
+        if not interrupted:
+            size = max(1, min(25, len(indices) // (settings.workers * 4) or 1))
+            jobs = [
+                Job(group, settings, tuple(indices[i : i + size]), settings.max_traces)
+                for group in groups
+                if group.strategy != "exhaustive"
+                for i in range(0, len(indices), size)
+            ]
+            interrupted = run_jobs(
+                jobs,
+                workers=settings.workers,
+                pg_dsn=settings.pg_dsn,
+                on_records=lambda job, records: keep(job.group, records),
+                should_stop=over_budget,
+            )
+    finally:
+        progress.finish()
+    for result in results.values():
+        result.records.sort(key=lambda r: r.index)
+        planned = settings.runs if result.group.strategy == "exhaustive" else len(indices)
+        if len(result.records) < planned and not result.exhausted:
+            result.stopped = "interrupted" if interrupted else ("budget" if over_budget() else None)
+        result.traces = _write_traces(result, settings)
+    return [results[g] for g in groups]
+
+
+def _run_exhaustive(
+    groups: Sequence[Group],
+    settings: Settings,
+    results: dict[Group, GroupResult],
+    keep: Callable[[Group, list[RunRecord]], None],
+    over_budget: Callable[[], bool],
+) -> bool:
+    if not groups:
+        return False
+
+    async def main() -> None:
+        dbs: dict[str, Database] = {}
+        try:
+            for group in groups:
+                db = _database(dbs, group.adapter, settings.pg_dsn)
+                _, exhausted = await explore(
+                    db,
+                    group,
+                    settings,
+                    should_stop=over_budget,
+                    on_record=partial(_keep_one, keep, group),
+                )
+                results[group].exhausted = exhausted
+        finally:
+            for db in dbs.values():
+                await db.cleanup()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        return True
+    return False
+
+
+def _write_traces(result: GroupResult, settings: Settings) -> list[str]:
+    written = []
+    failing = [r for r in result.records if r.trace is not None]
+    for record in failing[: settings.max_traces]:
+        path = settings.traces_dir / f"{result.group.slug}--run{record.index}.json"
+        assert record.trace is not None
+        write_json_atomic(path, record.trace)
+        written.append(str(path))
+    return written

@@ -1,0 +1,425 @@
+"""Controlled mode: a scheduler that owns every control point and lets one actor go at a time.
+
+The loop of :meth:`Scheduler.run`:
+
+1. *settle*: wait until no actor is RUNNABLE: each is parked at a point, blocked on a worker-thread
+   job of its own, or done. An actor that does not settle within ``settle_timeout`` makes the run
+   ``hung`` (reported with the decisions so far), never a silent wait.
+2. *choose*: among the parked actors that may go (see :meth:`Scheduler.enabled`) the strategy
+   picks one; the choice is recorded by actor name.
+3. *release* that one actor; go to 1.
+
+An actor may go unless: the lock its next step ``acquires`` is held by another actor (it would
+block inside the database, out of the scheduler's sight); it is a gated actor whose gate is
+closed; or an open gate must fire before this very step. Only points in play, and the points a
+gate wants (the edges of its cancel window), are decisions; an actor passes straight through any
+other point unless it must wait for a lock there.
+
+What an actor may wait on: a control point, a worker-thread job it submitted itself, or the
+database. An actor awaiting anything else that only another actor can finish (another task, an
+asyncio.Event) looks busy to the scheduler: the run is reported ``hung`` and names it.
+
+Determinism: the state at each decision is the set of parked actors and their points, which does
+not depend on timing, because nothing is decided while anything runs. The candidates are
+ordered by (step at which they parked, name), so "the first candidate" is first come, first
+served, and a recorded list of names replays the same interleaving on any machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from harness.actors import (
+    Actor,
+    ActorState,
+    EngineError,
+    RunAborted,
+    SimulatedCrash,
+    Tracker,
+    current_actor,
+    thread_actor,
+)
+from reftask.control import PointInfo, controlled
+
+DETAIL_KEYS = ("kind", "status", "via", "step")
+
+
+def describe(point: str, info: PointInfo) -> str:
+    """A point and the parts of its info that do not change from run to run."""
+    parts = [f"{k}={info[k]}" for k in DETAIL_KEYS if k in info]
+    return f"{point}({', '.join(parts)})" if parts else point
+
+
+class Gate(Protocol):
+    """A gated actor's condition: a planned cancel waiting for its window."""
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def observe(self, actor: str, point: str, info: PointInfo) -> None:
+        """Called for every point any actor reaches, in order."""
+
+    def must_precede(self, actor: str, point: str, info: PointInfo) -> bool:
+        """True if the gated actor must go before ``actor`` may leave ``point``."""
+
+    def wants_decision(self, actor: str, point: str, info: PointInfo) -> bool:
+        """True if ``actor`` at ``point`` must be a decision for this gate (its window edges).
+
+        May be called from a worker thread: it must only read what ``observe`` set earlier."""
+
+    def landing(self, live: set[str]) -> str:
+        """Where the gated actor lands when it goes now (a cancel window, for coverage)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    actor: str
+    point: str
+    detail: str
+    waiting_since: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    step: int
+    actor: str
+    detail: str
+    enabled: tuple[str, ...]
+    landing: str | None = None  # set when a gated actor (a planned cancel) went
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "step": self.step,
+            "actor": self.actor,
+            "detail": self.detail,
+            "enabled": list(self.enabled),
+        }
+        if self.landing is not None:
+            data["landing"] = self.landing
+        return data
+
+
+class Strategy(Protocol):
+    name: str
+
+    def choose(self, step: int, enabled: Sequence[Candidate]) -> Candidate: ...
+
+
+class StrategyRefused(Exception):
+    """A strategy cannot continue (a replay diverged from its recording); the message says why."""
+
+
+Outcome = Literal["settled", "hung", "deadlock", "diverged"]
+
+
+@dataclass
+class Schedule:
+    """What one controlled run did: its decisions, and how it ended."""
+
+    decisions: list[Decision] = field(default_factory=list)
+    outcome: Outcome = "settled"
+    problem: str | None = None
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def choices(self) -> list[str]:
+        return [d.actor for d in self.decisions]
+
+
+class _Stalled(Exception):
+    pass
+
+
+class Scheduler(Tracker):
+    def __init__(
+        self,
+        strategy: Strategy,
+        *,
+        in_play: Iterable[str] | None = None,
+        settle_timeout: float = 10.0,
+    ) -> None:
+        super().__init__()
+        self.strategy = strategy
+        self.in_play = None if in_play is None else frozenset(in_play)
+        self.settle_timeout = settle_timeout
+        self.gates: list[Gate] = []
+        self.step = 0
+        self._aborting = False
+
+    def watch(self, gate: Gate) -> None:
+        """Let ``gate`` observe every point from the start of the run."""
+        self.gates.append(gate)
+
+    # -- the decision loop -----------------------------------------------------------------------
+
+    async def run(self, main: Coroutine[Any, Any, None]) -> Schedule:
+        schedule = Schedule()
+        with controlled(self):
+            self.start_root(main)
+        try:
+            while True:
+                await self._settle()
+                if not self.live():
+                    break
+                candidates = self.enabled() or self._late_gates()
+                if not candidates:
+                    schedule.outcome, schedule.problem = "deadlock", self._deadlock_report()
+                    break
+                choice = self.strategy.choose(self.step, candidates)
+                schedule.decisions.append(self._release(choice, candidates))
+        except _Stalled as stalled:
+            schedule.outcome, schedule.problem = "hung", str(stalled)
+        except StrategyRefused as refused:
+            schedule.outcome, schedule.problem = "diverged", str(refused)
+        finally:
+            if self.live():
+                await self._abort()
+            schedule.timeline = self.timeline
+        return schedule
+
+    async def _settle(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settle_timeout
+        while True:
+            self._notice_cancellations()
+            runnable = [a for a in self.actors if a.state is ActorState.RUNNABLE]
+            if not runnable:
+                return
+            self.changed.clear()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self.changed.wait()
+            except TimeoutError:
+                where = ", ".join(f"{a.name} (last at {a.point or 'its start'})" for a in runnable)
+                raise _Stalled(
+                    f"no progress for {self.settle_timeout:g}s after step {self.step}: still"
+                    f" running {where}"
+                ) from None
+
+    def _notice_cancellations(self) -> None:
+        """An actor parked or blocked whose task was cancelled will run: it is RUNNABLE again."""
+        for actor in self.actors:
+            if actor.task is None or actor.state not in (ActorState.PARKED, ActorState.BLOCKED):
+                continue
+            requested = actor.task.cancelling()
+            if requested > actor.cancels_seen:
+                actor.cancels_seen = requested
+                self.note("cancelled", actor, at=actor.point)
+                actor.state, actor.blocked_on, actor.wake = ActorState.RUNNABLE, None, None
+
+    def enabled(self) -> list[Candidate]:
+        """The parked actors that may go now, first come first."""
+        parked = [a for a in self.actors if a.state is ActorState.PARKED]
+        open_gates = [
+            (a, gate) for a in parked if (gate := _gate_of(a)) is not None and gate.is_open
+        ]
+        candidates = []
+        for actor in parked:
+            assert actor.point is not None
+            wanted = actor.info.get("acquires")
+            if wanted and any(o is not actor and o.holding == wanted for o in self.actors):
+                continue
+            gate = _gate_of(actor)
+            if gate is not None and not gate.is_open:
+                continue
+            if any(
+                owner is not actor and g.must_precede(actor.name, actor.point, actor.info)
+                for owner, g in open_gates
+            ):
+                continue
+            candidates.append(self._candidate(actor))
+        return sorted(candidates, key=lambda c: (c.waiting_since, c.actor))
+
+    def _late_gates(self) -> list[Candidate]:
+        """Nothing else can go: gated actors whose window never opened go now, late."""
+        late = [a for a in self.actors if a.state is ActorState.PARKED and _gate_of(a) is not None]
+        return sorted((self._candidate(a) for a in late), key=lambda c: (c.waiting_since, c.actor))
+
+    def _candidate(self, actor: Actor) -> Candidate:
+        assert actor.point is not None
+        return Candidate(
+            actor.name, actor.point, describe(actor.point, actor.info), actor.parked_step
+        )
+
+    def _release(self, choice: Candidate, candidates: Sequence[Candidate]) -> Decision:
+        actor = next(a for a in self.actors if a.name == choice.actor)
+        gate = _gate_of(actor)
+        landing = None
+        if gate is not None:
+            landing = gate.landing({a.name for a in self.live()})
+            if not gate.is_open:
+                landing = f"late ({landing})"
+        decision = Decision(
+            self.step, actor.name, choice.detail, tuple(c.actor for c in candidates), landing
+        )
+        self.step += 1
+        actor.state = ActorState.RUNNABLE
+        wanted = actor.info.get("acquires")
+        if isinstance(wanted, str):
+            actor.holding = wanted
+        self.note("release", actor, point=actor.point, step=decision.step)
+        if actor.wake is not None:
+            actor.wake.set_result(None)
+        elif actor.wake_thread is not None:
+            actor.wake_thread.set()
+        actor.wake, actor.wake_thread = None, None
+        return decision
+
+    def _deadlock_report(self) -> str:
+        held = {a.holding: a.name for a in self.actors if a.holding}
+        waiting = []
+        for actor in self.live():
+            wanted = str(actor.info.get("acquires"))
+            why = f" (needs {wanted}, held by {held[wanted]})" if wanted in held else ""
+            waiting.append(f"{actor.name} at {actor.point}{why}")
+        return f"no actor may go after step {self.step}: " + "; ".join(waiting)
+
+    async def _abort(self) -> None:
+        """Abandon the run: raise RunAborted at every point, wait briefly for tasks to end."""
+        self._aborting = True
+        for actor in self.live():
+            actor.aborted = True
+            if actor.wake is not None and not actor.wake.done():
+                actor.wake.set_exception(RunAborted())
+            if actor.wake_thread is not None:
+                actor.wake_thread.set()
+        tasks = [a.task for a in self.live() if a.task is not None and not a.task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.settle_timeout)
+
+    async def crash_others(self) -> None:
+        """Every other actor is parked (nothing runs while an actor runs its step): raise the
+        crash at its point, then park here until the next decision, by which time the victims
+        have died (each runs to its end at once: no handler catches the crash)."""
+        for victim in self._victims():
+            if victim.wake is not None and not victim.wake.done():
+                victim.wake.set_exception(SimulatedCrash())
+                victim.state, victim.wake = ActorState.RUNNABLE, None
+            elif victim.wake_thread is not None:
+                victim.wake_thread.set()
+                victim.state, victim.wake_thread = ActorState.RUNNABLE, None
+        # Always a decision, whatever the points in play: the restart must not run beside the
+        # victims' last steps (their rollbacks).
+        me = current_actor.get()
+        assert me is not None
+        wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._park(me, "crash.done", {"task_id": None}, wake, None)
+        await wake
+
+    # -- the controller side: points reached by actors -----------------------------------------
+
+    def _observe(self, actor: Actor, point: str, info: PointInfo, *, passing: bool = False) -> None:
+        for gate in self.gates:
+            gate.observe(actor.name, point, info)
+        if passing:
+            self.note("pass", actor, point=describe(point, info))
+
+    def _decides(self, actor: Actor, point: str, info: PointInfo) -> bool:
+        if _gate_of_info(info) is not None or self.in_play is None or point in self.in_play:
+            return True
+        if any(gate.wants_decision(actor.name, point, info) for gate in self.gates):
+            return True
+        wanted = info.get("acquires")
+        return bool(wanted) and any(o is not actor and o.holding == wanted for o in self.actors)
+
+    def _park(
+        self,
+        actor: Actor,
+        point: str,
+        info: PointInfo,
+        wake: asyncio.Future[None] | None,
+        wake_thread: threading.Event | None,
+    ) -> None:
+        actor.state, actor.point, actor.info = ActorState.PARKED, point, info
+        actor.parked_step = self.step
+        holds = info.get("holds")
+        actor.holding = holds if isinstance(holds, str) else None
+        actor.cancels_seen = actor.task.cancelling() if actor.task is not None else 0
+        actor.wake, actor.wake_thread = wake, wake_thread
+        self.note("park", actor, point=describe(point, info))
+        self.changed.set()
+
+    async def reach(self, point: str, info: PointInfo) -> None:
+        actor = current_actor.get()
+        if actor is None or actor.tracker is not self:
+            raise EngineError(f"control point {point} reached by a task this run did not spawn")
+        if self._aborting or actor.aborted:
+            raise RunAborted()
+        if actor.crashed:
+            raise SimulatedCrash()
+        decides = self._decides(actor, point, info)
+        self._observe(actor, point, info, passing=not decides)
+        if not decides:
+            acquires, holds = info.get("acquires"), info.get("holds")
+            actor.holding = (
+                acquires
+                if isinstance(acquires, str)
+                else (holds if isinstance(holds, str) else None)
+            )
+            return
+        wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._park(actor, point, info, wake, None)
+        try:
+            await wake
+        except asyncio.CancelledError:
+            if actor.state is ActorState.PARKED:
+                actor.state, actor.wake = ActorState.RUNNABLE, None
+                self.changed.set()
+            raise
+
+    def reach_blocking(self, point: str, info: PointInfo) -> None:
+        actor = thread_actor()
+        if actor is None or actor.tracker is not self:
+            raise EngineError(f"control point {point} reached in a thread this run did not start")
+        if "acquires" in info or "holds" in info:
+            raise EngineError(f"control point {point}: worker-thread points may not declare locks")
+        # Whatever this thread hands to the loop from here on is this actor's continuation.
+        current_actor.set(actor)
+        if self._aborting or actor.aborted:
+            raise RunAborted()
+        if actor.crashed:
+            raise SimulatedCrash()
+        assert self.loop is not None
+        if not self._decides(actor, point, info):
+            self.loop.call_soon_threadsafe(
+                functools.partial(self._observe, actor, point, info, passing=True)
+            )
+            return
+        released = threading.Event()
+
+        def park() -> None:
+            self._observe(actor, point, info)
+            self._park(actor, point, info, None, released)
+
+        self.loop.call_soon_threadsafe(park)
+        released.wait()
+        if actor.aborted:
+            raise RunAborted()
+        if actor.crashed:
+            raise SimulatedCrash()
+
+    # -- tracker hooks -----------------------------------------------------------------------------
+
+    def on_job_submitted(self, creator: Actor, job: Actor) -> None:
+        creator.state, creator.blocked_on = ActorState.BLOCKED, job
+        if creator.task is not None:
+            creator.cancels_seen = creator.task.cancelling()
+
+    def on_finished(self, actor: Actor) -> None:
+        for waiter in self.actors:
+            if waiter.state is ActorState.BLOCKED and waiter.blocked_on is actor:
+                waiter.state, waiter.blocked_on = ActorState.RUNNABLE, None
+
+
+def _gate_of_info(info: PointInfo) -> Gate | None:
+    gate = info.get("gate")
+    return gate if gate is not None and hasattr(gate, "must_precede") else None  # type: ignore[return-value]
+
+
+def _gate_of(actor: Actor) -> Gate | None:
+    return _gate_of_info(actor.info)

@@ -1,0 +1,138 @@
+"""Trace files: one run, recorded so that it replays alone, on this machine or another.
+
+A trace embeds the scenario itself (not a path to it), the adapter, the faults, the mode and its
+seeds, the decision list, and the outcome it led to. Replaying a controlled trace follows the
+decision list and reaches the same interleaving; replaying a jitter trace reuses its seed, which
+fixes the delays only (see :mod:`harness.jitter`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.adapters import ADAPTERS
+from harness.run import RunResult
+from harness.scenario import Scenario, ScenarioError, parse_scenario
+from reftask.faults import Fault, UnknownFaultError, parse_faults
+
+TRACE_SCHEMA = "racetape.trace/1"
+
+
+class TraceError(ValueError):
+    """A trace file that cannot be replayed; the message is one line naming file and field."""
+
+
+@dataclass(frozen=True)
+class Trace:
+    scenario: Scenario
+    adapter: str
+    faults: frozenset[Fault]
+    strategy: str
+    seed: int
+    run: int
+    run_seed: int
+    decisions: tuple[str, ...]
+    outcome: dict[str, Any]
+    jitter_max_delay: float | None = None
+    source: str = "<trace>"
+
+    @property
+    def controlled(self) -> bool:
+        return self.strategy != "jitter"
+
+    def recorded_kinds(self) -> list[tuple[int, str]]:
+        return sorted((v["task"], v["kind"]) for v in self.outcome.get("violations", []))
+
+
+def outcome_of(result: RunResult) -> dict[str, Any]:
+    return {
+        "status": result.schedule.outcome,
+        "problem": result.schedule.problem,
+        "violations": [
+            {"kind": str(v.kind), "task": result.task_number(v.task_id), "detail": v.detail}
+            for v in result.violations
+        ],
+        "landings": result.landings,
+    }
+
+
+def kinds_of(result: RunResult) -> list[tuple[int, str]]:
+    return sorted((result.task_number(v.task_id), str(v.kind)) for v in result.violations)
+
+
+def trace_document(
+    *,
+    scenario: Scenario,
+    adapter: str,
+    faults: frozenset[Fault],
+    strategy: str,
+    seed: int,
+    run: int,
+    run_seed: int,
+    result: RunResult,
+    jitter_max_delay: float | None = None,
+) -> dict[str, Any]:
+    return {
+        "schema": TRACE_SCHEMA,
+        "scenario": scenario.to_toml_dict(),
+        "adapter": adapter,
+        "faults": sorted(f.value for f in faults),
+        "strategy": strategy,
+        "seed": seed,
+        "run": run,
+        "run_seed": run_seed,
+        "jitter_max_delay": jitter_max_delay,
+        "decisions": result.schedule.choices,
+        "steps": [d.to_json() for d in result.schedule.decisions],
+        "outcome": outcome_of(result),
+        "timeline": result.schedule.timeline,
+    }
+
+
+def load_trace(path: Path) -> Trace:
+    def fail(field: str, message: str) -> TraceError:
+        return TraceError(f"{path}: {field}: {message}")
+
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read: {exc.strerror}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TraceError(f"{path}: not a racetape trace (not valid JSON: {exc})") from exc
+    if not isinstance(data, dict) or data.get("schema") != TRACE_SCHEMA:
+        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise fail("schema", f"expected {TRACE_SCHEMA!r}, found {found!r}")
+    for field, kind in [
+        ("scenario", dict), ("adapter", str), ("faults", list), ("strategy", str), ("seed", int),
+        ("run", int), ("run_seed", int), ("decisions", list), ("outcome", dict),
+    ]:  # fmt: skip
+        if not isinstance(data.get(field), kind):
+            raise fail(field, f"missing or not a {kind.__name__}")
+    if data["adapter"] not in ADAPTERS:
+        raise fail(
+            "adapter", f"unknown adapter {data['adapter']!r}; adapters: {', '.join(ADAPTERS)}"
+        )
+    if not all(isinstance(d, str) for d in data["decisions"]):
+        raise fail("decisions", "must be a list of actor names")
+    try:
+        faults = parse_faults(data["faults"])
+        scenario = parse_scenario(data["scenario"], f"{path}#scenario")
+    except (UnknownFaultError, ScenarioError) as exc:
+        raise TraceError(f"{path}: {exc}") from exc
+    delay = data.get("jitter_max_delay")
+    return Trace(
+        scenario=scenario,
+        adapter=data["adapter"],
+        faults=faults,
+        strategy=data["strategy"],
+        seed=data["seed"],
+        run=data["run"],
+        run_seed=data["run_seed"],
+        decisions=tuple(data["decisions"]),
+        outcome=data["outcome"],
+        jitter_max_delay=float(delay) if isinstance(delay, int | float) else None,
+        source=str(path),
+    )
