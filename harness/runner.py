@@ -406,11 +406,13 @@ def run_groups(
         interrupted = _run_exhaustive(exhaustive, settings, results, keep, over_budget)
         if not interrupted:
             size = max(1, min(25, len(indices) // (settings.workers * 4) or 1))
+            # Chunks go out one group after another in turn: a budget that runs out then leaves
+            # every group with about as many runs as the others, not the last groups with none.
             jobs = [
                 Job(group, settings, tuple(indices[i : i + size]), settings.max_traces)
+                for i in range(0, len(indices), size)
                 for group in groups
                 if group.strategy != "exhaustive"
-                for i in range(0, len(indices), size)
             ]
             interrupted = run_jobs(
                 jobs,

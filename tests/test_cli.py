@@ -129,13 +129,16 @@ def test_two_workers_run_the_same_seeds_as_one_and_leave_nothing_behind(
     assert list(scratch.iterdir()) == []
 
 
-def test_budget_stops_cleanly_and_says_so(tmp_path: Path) -> None:
+def test_budget_stops_cleanly_says_so_and_is_shared_by_every_group(tmp_path: Path) -> None:
     out = tmp_path / "result.json"
-    assert run_cli("run", "--scenario", "cancel-anywhere", "--runs", "100000", "--budget", "1",
-                   "--json", out, "--traces", tmp_path) == 0  # fmt: skip
-    (group,) = load(out)["groups"]
-    assert 0 < group["runs"] < 100000
-    assert group["stopped"] == "budget"
+    assert run_cli("run", "--scenario", "cancel-anywhere", "--scenario", "prestart-cancel",
+                   "--runs", "100000", "--budget", "2", "--json", out, "--traces", tmp_path,
+                   ) == 0  # fmt: skip
+    groups = load(out)["groups"]
+    assert [g["scenario"] for g in groups] == ["cancel-anywhere", "prestart-cancel"]
+    for group in groups:
+        assert 0 < group["runs"] < 100000
+        assert group["stopped"] == "budget"
 
 
 def test_ctrl_c_keeps_what_finished(tmp_path: Path) -> None:
