@@ -99,14 +99,20 @@ async def cancel(manager: TaskManager, window: Window, via: CancelVia) -> None:
     await manager.cancel(window.task_id, via=via)
 
 
-async def crash(store: TaskStore, faults: frozenset[Fault], window: Window) -> None:
+async def crash(
+    store: TaskStore, faults: frozenset[Fault], window: Window, task_ids: Sequence[str]
+) -> None:
     """A planned crash: in its window every other actor of the run dies, as in a dead process;
-    then a fresh manager on the same store runs ``restart_cleanup``."""
+    then a fresh manager on the same store runs ``restart_cleanup`` over this run's tasks.
+
+    Only this run's: runs share a database, and a restart that also repaired what earlier runs
+    left (a fault can leave a task unfinished for good) would make a run's decisions depend on
+    the runs before it, and a trace replay differently from how it was recorded."""
     await checkpoint("crash.fire", task_id=window.task_id, gate=window)
     tracker = current_tracker()
     assert tracker is not None, "a crash plan runs only under racetape's controllers"
     await tracker.crash_others()
-    await TaskManager(store, faults=faults).restart_cleanup()
+    await TaskManager(store, faults=faults).restart_cleanup(among=task_ids)
 
 
 async def drive(
@@ -128,7 +134,7 @@ async def drive(
     for window, via in cancels:
         asyncio.create_task(cancel(manager, window, via))  # noqa: RUF006
     if crash_window is not None:
-        asyncio.create_task(crash(manager.store, faults, crash_window))  # noqa: RUF006
+        asyncio.create_task(crash(manager.store, faults, crash_window, task_ids))  # noqa: RUF006
 
 
 async def execute(

@@ -2,12 +2,19 @@
 
 The loop of :meth:`Scheduler.run`:
 
-1. *settle*: wait until no actor is RUNNABLE: each is parked at a point, blocked on a worker-thread
-   job of its own, or done. An actor that does not settle within ``settle_timeout`` makes the run
-   ``hung`` (reported with the decisions so far), never a silent wait.
-2. *choose*: among the parked actors that may go (see :meth:`Scheduler.enabled`) the strategy
+1. *settle*: wait until no actor is RUNNABLE: each is parked at a point, ready, blocked on a
+   worker-thread job of its own, or done. An actor that does not settle within ``settle_timeout``
+   makes the run ``hung`` (reported with the decisions so far), never a silent wait.
+2. *resume* the first READY actor, if any (no decision: there is nothing to choose), and go to 1.
+3. *choose*: among the parked actors that may go (see :meth:`Scheduler.enabled`) the strategy
    picks one; the choice is recorded by actor name.
-3. *release* that one actor; go to 1.
+4. *release* that one actor; go to 1.
+
+Invariant: at most one actor runs between points. A point that is not a decision is still where
+actors take turns: an actor that reaches it while another actor runs (a task it just spawned, a
+task it just cancelled) waits there, READY, until none does. Without this, the two would run
+side by side until their next decisions, and which of them reached the database first would be
+left to the operating system.
 
 An actor may go unless: the lock its next step ``acquires`` is held by another actor (it would
 block inside the database, out of the scheduler's sight); it is a gated actor whose gate is
@@ -28,7 +35,6 @@ served, and a recorded list of names replays the same interleaving on any machin
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -68,9 +74,7 @@ class Gate(Protocol):
         """True if the gated actor must go before ``actor`` may leave ``point``."""
 
     def wants_decision(self, actor: str, point: str, info: PointInfo) -> bool:
-        """True if ``actor`` at ``point`` must be a decision for this gate (its window edges).
-
-        May be called from a worker thread: it must only read what ``observe`` set earlier."""
+        """True if ``actor`` at ``point`` must be a decision for this gate (its window edges)."""
 
     def landing(self, live: set[str]) -> str:
         """Where the gated actor lands when it goes now (a cancel window, for coverage)."""
@@ -149,6 +153,7 @@ class Scheduler(Tracker):
         self.settle_timeout = settle_timeout
         self.gates: list[Gate] = []
         self.step = 0
+        self._turns = 0
         self._aborting = False
 
     def watch(self, gate: Gate) -> None:
@@ -166,6 +171,10 @@ class Scheduler(Tracker):
                 await self._settle()
                 if not self.live():
                     break
+                ready = [a for a in self.actors if a.state is ActorState.READY]
+                if ready:
+                    self._resume(min(ready, key=lambda a: a.ready_since))
+                    continue
                 candidates = self.enabled() or self._late_gates()
                 if not candidates:
                     schedule.outcome, schedule.problem = "deadlock", self._deadlock_report()
@@ -202,9 +211,10 @@ class Scheduler(Tracker):
                 ) from None
 
     def _notice_cancellations(self) -> None:
-        """An actor parked or blocked whose task was cancelled will run: it is RUNNABLE again."""
+        """An actor waiting whose task was cancelled will run: it is RUNNABLE again."""
+        waiting = (ActorState.PARKED, ActorState.READY, ActorState.BLOCKED)
         for actor in self.actors:
-            if actor.task is None or actor.state not in (ActorState.PARKED, ActorState.BLOCKED):
+            if actor.task is None or actor.state not in waiting:
                 continue
             requested = actor.task.cancelling()
             if requested > actor.cancels_seen:
@@ -313,11 +323,9 @@ class Scheduler(Tracker):
 
     # -- the controller side: points reached by actors -----------------------------------------
 
-    def _observe(self, actor: Actor, point: str, info: PointInfo, *, passing: bool = False) -> None:
+    def _observe(self, actor: Actor, point: str, info: PointInfo) -> None:
         for gate in self.gates:
             gate.observe(actor.name, point, info)
-        if passing:
-            self.note("pass", actor, point=describe(point, info))
 
     def _decides(self, actor: Actor, point: str, info: PointInfo) -> bool:
         if _gate_of_info(info) is not None or self.in_play is None or point in self.in_play:
@@ -326,6 +334,10 @@ class Scheduler(Tracker):
             return True
         wanted = info.get("acquires")
         return bool(wanted) and any(o is not actor and o.holding == wanted for o in self.actors)
+
+    def _others_running(self, actor: Actor) -> bool:
+        self._notice_cancellations()  # a cancel just issued makes its target run: see it now
+        return any(o is not actor and o.state is ActorState.RUNNABLE for o in self.actors)
 
     def _park(
         self,
@@ -344,6 +356,52 @@ class Scheduler(Tracker):
         self.note("park", actor, point=describe(point, info))
         self.changed.set()
 
+    def _arrive(
+        self,
+        actor: Actor,
+        point: str,
+        info: PointInfo,
+        wake: asyncio.Future[None] | None,
+        wake_thread: threading.Event | None,
+    ) -> bool:
+        """An actor reached ``point`` (on the loop's thread, whichever side it is on): park it
+        for a decision, make it wait its turn, or let it pass (True: it goes on at once)."""
+        if self._decides(actor, point, info):
+            self._park(actor, point, info, wake, wake_thread)
+            return False
+        if self._others_running(actor):
+            actor.state, actor.point, actor.info = ActorState.READY, point, info
+            actor.ready_since = self._turns = self._turns + 1
+            actor.cancels_seen = actor.task.cancelling() if actor.task is not None else 0
+            actor.wake, actor.wake_thread = wake, wake_thread
+            self.note("wait turn", actor, point=describe(point, info))
+            self.changed.set()
+            return False
+        self._pass(actor, point, info)
+        return True
+
+    def _pass(self, actor: Actor, point: str, info: PointInfo) -> None:
+        acquires, holds = info.get("acquires"), info.get("holds")
+        actor.holding = (
+            acquires if isinstance(acquires, str) else (holds if isinstance(holds, str) else None)
+        )
+        self.note("pass", actor, point=describe(point, info))
+
+    def _resume(self, actor: Actor) -> None:
+        """Nothing runs: a READY actor goes on, unless its point became a decision meanwhile
+        (a lock it needs was taken, a window opened), in which case it parks there."""
+        assert actor.point is not None
+        if self._decides(actor, actor.point, actor.info):
+            self._park(actor, actor.point, actor.info, actor.wake, actor.wake_thread)
+            return
+        actor.state = ActorState.RUNNABLE
+        self._pass(actor, actor.point, actor.info)
+        if actor.wake is not None:
+            actor.wake.set_result(None)
+        elif actor.wake_thread is not None:
+            actor.wake_thread.set()
+        actor.wake, actor.wake_thread = None, None
+
     async def reach(self, point: str, info: PointInfo) -> None:
         actor = current_actor.get()
         if actor is None or actor.tracker is not self:
@@ -352,22 +410,14 @@ class Scheduler(Tracker):
             raise RunAborted()
         if actor.crashed:
             raise SimulatedCrash()
-        decides = self._decides(actor, point, info)
-        self._observe(actor, point, info, passing=not decides)
-        if not decides:
-            acquires, holds = info.get("acquires"), info.get("holds")
-            actor.holding = (
-                acquires
-                if isinstance(acquires, str)
-                else (holds if isinstance(holds, str) else None)
-            )
-            return
+        self._observe(actor, point, info)
         wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._park(actor, point, info, wake, None)
+        if self._arrive(actor, point, info, wake, None):
+            return
         try:
             await wake
         except asyncio.CancelledError:
-            if actor.state is ActorState.PARKED:
+            if actor.state in (ActorState.PARKED, ActorState.READY):
                 actor.state, actor.wake = ActorState.RUNNABLE, None
                 self.changed.set()
             raise
@@ -385,18 +435,15 @@ class Scheduler(Tracker):
         if actor.crashed:
             raise SimulatedCrash()
         assert self.loop is not None
-        if not self._decides(actor, point, info):
-            self.loop.call_soon_threadsafe(
-                functools.partial(self._observe, actor, point, info, passing=True)
-            )
-            return
         released = threading.Event()
 
-        def park() -> None:
+        def arrive() -> None:
+            # Decided on the loop's thread, where every other actor's state changes.
             self._observe(actor, point, info)
-            self._park(actor, point, info, None, released)
+            if self._arrive(actor, point, info, None, released):
+                released.set()
 
-        self.loop.call_soon_threadsafe(park)
+        self.loop.call_soon_threadsafe(arrive)
         released.wait()
         if actor.aborted:
             raise RunAborted()

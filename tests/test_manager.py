@@ -144,6 +144,18 @@ async def test_restart_cleanup_finishes_what_a_crash_left(store: SqlTaskStore) -
     assert [t for t in await manager.restart_cleanup() if t in (pending, running)] == []
 
 
+async def test_restart_cleanup_among_some_tasks_leaves_the_others_alone(
+    store: SqlTaskStore,
+) -> None:
+    mine, theirs = unique_id("mine"), unique_id("theirs")
+    for task_id in (mine, theirs):
+        await store.create_task(task_id)
+    cleaned = await TaskManager(store).restart_cleanup(among={mine})
+    assert cleaned == [mine]
+    assert (await store.get_task(theirs)).status == TaskStatus.PENDING
+    assert await store.list_events(theirs) == []
+
+
 async def test_restart_cleanup_after_a_killed_process(
     store: SqlTaskStore, store_location: StoreLocation
 ) -> None:

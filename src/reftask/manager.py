@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -166,17 +166,18 @@ class TaskManager:
         tasks = [h.run_task for h in self._handles.values() if h.run_task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def restart_cleanup(self) -> list[str]:
+    async def restart_cleanup(self, *, among: Collection[str] | None = None) -> list[str]:
         """Finish the tasks a crashed manager left unfinished; returns their ids.
 
         A row left PENDING or RUNNING becomes FAILED, with a final. A terminal row with no final
         (the manager died between committing the status and appending final) gets the final it
         was owed, with the status the row already has. Call it on a fresh manager at start-up;
-        tasks this manager is running are left alone.
+        tasks this manager is running are left alone, and with ``among`` only those tasks are
+        looked at (one crashed manager's share of a database that others use too).
         """
         repaired = []
         for task_id in await self._store.list_unfinished():
-            if task_id in self._handles:
+            if task_id in self._handles or (among is not None and task_id not in among):
                 continue
             row = await self._store.get_task(task_id)
             if not row.terminal:
