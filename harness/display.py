@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from harness.replay import Replayed
+from harness.report.compare import Comparison
 from harness.runner import Group, RunRecord
 from harness.runner import Progress as ProgressSink
 
@@ -110,6 +111,24 @@ def summary_table(doc: dict[str, Any]) -> Table:
             str(g["runs_per_s"] or "-"),
             _coverage(g),
         )
+    return table
+
+
+def comparison_table(comparison: Comparison) -> Table:
+    table = Table(title=f"racetape compare: {comparison.before_name} -> {comparison.after_name}")
+    for column in ("scenario", "adapter", "faults", "strategy", "strands/runs", "rate"):
+        table.add_column(column, overflow="fold")
+    table.add_column("verdict")
+    table.add_column("p (Fisher)")
+    colours = {"better": "green", "worse": "red"}
+    for pair in comparison.pairs:
+        g = pair.any_side
+        colour = colours.get(pair.verdict)
+        verdict = f"[{colour}]{pair.verdict}[/]" if colour else pair.verdict
+        table.add_row(
+            g["scenario"], g["adapter"], pair.faults, g["strategy"], pair.counts, pair.rates,
+            verdict, pair.p_value,
+        )  # fmt: skip
     return table
 
 
