@@ -7,8 +7,10 @@ recorded ones unless ``RACETAPE_FAULTS`` names others (``none`` for none): as em
 on the faulty manager, and passes on a manager fixed so that interleaving strands nothing
 (``RACETAPE_FAULTS=none`` shows the fixed reference manager).
 
-A replay that can no longer follow the recorded decisions fails too, saying so: the code changed
-under the interleaving, and a test that silently stopped testing it would be worse.
+Where the code no longer allows the recorded interleaving (a fix that takes a lock makes the
+recorded order impossible), the replay follows the recording as far as it can, goes on first
+come, first served, warns where it left the recording, and judges that run: a fix passes, and
+the warning says the test now exercises a neighbouring interleaving.
 """
 
 from __future__ import annotations
