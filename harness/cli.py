@@ -263,7 +263,9 @@ def _add_report(commands: Any) -> None:
         " (short for 'report render'); racetape report compare BEFORE AFTER;"
         " racetape report merge SHARD...",
     )
-    reports = report.add_subparsers(dest="report_command", required=True)
+    reports = report.add_subparsers(
+        dest="report_command", required=True, metavar="render|compare|merge"
+    )
     render = reports.add_parser("render", help="Markdown, HTML and JUnit from one result")
     render.add_argument("result", type=Path, metavar="RESULT.json")
     render.add_argument("--html", type=Path, metavar="PATH", help="self-contained HTML page")

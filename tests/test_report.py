@@ -251,6 +251,17 @@ def test_merge_of_two_shards_equals_one_run_of_the_same_seeds(tmp_path: Path) ->
     assert [Path(t).name for t in faulty["traces"]] == [
         Path(t).name for t in whole["groups"][0]["traces"]
     ]
+    # The same through the CLI, from files.
+    for name, doc in (("a.json", first), ("b.json", second)):
+        (tmp_path / name).write_text(json.dumps(doc))
+    out = tmp_path / "merged.json"
+    assert main(["report", "merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                 "--json", str(out)]) == 0  # fmt: skip
+    written = json.loads(out.read_text())
+    assert [g["strand_runs"] for g in written["groups"]] == [
+        g["strand_runs"] for g in whole["groups"]
+    ]
+    assert [m["shard"] for m in written["merged_from"]] == ["1/2", "2/2"]
 
 
 def test_merge_refuses_mismatched_shards(tmp_path: Path) -> None:
