@@ -21,16 +21,6 @@ from harness.files import write_json_atomic, write_text_atomic
 from harness.matrix import matrix_document, matrix_markdown, run_matrix
 from harness.pgserver import PostgresUnavailable, check_reachable
 from harness.replay import replay
-from harness.report import (
-    compare_documents,
-    emit_test,
-    merge_documents,
-    render_comparison,
-    render_html,
-    render_junit,
-    render_markdown,
-)
-from harness.report.summary import ReportError
 from harness.results import ResultError, load_result, result_document
 from harness.runner import Group, Settings, run_groups
 from harness.scenario import ScenarioError, find_scenarios, resolve_scenario
@@ -358,6 +348,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.emit_test is not None:
+        from harness.report import emit_test  # see _report_render
+
         source = emit_test(args.trace, adapter=args.adapter, test_path=args.emit_test)
         write_text_atomic(args.emit_test, source)
         out = display.console()
@@ -454,7 +446,13 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+# The report commands import harness.report where they run: it loads matplotlib and
+# scipy.stats, seconds that every other command (racetape run in a CI loop) should not pay.
+
+
 def _report_render(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from harness.report import render_html, render_junit, render_markdown
+
     doc = load_result(args.result)
     outputs: list[tuple[Path | None, Callable[[], str]]] = [
         (args.markdown, lambda: render_markdown(doc)),
@@ -473,6 +471,8 @@ def _report_render(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _report_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from harness.report import compare_documents, render_comparison
+
     comparison = compare_documents(
         load_result(args.before),
         load_result(args.after),
@@ -486,6 +486,8 @@ def _report_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _report_merge(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from harness.report import merge_documents
+
     named = [(str(path), load_result(path)) for path in args.shards]
     merged = merge_documents(named, command=shlex.join(["racetape", *argv]))
     write_json_atomic(args.json, merged)
@@ -506,7 +508,6 @@ INPUT_ERRORS = (
     ScenarioError,
     TraceError,
     ResultError,
-    ReportError,
     StoreUnavailableError,
     PostgresUnavailable,
     UsageError,

@@ -6,16 +6,18 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from harness.replay import Replayed
-from harness.report.compare import Comparison
 from harness.runner import Group, RunRecord
 from harness.runner import Progress as ProgressSink
+
+if TYPE_CHECKING:
+    from harness.report.compare import Comparison  # loads scipy.stats: only when comparing
 
 COMMIT_POINTS = {"append.done", "status.committed", "create.done"}
 

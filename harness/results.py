@@ -27,6 +27,11 @@ class ResultError(ValueError):
     """A result file that cannot be read; the message is one line naming file and field."""
 
 
+class ResultMismatch(ResultError):
+    """Result files that cannot be merged or compared with each other; one line, naming the
+    file and field that differ."""
+
+
 def index_ranges(indices: Sequence[int]) -> list[list[int]]:
     """Sorted indices as inclusive ranges: [0, 1, 2, 5] -> [[0, 2], [5, 5]]."""
     ranges: list[list[int]] = []

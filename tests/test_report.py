@@ -22,7 +22,7 @@ import pytest
 from harness.cli import main
 from harness.replay import replay
 from harness.report import (
-    ReportError,
+    ResultMismatch,
     compare_documents,
     merge_documents,
     render_html,
@@ -222,7 +222,7 @@ def test_compare_refuses_results_with_nothing_in_common(tmp_path: Path) -> None:
     other = copy.deepcopy(doc)
     for group in other["groups"]:
         group["adapter"] = "postgres"
-    with pytest.raises(ReportError, match="none pairs with a group"):
+    with pytest.raises(ResultMismatch, match="none pairs with a group"):
         compare_documents(doc, other)
 
 
@@ -269,7 +269,7 @@ def test_merge_refuses_mismatched_shards(tmp_path: Path) -> None:
     second = run_doc(tmp_path / "b", runs=4, shard=(2, 2))
 
     def refused(docs: list[tuple[str, dict[str, Any]]], message: str) -> None:
-        with pytest.raises(ReportError, match=message) as caught:
+        with pytest.raises(ResultMismatch, match=message) as caught:
             merge_documents(docs, command="merge")
         assert "\n" not in str(caught.value)
 
@@ -407,3 +407,15 @@ def test_bad_inputs_are_one_line_errors(
     _one_line_error(["replay", str(jitter_path), "--emit-test", str(tmp_path / "t.py")], capsys,
                     "strategy: a jitter trace")  # fmt: skip
     assert not (tmp_path / "t.py").exists()
+
+
+def test_the_cli_loads_the_report_libraries_only_for_reports() -> None:
+    """matplotlib and scipy.stats cost seconds at start-up; `racetape run` must not pay them."""
+    probe = (
+        "import sys, harness.cli;"
+        " print(sorted({'matplotlib', 'scipy.stats', 'jinja2'} & set(sys.modules)))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert loaded.stdout.strip() == "[]"

@@ -14,11 +14,11 @@ from harness.report.html import render_html
 from harness.report.junit import render_junit
 from harness.report.markdown import render_markdown
 from harness.report.merge import merge_documents
-from harness.report.summary import ReportError
+from harness.results import ResultMismatch
 
 __all__ = [
     "Comparison",
-    "ReportError",
+    "ResultMismatch",
     "compare_documents",
     "emit_test",
     "merge_documents",

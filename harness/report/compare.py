@@ -17,7 +17,8 @@ from typing import Any
 
 from harness import stats
 from harness.report.markdown import cell
-from harness.report.summary import ReportError, fault_label, group_key, percent
+from harness.report.summary import fault_label, group_key, percent
+from harness.results import ResultMismatch
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def compare_documents(
     before_name: str = "BEFORE",
     after_name: str = "AFTER",
 ) -> Comparison:
-    """Pair the groups of two result documents and judge each pair; raises ReportError if no
+    """Pair the groups of two result documents and judge each pair; raises ResultMismatch if no
     group pairs at all (the two results are of different scenarios, adapters or strategies)."""
     left = {group_key(g): g for g in before["groups"]}
     right = {group_key(g): g for g in after["groups"]}
@@ -112,7 +113,7 @@ def compare_documents(
             del only_left[group_key(groups[0])]
             del only_right[group_key(loose_right[key][0])]
     if not pairs:
-        raise ReportError(
+        raise ResultMismatch(
             f"{after_name}: groups: none pairs with a group of {before_name} by scenario, adapter"
             " and strategy; compare two results of the same scenarios"
         )

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import jinja2
 
-from harness.report.summary import ReportError
 from harness.traces import TraceError, load_trace
 
 
@@ -32,7 +31,7 @@ def emit_test(
     the recorded one); ``test_path`` is where it will be written, for its usage lines."""
     trace = load_trace(trace_path)  # validates: the file must replay
     if not trace.controlled:
-        raise ReportError(
+        raise TraceError(
             f"{trace_path}: strategy: a jitter trace fixes delays, not an interleaving;"
             " emit a test from a controlled trace (random, pct or exhaustive)"
         )

@@ -4,7 +4,7 @@ Shards of one job (``racetape run --shard I/N`` with every other setting the sam
 run indices of every group; each records the indices it finished (``runs_done``) and which of
 them stranded (``strand_runs``), so the join is exact: counts add, index lists unite, and
 ``first_strand_run`` / ``runs_to_first_strand`` / ``windows_covered`` are recomputed from the
-union. Refused, with a one-line :class:`ReportError` naming the file and field:
+union. Refused, with a one-line :class:`ResultMismatch` naming the file and field:
 
 * a document of another racetape version, or with any setting but ``shard`` and ``workers``
   different (workers change how runs are spread, never what a run does);
@@ -22,8 +22,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from harness.report.summary import GroupKey, ReportError, group_key, group_label
-from harness.results import index_ranges
+from harness.report.summary import GroupKey, group_key, group_label
+from harness.results import ResultMismatch, index_ranges
 
 FREE_SETTINGS = {"shard", "workers"}
 STOP_ORDER = {None: 0, "budget": 1, "interrupted": 2}
@@ -35,9 +35,9 @@ def parse_shard(text: str, source: str) -> tuple[set[int], int]:
         indices, count = text.split("/")
         shards, n = {int(i) for i in indices.split("+")}, int(count)
     except (ValueError, AttributeError):
-        raise ReportError(f"{source}: settings.shard: expected I/N, found {text!r}") from None
+        raise ResultMismatch(f"{source}: settings.shard: expected I/N, found {text!r}") from None
     if not all(1 <= i <= n for i in shards):
-        raise ReportError(f"{source}: settings.shard: {text!r} is not a shard of {n}")
+        raise ResultMismatch(f"{source}: settings.shard: {text!r} is not a shard of {n}")
     return shards, n
 
 
@@ -49,14 +49,14 @@ def _check_alike(named: Sequence[tuple[str, dict[str, Any]]]) -> None:
     first_name, first = named[0]
     for name, doc in named[1:]:
         if doc.get("racetape") != first.get("racetape"):
-            raise ReportError(
+            raise ResultMismatch(
                 f"{name}: racetape: version {doc.get('racetape')!r} differs from {first_name}'s"
                 f" {first.get('racetape')!r}; merge shards of one job"
             )
         settings, reference = doc.get("settings", {}), first.get("settings", {})
         for field in sorted((settings.keys() | reference.keys()) - FREE_SETTINGS):
             if settings.get(field) != reference.get(field):
-                raise ReportError(
+                raise ResultMismatch(
                     f"{name}: settings.{field}: {settings.get(field)!r} differs from"
                     f" {first_name}'s {reference.get(field)!r}; shards of one job differ only in"
                     " --shard"
@@ -70,14 +70,14 @@ def _check_shards(named: Sequence[tuple[str, dict[str, Any]]]) -> str:
     for name, doc in named:
         shards, n = parse_shard(str(doc.get("settings", {}).get("shard")), name)
         if count is not None and n != count:
-            raise ReportError(
+            raise ResultMismatch(
                 f"{name}: settings.shard: a shard of {n}, but {named[0][0]} is a shard of {count};"
                 " merge shards of one split"
             )
         count = n
         for shard in sorted(shards):
             if shard in seen:
-                raise ReportError(
+                raise ResultMismatch(
                     f"{name}: settings.shard: shard {shard}/{n} is also in {seen[shard]}"
                 )
             seen[shard] = name
@@ -95,7 +95,7 @@ def _groups_by_key(named: Sequence[tuple[str, dict[str, Any]]]) -> list[list[dic
         for group in doc["groups"]:
             key = group_key(group)
             if key in groups:
-                raise ReportError(f"{name}: groups: {group_label(group)} is there twice")
+                raise ResultMismatch(f"{name}: groups: {group_label(group)} is there twice")
             groups[key] = group
         keyed.append((name, groups))
     first_name, first = keyed[0]
@@ -103,7 +103,7 @@ def _groups_by_key(named: Sequence[tuple[str, dict[str, Any]]]) -> list[list[dic
         for lacking, holder, has in ((name, first_name, first), (first_name, name, groups)):
             other = groups if lacking == name else first
             for key in sorted(has.keys() - other.keys()):
-                raise ReportError(
+                raise ResultMismatch(
                     f"{lacking}: groups: no {group_label(has[key])}, which {holder} has;"
                     " merge shards of one job"
                 )
@@ -116,13 +116,13 @@ def _merge_group(parts: list[dict[str, Any]], names: Sequence[str]) -> dict[str,
     for name, part in zip(names, parts, strict=True):
         for index in sorted(_indices(part["runs_done"])):
             if index in done:
-                raise ReportError(
+                raise ResultMismatch(
                     f"{name}: groups[{group_label(part)}].runs_done: run {index} is also in"
                     f" {done[index]}; shards must not overlap"
                 )
             done[index] = name
         if part.get("windows_possible") != head.get("windows_possible"):
-            raise ReportError(
+            raise ResultMismatch(
                 f"{name}: groups[{group_label(part)}].windows_possible: differs from"
                 f" {names[0]}'s; the scenario files differ"
             )
@@ -177,7 +177,7 @@ def _merge_group(parts: list[dict[str, Any]], names: Sequence[str]) -> dict[str,
 def merge_documents(named: Sequence[tuple[str, dict[str, Any]]], *, command: str) -> dict[str, Any]:
     """Join shard documents (each with the name errors call it by) into one document."""
     if not named:
-        raise ReportError("merge: no result documents given")
+        raise ResultMismatch("merge: no result documents given")
     _check_alike(named)
     shard = _check_shards(named)
     names = [name for name, _ in named]

@@ -41,10 +41,6 @@ def replay_command(trace_path: str) -> str:
     return shlex.join(["racetape", "replay", trace_path])
 
 
-class ReportError(ValueError):
-    """Inputs a report cannot be made from; the message is one line naming the file and field."""
-
-
 @dataclass(frozen=True)
 class GroupFigures:
     group: dict[str, Any]
