@@ -63,7 +63,10 @@ class Pair:
 
     @property
     def p_value(self) -> str:
-        return "-" if self.result is None else f"{self.result.p_value:.3g}"
+        if self.result is None:
+            return "-"
+        p = self.result.p_value
+        return f"{p:.3g}" if p > 0 else "< 1e-300"  # below what a float holds, not zero
 
 
 @dataclass(frozen=True)
