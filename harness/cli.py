@@ -21,7 +21,7 @@ from harness.files import write_json_atomic, write_text_atomic
 from harness.matrix import matrix_document, matrix_markdown, run_matrix
 from harness.pgserver import PostgresUnavailable, check_reachable
 from harness.replay import replay
-from harness.results import ResultError, result_document
+from harness.results import ResultError, load_result, result_document
 from harness.runner import Group, Settings, run_groups
 from harness.scenario import ScenarioError, find_scenarios, resolve_scenario
 from harness.strategies import STRATEGIES
@@ -171,7 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("trace", type=Path, metavar="TRACE")
     rep.add_argument("--adapter", choices=ADAPTERS, help="replay on this adapter instead")
     rep.add_argument("--pg-dsn", metavar="DSN")
+    rep.add_argument(
+        "--emit-test",
+        type=Path,
+        metavar="PATH",
+        help="write a standalone pytest file that replays this interleaving (no replay now)",
+    )
     rep.set_defaults(handler=_replay)
+
+    _add_report(commands)
 
     mat = commands.add_parser("matrix", help="detection power: runs to first strand per fault")
     mat.add_argument(
@@ -234,6 +242,59 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+REPORT_COMMANDS = ("render", "compare", "merge")
+
+
+def _add_report(commands: Any) -> None:
+    report = commands.add_parser(
+        "report",
+        help="render a result (Markdown, HTML, JUnit), compare two, merge shards",
+        description="racetape report RESULT.json [--html P] [--markdown P] [--junit P]"
+        " (short for 'report render'); racetape report compare BEFORE AFTER;"
+        " racetape report merge SHARD...",
+    )
+    reports = report.add_subparsers(
+        dest="report_command", required=True, metavar="render|compare|merge"
+    )
+    render = reports.add_parser("render", help="Markdown, HTML and JUnit from one result")
+    render.add_argument("result", type=Path, metavar="RESULT.json")
+    render.add_argument("--html", type=Path, metavar="PATH", help="self-contained HTML page")
+    render.add_argument(
+        "--markdown", type=Path, metavar="PATH", help="Markdown (PR comment, step summary)"
+    )
+    render.add_argument("--junit", type=Path, metavar="PATH", help="JUnit XML")
+    render.add_argument(
+        "--base",
+        type=Path,
+        default=Path(),
+        metavar="DIR",
+        help="the folder the result's trace paths are relative to; default: this one",
+    )
+    render.set_defaults(handler=_report_render)
+    compare = reports.add_parser("compare", help="before vs after, with verdicts; 1 if worse")
+    compare.add_argument("before", type=Path, metavar="BEFORE.json")
+    compare.add_argument("after", type=Path, metavar="AFTER.json")
+    compare.add_argument("--markdown", type=Path, metavar="PATH", help="also write Markdown")
+    compare.set_defaults(handler=_report_compare)
+    merge = reports.add_parser("merge", help="join shard results into one document")
+    merge.add_argument("shards", type=Path, nargs="+", metavar="SHARD.json")
+    merge.add_argument(
+        "--json",
+        type=Path,
+        default=Path("reports/merged.json"),
+        metavar="PATH",
+        help="the merged document; default reports/merged.json",
+    )
+    merge.set_defaults(handler=_report_merge)
+
+
+def _report_shorthand(argv: list[str]) -> list[str]:
+    """``report RESULT.json ...`` is ``report render RESULT.json ...``."""
+    if argv[:1] == ["report"] and argv[1:2] and argv[1] not in (*REPORT_COMMANDS, "-h", "--help"):
+        return ["report", "render", *argv[1:]]
+    return argv
+
+
 def _pg_dsn(args: argparse.Namespace, adapters: Sequence[str]) -> str | None:
     if "postgres" not in adapters:
         return None
@@ -286,6 +347,15 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.emit_test is not None:
+        from harness.report import emit_test  # see _report_render
+
+        source = emit_test(args.trace, adapter=args.adapter, test_path=args.emit_test)
+        write_text_atomic(args.emit_test, source)
+        out = display.console()
+        out.print(f"regression test: {args.emit_test}")
+        out.print(f"run it: python -m pytest {shlex.quote(str(args.emit_test))}")
+        return 0
     trace = load_trace(args.trace)
     adapter = args.adapter or trace.adapter
     pg_dsn = _pg_dsn(args, [adapter])
@@ -376,6 +446,57 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+# The report commands import harness.report where they run: it loads matplotlib and
+# scipy.stats, seconds that every other command (racetape run in a CI loop) should not pay.
+
+
+def _report_render(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from harness.report import render_html, render_junit, render_markdown
+
+    doc = load_result(args.result)
+    outputs: list[tuple[Path | None, Callable[[], str]]] = [
+        (args.markdown, lambda: render_markdown(doc)),
+        (args.html, lambda: render_html(doc, args.base)),
+        (args.junit, lambda: render_junit(doc, args.base)),
+    ]
+    if not any(path for path, _ in outputs):
+        sys.stdout.write(render_markdown(doc))
+        return 0
+    out = display.console()
+    for path, render in outputs:
+        if path is not None:
+            write_text_atomic(path, render())
+            out.print(f"wrote {path}")
+    return 0
+
+
+def _report_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from harness.report import compare_documents, render_comparison
+
+    comparison = compare_documents(
+        load_result(args.before),
+        load_result(args.after),
+        before_name=str(args.before),
+        after_name=str(args.after),
+    )
+    display.console().print(display.comparison_table(comparison))
+    if args.markdown:
+        write_text_atomic(args.markdown, render_comparison(comparison))
+    return 1 if comparison.worse else 0
+
+
+def _report_merge(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from harness.report import merge_documents
+
+    named = [(str(path), load_result(path)) for path in args.shards]
+    merged = merge_documents(named, command=shlex.join(["racetape", *argv]))
+    write_json_atomic(args.json, merged)
+    out = display.console()
+    out.print(display.summary_table(merged))
+    out.print(f"merged {len(named)} results (shard {merged['settings']['shard']}): {args.json}")
+    return 0
+
+
 def _list(args: argparse.Namespace, argv: Sequence[str]) -> int:
     display.print_list(
         find_scenarios(), FAULT_DESCRIPTIONS, STRATEGY_HELP, ADAPTER_HELP, display.console()
@@ -394,7 +515,7 @@ INPUT_ERRORS = (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _report_shorthand(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args, argv)

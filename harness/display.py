@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -15,6 +15,9 @@ from rich.table import Table
 from harness.replay import Replayed
 from harness.runner import Group, RunRecord
 from harness.runner import Progress as ProgressSink
+
+if TYPE_CHECKING:
+    from harness.report.compare import Comparison  # loads scipy.stats: only when comparing
 
 COMMIT_POINTS = {"append.done", "status.committed", "create.done"}
 
@@ -110,6 +113,24 @@ def summary_table(doc: dict[str, Any]) -> Table:
             str(g["runs_per_s"] or "-"),
             _coverage(g),
         )
+    return table
+
+
+def comparison_table(comparison: Comparison) -> Table:
+    table = Table(title=f"racetape compare: {comparison.before_name} -> {comparison.after_name}")
+    for column in ("scenario", "adapter", "faults", "strategy", "strands/runs", "rate"):
+        table.add_column(column, overflow="fold")
+    table.add_column("verdict")
+    table.add_column("p (Fisher)")
+    colours = {"better": "green", "worse": "red"}
+    for pair in comparison.pairs:
+        g = pair.any_side
+        colour = colours.get(pair.verdict)
+        verdict = f"[{colour}]{pair.verdict}[/]" if colour else pair.verdict
+        table.add_row(
+            g["scenario"], g["adapter"], pair.faults, g["strategy"], pair.counts, pair.rates,
+            verdict, pair.p_value,
+        )  # fmt: skip
     return table
 
 

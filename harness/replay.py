@@ -18,6 +18,7 @@ class Replayed:
     result: RunResult
     tapes: dict[int, list[EventRecord]]
     extended: bool  # the run went past the end of the recorded decisions
+    diverged: str | None = None  # lenient replays: where the recording could not be followed
 
     @property
     def same_outcome(self) -> bool:
@@ -61,13 +62,15 @@ def _describe(kinds: list[tuple[int, str]]) -> str:
 
 
 async def replay(
-    trace: Trace, *, adapter: str | None = None, pg_dsn: str | None = None
+    trace: Trace, *, adapter: str | None = None, pg_dsn: str | None = None, lenient: bool = False
 ) -> Replayed:
+    """Replay ``trace``; ``lenient`` goes on first come, first served where the recorded
+    decisions cannot be followed (see :class:`ReplayStrategy`) instead of ending ``diverged``."""
     adapter = adapter or trace.adapter
     db = Database.fresh(adapter, pg_dsn=pg_dsn)
     try:
         store = await db.store(trace.faults)
-        strategy = ReplayStrategy(trace.decisions)
+        strategy = ReplayStrategy(trace.decisions, lenient=lenient)
         mode = (
             Controlled(strategy)
             if trace.controlled
@@ -77,4 +80,4 @@ async def replay(
         tapes = {n: await store.list_events(t) for n, t in enumerate(result.task_ids, start=1)}
     finally:
         await db.cleanup()
-    return Replayed(trace, adapter, result, tapes, strategy.extended)
+    return Replayed(trace, adapter, result, tapes, strategy.extended, strategy.diverged)

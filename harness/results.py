@@ -27,7 +27,12 @@ class ResultError(ValueError):
     """A result file that cannot be read; the message is one line naming file and field."""
 
 
-def _ranges(indices: Sequence[int]) -> list[list[int]]:
+class ResultMismatch(ResultError):
+    """Result files that cannot be merged or compared with each other; one line, naming the
+    file and field that differ."""
+
+
+def index_ranges(indices: Sequence[int]) -> list[list[int]]:
     """Sorted indices as inclusive ranges: [0, 1, 2, 5] -> [[0, 2], [5, 5]]."""
     ranges: list[list[int]] = []
     for index in sorted(indices):
@@ -72,12 +77,15 @@ def group_summary(result: GroupResult) -> dict[str, Any]:
             None if first is None else 1 + sum(1 for r in records if r.index < first)
         ),
         "strand_runs": [r.index for r in stranded],
-        "runs_done": _ranges([r.index for r in records]),
+        "runs_done": index_ranges([r.index for r in records]),
         "windows": dict(sorted(windows.items())),
         "windows_possible": possible,
         "windows_covered": (None if possible is None else sum(1 for w in possible if w in windows)),
         "problems": sorted({r.problem for r in records if r.problem})[:5],
         "traces": result.traces,
+        # The run index of each trace, so shards merge their traces in run order: the runner
+        # writes the first failing records that kept a trace, in index order (_write_traces).
+        "trace_runs": [r.index for r in records if r.trace is not None][: len(result.traces)],
         "elapsed_s": round(result.elapsed, 3),
         "runs_per_s": round(len(records) / result.elapsed, 1) if result.elapsed else None,
         "exhausted": result.exhausted,
@@ -127,4 +135,28 @@ def load_result(path: Path) -> dict[str, Any]:
         raise ResultError(f"{path}: schema: expected {RESULT_SCHEMA!r}, found {found!r}")
     if not isinstance(data.get("groups"), list):
         raise ResultError(f"{path}: groups: missing or not a list")
+    if not isinstance(data.get("settings"), dict):
+        raise ResultError(f"{path}: settings: missing or not an object")
+    for number, group in enumerate(data["groups"]):
+        if not isinstance(group, dict):
+            raise ResultError(f"{path}: groups[{number}]: not an object")
+        for field, kind in GROUP_FIELDS.items():
+            if not isinstance(group.get(field), kind) or isinstance(group.get(field), bool):
+                raise ResultError(
+                    f"{path}: groups[{number}].{field}: missing or not a {kind.__name__};"
+                    " write it with racetape run"
+                )
+        if group["strands"] > group["runs"] or min(group["strands"], group["runs"]) < 0:
+            raise ResultError(
+                f"{path}: groups[{number}].strands: {group['strands']} of {group['runs']} runs"
+                " is not a count of runs"
+            )
     return data
+
+
+# What the reports read of each group; load_result refuses a document without them.
+GROUP_FIELDS: dict[str, type] = {
+    "scenario": str, "adapter": str, "faults": list, "strategy": str, "runs": int,
+    "strands": int, "kinds": dict, "hung": int, "strand_runs": list, "runs_done": list,
+    "windows": dict, "traces": list,
+}  # fmt: skip

@@ -70,15 +70,24 @@ class PctStrategy:
 
 
 class ReplayStrategy:
-    """Follows a recorded decision list; past its end it goes first come, first served."""
+    """Follows a recorded decision list; past its end it goes first come, first served.
+
+    Where a recorded actor cannot go, it refuses (the run is ``diverged``), unless ``lenient``:
+    then it notes where (``diverged``) and goes first come, first served from there, so code
+    changed under the recording (a fix that took a lock) is still run and judged.
+    """
 
     name = "replay"
 
-    def __init__(self, decisions: Sequence[str]) -> None:
+    def __init__(self, decisions: Sequence[str], *, lenient: bool = False) -> None:
         self._decisions = list(decisions)
+        self._lenient = lenient
         self.extended = False
+        self.diverged: str | None = None
 
     def choose(self, step: int, enabled: Sequence[Candidate]) -> Candidate:
+        if self.diverged is not None:
+            return enabled[0]
         if step >= len(self._decisions):
             self.extended = True
             return enabled[0]
@@ -87,9 +96,11 @@ class ReplayStrategy:
             if candidate.actor == wanted:
                 return candidate
         names = ", ".join(c.actor for c in enabled)
-        raise StrategyRefused(
-            f"replay diverged at step {step}: recorded {wanted}, but only {names} could go"
-        )
+        problem = f"replay diverged at step {step}: recorded {wanted}, but only {names} could go"
+        if not self._lenient:
+            raise StrategyRefused(problem)
+        self.diverged = problem
+        return enabled[0]
 
 
 @dataclass

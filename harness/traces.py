@@ -93,15 +93,22 @@ def trace_document(
 
 
 def load_trace(path: Path) -> Trace:
-    def fail(field: str, message: str) -> TraceError:
-        return TraceError(f"{path}: {field}: {message}")
-
     try:
         data = json.loads(path.read_text())
     except OSError as exc:
         raise TraceError(f"{path}: cannot read: {exc.strerror}") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TraceError(f"{path}: not a racetape trace (not valid JSON: {exc})") from exc
+    return trace_from_dict(data, str(path))
+
+
+def trace_from_dict(data: Any, source: str) -> Trace:
+    """A trace document already parsed (a file's, or one embedded in an emitted test);
+    ``source`` names it in errors."""
+
+    def fail(field: str, message: str) -> TraceError:
+        return TraceError(f"{source}: {field}: {message}")
+
     if not isinstance(data, dict) or data.get("schema") != TRACE_SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise fail("schema", f"expected {TRACE_SCHEMA!r}, found {found!r}")
@@ -119,9 +126,9 @@ def load_trace(path: Path) -> Trace:
         raise fail("decisions", "must be a list of actor names")
     try:
         faults = parse_faults(data["faults"])
-        scenario = parse_scenario(data["scenario"], f"{path}#scenario")
+        scenario = parse_scenario(data["scenario"], f"{source}#scenario")
     except (UnknownFaultError, ScenarioError) as exc:
-        raise TraceError(f"{path}: {exc}") from exc
+        raise TraceError(f"{source}: {exc}") from exc
     delay = data.get("jitter_max_delay")
     return Trace(
         scenario=scenario,
@@ -134,5 +141,5 @@ def load_trace(path: Path) -> Trace:
         decisions=tuple(data["decisions"]),
         outcome=data["outcome"],
         jitter_max_delay=float(delay) if isinstance(delay, int | float) else None,
-        source=str(path),
+        source=source,
     )
