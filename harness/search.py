@@ -76,9 +76,11 @@ def explore_shapes(
     database: ExampleDatabase | None = None,
     pg_dsn: str | None = None,
     settle_timeout: float = 10.0,
+    max_failures: int | None = None,
 ) -> Exploration:
     """Search up to ``examples`` generated (shape, schedule) pairs on a fresh database of
-    ``adapter`` with ``faults``; deterministic in ``seed`` and what ``database`` holds."""
+    ``adapter`` with ``faults``, for at most ``max_failures`` failures (default: no limit);
+    deterministic in ``seed`` and what ``database`` holds."""
     db = Database.fresh(adapter, pg_dsn=pg_dsn)
     with asyncio.Runner() as loop:
         try:
@@ -92,6 +94,7 @@ def explore_shapes(
                 seed=seed,
                 database=database,
                 settle_timeout=settle_timeout,
+                max_failures=max_failures,
             )
         finally:
             loop.run(db.cleanup())
@@ -107,6 +110,7 @@ def explore_on(
     seed: int,
     database: ExampleDatabase | None,
     settle_timeout: float,
+    max_failures: int | None = None,
 ) -> Exploration:
     """:func:`explore_shapes` with an open store whose connections live on ``loop``.
 
@@ -120,7 +124,7 @@ def explore_on(
     exploration = Exploration(adapter, faults, seed, examples)
     backing = database if database is not None else InMemoryExampleDatabase()
     found: dict[tuple[str, ...], tuple[Scenario, RunResult]] = {}
-    while exploration.generated < examples:
+    while exploration.generated < examples and len(found) != max_failures:
         failure = _round(
             loop, store, exploration, backing, set(found), examples - exploration.generated,
             settle_timeout,
