@@ -86,7 +86,7 @@ def test_explore_finds_nothing_without_a_fault(store_location: StoreLocation) ->
 
 def test_explore_is_deterministic_in_its_seed() -> None:
     faults = frozenset({Fault.PRESTART_CANCEL_STRAND})
-    runs = [explore_shapes("sqlite", faults, examples=100, seed=3) for _ in range(2)]
+    runs = [explore_shapes("sqlite", faults, examples=50, seed=3) for _ in range(2)]
     shapes = [[f.scenario.to_toml_dict() for f in run.findings] for run in runs]
     decisions = [[f.result.schedule.choices for f in run.findings] for run in runs]
     assert shapes[0]
