@@ -21,7 +21,8 @@ Determinism: a search is seeded (Hypothesis's ``seed``), and the database it rea
 other input. Hypothesis's ``seed`` switches the database off, because saved examples make a
 seeded run depend on history; :func:`seeded` puts ours back on purpose (the trace being shrunk,
 and failures the user asked to keep), so a search depends on its seed and on what that database
-holds, nothing else.
+holds. The one wall clock left is Hypothesis's own: it gives up shrinking after five minutes,
+far beyond the seconds a racetape shrink takes.
 """
 
 from __future__ import annotations
@@ -53,14 +54,18 @@ settings.register_profile(
     # A search is driven by racetape, which prints its own report; Hypothesis's
     # "Falsifying example" text would only repeat the draws without their meaning.
     verbosity=Verbosity.quiet,
+    # One failure per search: racetape asks for the next one itself (see harness.search).
     report_multiple_bugs=False,
     print_blob=False,
+    # Every health check stays on. The draws are single integers between the steps of a run
+    # (no filters, no assume, no large base example), so none has cause to fire; a run's own
+    # time is not drawing time, which is what too_slow measures.
 )
 settings.register_profile(
     "racetape-shrink",
     settings.get_profile("racetape"),
-    # Shrinking starts from a recorded failure (the database's first entry): there is nothing
-    # to generate, and a fresh example could only fail in another way.
+    # Shrinking starts from the recorded failure (served by the database, see
+    # PropertyDatabase): there is nothing to generate.
     phases=(Phase.reuse, Phase.shrink),
 )
 settings.register_profile(
