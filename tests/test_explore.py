@@ -4,7 +4,7 @@ in the example database and tried first next time.
 
 Example counts are small on purpose (the suite's time is shared): with seed 0 the slowest fault
 to find, unlocked-append, fails at the 174th example, so 300 leaves a margin; the fault-free
-search gets 200 examples on SQLite and 100 on Postgres.
+search gets 200 examples on SQLite and 60 on Postgres.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from reftask.faults import Fault
 from tests.conftest import StoreLocation
 
 FAULT_EXAMPLES = 300
-CLEAN_EXAMPLES = {"sqlite": 200, "postgres": 100}
+CLEAN_EXAMPLES = {"sqlite": 200, "postgres": 60}
 
 
 @settings(max_examples=60)
