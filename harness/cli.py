@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 from harness import bench, display
 from harness.adapters import ADAPTERS, pg_dsn_from_env
+from harness.drawn import DEFAULT_DB, open_database
 from harness.files import write_json_atomic, write_text_atomic
 from harness.matrix import matrix_document, matrix_markdown, run_matrix
 from harness.pgserver import PostgresUnavailable, check_reachable
@@ -24,6 +25,8 @@ from harness.replay import replay
 from harness.results import ResultError, load_result, result_document
 from harness.runner import Group, Settings, run_groups
 from harness.scenario import ScenarioError, find_scenarios, resolve_scenario
+from harness.search import DEFAULT_EXAMPLES, explore_shapes, write_findings
+from harness.shrink import ShrinkError, check_shrinkable, shrink_trace
 from harness.strategies import STRATEGIES
 from harness.traces import TraceError, load_trace
 from reftask.faults import FAULT_DESCRIPTIONS, Fault, UnknownFaultError, parse_faults
@@ -236,6 +239,63 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument("--json", type=Path, default=Path("reports/bench.json"), metavar="PATH")
     ben.add_argument("--pg-dsn", metavar="DSN")
     ben.set_defaults(handler=_bench)
+
+    shr = commands.add_parser(
+        "shrink", help="minimise a failing controlled trace with Hypothesis (same strands)"
+    )
+    shr.add_argument("trace", type=Path, metavar="TRACE")
+    shr.add_argument(
+        "--out", type=Path, metavar="PATH", help="shrunk trace; default TRACE with .shrunk.json"
+    )
+    shr.add_argument("--adapter", choices=ADAPTERS, help="shrink on this adapter instead")
+    shr.add_argument("--seed", type=int, default=0, help="Hypothesis's seed; default 0")
+    shr.add_argument("--pg-dsn", metavar="DSN")
+    shr.set_defaults(handler=_shrink)
+
+    exp = commands.add_parser(
+        "explore", help="Hypothesis searches generated scenarios and schedules for strands"
+    )
+    exp.add_argument(
+        "--adapter", action="append", choices=ADAPTERS, default=[], help="repeat; default: sqlite"
+    )
+    exp.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="put a known bug back; repeat for a fault set; default none",
+    )
+    exp.add_argument(
+        "--examples",
+        type=_positive(int, "--examples"),
+        default=DEFAULT_EXAMPLES,
+        help=f"most examples generated per adapter; default {DEFAULT_EXAMPLES}",
+    )
+    exp.add_argument("--seed", type=int, default=0, help="Hypothesis's seed; default 0")
+    exp.add_argument(
+        "--out",
+        type=Path,
+        default=Path("reports/explore"),
+        metavar="DIR",
+        help="where each failure's scenario file and shrunk trace go",
+    )
+    exp.add_argument(
+        "--db",
+        type=Path,
+        default=DEFAULT_DB,
+        metavar="PATH",
+        help=f"Hypothesis example database, failures tried first next time; default {DEFAULT_DB}",
+    )
+    exp.add_argument("--no-db", action="store_true", help="keep no examples between runs")
+    exp.add_argument("--pg-dsn", metavar="DSN")
+    exp.add_argument(
+        "--settle-timeout",
+        type=_positive(float, "--settle-timeout"),
+        default=10.0,
+        metavar="SECONDS",
+        help="a run that does not settle for this long is 'hung' (a failure)",
+    )
+    exp.set_defaults(handler=_explore)
 
     lst = commands.add_parser("list", help="scenarios, faults, strategies and adapters")
     lst.set_defaults(handler=_list)
@@ -497,6 +557,47 @@ def _report_merge(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _shrink(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    trace = load_trace(args.trace)
+    check_shrinkable(trace)
+    adapter = args.adapter or trace.adapter
+    shrunk = shrink_trace(trace, adapter=adapter, pg_dsn=_pg_dsn(args, [adapter]), seed=args.seed)
+    out_path = args.out or args.trace.with_name(f"{args.trace.stem}.shrunk.json")
+    write_json_atomic(out_path, shrunk.document())
+    out = display.console()
+    display.print_shrunk(shrunk, out)
+    out.print(f"shrunk trace: {out_path}; run it again: racetape replay {out_path}")
+    return 0
+
+
+def _explore(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    try:
+        faults = parse_faults(args.fault)
+    except UnknownFaultError as exc:
+        raise UsageError(f"--fault: {exc}") from None
+    adapters = list(dict.fromkeys(args.adapter or ["sqlite"]))
+    pg_dsn = _pg_dsn(args, adapters)
+    database = open_database(None if args.no_db else args.db)
+    out = display.console()
+    found = 0
+    for adapter in adapters:
+        exploration = explore_shapes(
+            adapter,
+            faults,
+            examples=args.examples,
+            seed=args.seed,
+            database=database,
+            pg_dsn=pg_dsn,
+            settle_timeout=args.settle_timeout,
+        )
+        write_findings(exploration, args.out)
+        display.print_exploration(exploration, out)
+        found += len(exploration.findings)
+    if not args.no_db:
+        out.print(f"examples database: {args.db} (its failures are tried first next time)")
+    return 1 if found else 0
+
+
 def _list(args: argparse.Namespace, argv: Sequence[str]) -> int:
     display.print_list(
         find_scenarios(), FAULT_DESCRIPTIONS, STRATEGY_HELP, ADAPTER_HELP, display.console()
@@ -508,6 +609,7 @@ INPUT_ERRORS = (
     ScenarioError,
     TraceError,
     ResultError,
+    ShrinkError,
     StoreUnavailableError,
     PostgresUnavailable,
     UsageError,

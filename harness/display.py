@@ -12,9 +12,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from harness.drawn import deviations
 from harness.replay import Replayed
+from harness.run import RunResult
 from harness.runner import Group, RunRecord
 from harness.runner import Progress as ProgressSink
+from harness.scheduler import Decision
+from harness.search import Exploration
+from harness.shapes import describe_shape
+from harness.shrink import Shrunk, describe_kinds
+from harness.traces import kinds_of
 
 if TYPE_CHECKING:
     from harness.report.compare import Comparison  # loads scipy.stats: only when comparing
@@ -300,3 +307,73 @@ def print_list(
         for name, what in rows.items():
             t.add_row(name, what)
         out.print(t)
+
+
+def decisions_table(title: str, decisions: Sequence[Decision]) -> Table:
+    """Each decision: the actor chosen and the point it left; a deviation from first come,
+    first served names the actor that was first."""
+    table = Table(title=title, show_lines=False)
+    for column in ("step", "actor", "at", "candidates", "first come (if passed over)"):
+        table.add_column(column, overflow="fold")
+    for d in decisions:
+        passed_over = d.enabled[0] if d.enabled and d.actor != d.enabled[0] else ""
+        landing = f" lands {d.landing}" if d.landing else ""
+        table.add_row(str(d.step), d.actor, d.detail + landing, str(len(d.enabled)), passed_over)
+    return table
+
+
+def _violations(result: RunResult) -> list[str]:
+    if result.hung:
+        return [f"{result.schedule.outcome}: {result.schedule.problem}"]
+    return [f"task {result.task_number(v.task_id)}: {v}" for v in result.violations]
+
+
+def print_shrunk(shrunk: Shrunk, out: Console) -> None:
+    trace, before, after = shrunk.trace, shrunk.before, shrunk.after
+    faults = ", ".join(sorted(f.value for f in trace.faults)) or "none"
+    out.print(
+        f"[bold]shrink[/] {trace.source}: scenario {trace.scenario.name}, adapter"
+        f" {shrunk.adapter}, faults {faults}, recorded by {trace.strategy}"
+    )
+    for label, result in (("before", before), ("after", after)):
+        decisions = result.schedule.decisions
+        out.print(
+            decisions_table(
+                f"{label}: {len(decisions)} decisions, {deviations(decisions)} away from"
+                " first come, first served",
+                decisions,
+            )
+        )
+        for line in _violations(result):
+            out.print(f"[red]violation[/] ({label}) {line}")
+    out.print(
+        f"deviations {deviations(before.schedule.decisions)} -> "
+        f"{deviations(after.schedule.decisions)}, decisions {len(before.schedule.decisions)} ->"
+        f" {len(after.schedule.decisions)}, same strands ({describe_kinds(kinds_of(after))});"
+        f" Hypothesis made {shrunk.runs} runs (seed {shrunk.seed})"
+    )
+
+
+def print_exploration(exploration: Exploration, out: Console) -> None:
+    faults = ", ".join(sorted(f.value for f in exploration.faults)) or "none"
+    table = Table(
+        title=f"racetape explore: {exploration.adapter}, faults {faults}, seed {exploration.seed}"
+    )
+    for column in ("strands", "shape", "decisions", "deviations", "scenario", "trace"):
+        table.add_column(column, overflow="fold")
+    for finding in exploration.findings:
+        decisions = finding.result.schedule.decisions
+        table.add_row(
+            ", ".join(finding.kinds),
+            describe_shape(finding.scenario),
+            str(len(decisions)),
+            str(deviations(decisions)),
+            str(finding.scenario_path or "-"),
+            str(finding.trace_path or "-"),
+        )
+    out.print(table)
+    verdict = f"{len(exploration.findings)} failure(s)" if exploration.findings else "no failure"
+    out.print(
+        f"{verdict} in {exploration.generated} generated examples (at most"
+        f" {exploration.examples}), {exploration.runs} runs with shrinking"
+    )
