@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from harness import bench, display
+from harness import bench, display, stress
 from harness.adapters import ADAPTERS, pg_dsn_from_env
 from harness.drawn import DEFAULT_DB, open_database
 from harness.files import write_json_atomic, write_text_atomic
@@ -297,6 +298,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exp.set_defaults(handler=_explore)
 
+    sts = commands.add_parser(
+        "stress",
+        help="the CI stress job: every scenario and adapter, fault-free, random and pct;"
+        " exit 1 on any strand or hang",
+    )
+    sts.add_argument(
+        "--adapter",
+        action="append",
+        choices=ADAPTERS,
+        default=[],
+        help="repeat; default: every adapter that answers (sqlite, and postgres if reachable)",
+    )
+    sts.add_argument(
+        "--budget",
+        type=_positive(float, "--budget"),
+        metavar="SECONDS",
+        help="stop handing out runs after this long (shared by every group); keep what finished",
+    )
+    sts.add_argument(
+        "--runs", type=_positive(int, "--runs"), default=1000, help="runs per group; default 1000"
+    )
+    sts.add_argument("--seed", type=int, default=0)
+    sts.add_argument("--workers", type=_positive(int, "--workers"), default=1)
+    sts.add_argument("--shard", type=_shard, default=(1, 1), metavar="I/N")
+    sts.add_argument(
+        "--out",
+        type=Path,
+        default=Path("reports/stress"),
+        metavar="DIR",
+        help="result.json, summary.md, junit.xml and traces/; default reports/stress",
+    )
+    sts.add_argument("--pg-dsn", metavar="DSN")
+    sts.add_argument(
+        "--settle-timeout", type=_positive(float, "--settle-timeout"), default=10.0,
+        metavar="SECONDS",
+    )  # fmt: skip
+    sts.set_defaults(handler=_stress)
+
     lst = commands.add_parser("list", help="scenarios, faults, strategies and adapters")
     lst.set_defaults(handler=_list)
     return parser
@@ -390,20 +429,55 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     results = run_groups(groups, settings, display.progress_for_terminal())
     doc = result_document(results, settings, command=shlex.join(["racetape", *argv]))
     write_json_atomic(args.json, doc)
+    _print_result(doc, f"result: {args.json}")
+    if any(g["stopped"] == "interrupted" for g in doc["groups"]):
+        return 130
+    failed = doc["totals"]["strands"] or doc["totals"]["hung"]
+    return 1 if failed and args.fail_on_strand else 0
+
+
+def _stress(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.adapter:
+        adapters, notes = list(dict.fromkeys(args.adapter)), list[str]()
+        pg_dsn = _pg_dsn(args, adapters)
+    else:
+        pg_dsn = args.pg_dsn or pg_dsn_from_env()
+        adapters, notes = stress.available_adapters(pg_dsn)
+    files = stress.StressFiles.under(args.out)
+    settings = Settings(
+        runs=args.runs,
+        seed=args.seed,
+        workers=args.workers,
+        shard=args.shard,
+        budget=args.budget,
+        settle_timeout=args.settle_timeout,
+        traces_dir=args.out / "traces",
+        pg_dsn=pg_dsn if "postgres" in adapters else None,
+    )
+    groups = stress.stress_groups(find_scenarios(), adapters)
+    results = run_groups(groups, settings, display.progress_for_terminal())
+    doc = result_document(results, settings, command=shlex.join(["racetape", *argv]), notes=notes)
+    stress.write_files(doc, files)
+    if summary := os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(summary, "a") as step_summary:  # appended to by every step; not ours to replace
+            step_summary.write(files.markdown.read_text())
+    _print_result(doc, f"result: {files.result}, {files.markdown}, {files.junit}")
+    if any(g["stopped"] == "interrupted" for g in doc["groups"]):
+        return 130
+    return 1 if stress.failed(doc) else 0
+
+
+def _print_result(doc: dict[str, Any], written: str) -> None:
     out = display.console()
     out.print(display.summary_table(doc))
     for note in doc["notes"]:
         out.print(f"[yellow]note:[/] {note}")
-    out.print(f"result: {args.json}")
+    out.print(written)
     for group in doc["groups"]:
         for trace in group["traces"][:1]:
             out.print(
                 f"replay the first failing run of {group['scenario']}: racetape replay {trace}"
             )
-    if any(g["stopped"] == "interrupted" for g in doc["groups"]):
-        return 130
-    failed = doc["totals"]["strands"] or doc["totals"]["hung"]
-    return 1 if failed and args.fail_on_strand else 0
 
 
 def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:

@@ -94,10 +94,14 @@ def group_summary(result: GroupResult) -> dict[str, Any]:
 
 
 def result_document(
-    results: Sequence[GroupResult], settings: Settings, *, command: str
+    results: Sequence[GroupResult],
+    settings: Settings,
+    *,
+    command: str,
+    notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     groups = [group_summary(r) for r in results]
-    notes = [STATISTICAL_NOTE] if any(g["mode"] == "jitter" for g in groups) else []
+    notes = [*notes, *([STATISTICAL_NOTE] if any(g["mode"] == "jitter" for g in groups) else [])]
     return {
         "schema": RESULT_SCHEMA,
         "racetape": version("racetape"),

@@ -406,6 +406,8 @@ def run_groups(
         interrupted = _run_exhaustive(exhaustive, settings, results, keep, over_budget)
         if not interrupted:
             size = max(1, min(25, len(indices) // (settings.workers * 4) or 1))
+            if settings.budget is not None:
+                size = min(size, 5)  # small rounds, so that a short budget reaches every group
             # Chunks go out one group after another in turn: a budget that runs out then leaves
             # every group with about as many runs as the others, not the last groups with none.
             jobs = [

@@ -283,13 +283,36 @@ def test_merge_refuses_mismatched_shards(tmp_path: Path) -> None:
     quartered = copy.deepcopy(second)
     quartered["settings"]["shard"] = "2/4"
     refused([("a", first), ("q", quartered)], r"q: settings.shard: a shard of 4")
-    fewer = copy.deepcopy(second)
-    fewer["groups"].pop()
-    refused([("a", first), ("b", fewer)], r"b: groups: no prestart-cancel / sqlite")
+    doubled = copy.deepcopy(second)
+    doubled["groups"].append(doubled["groups"][0])
+    refused([("a", first), ("b", doubled)], r"b: groups: .* is there twice")
     # Workers only spread the same runs: shards may differ there.
     spread = copy.deepcopy(second)
     spread["settings"]["workers"] = 4
     assert merge_documents([("a", first), ("b", spread)], command="m")["totals"]["runs"] == 12
+
+
+def test_merge_joins_a_split_over_shards_and_adapters(tmp_path: Path) -> None:
+    """A CI matrix of shards x adapters: each adapter's groups come from its own shard jobs, so
+    no document holds every group; a group that lacks a shard is merged and named in a note."""
+    halves = {
+        (adapter, k): run_doc(tmp_path / f"{adapter}{k}", runs=4, shard=(k, 2))
+        for adapter in ("sqlite", "elsewhere")
+        for k in (1, 2)
+    }
+    for (adapter, _), doc in halves.items():
+        for group in doc["groups"]:
+            group["adapter"] = adapter  # the same runs, standing in for a second adapter's
+    named = [(f"{a}-{k}", doc) for (a, k), doc in halves.items()]
+    merged = merge_documents(named, command="merge")
+    assert merged["settings"]["shard"] == "1/1"
+    assert merged["notes"] == []
+    assert {g["adapter"] for g in merged["groups"]} == {"sqlite", "elsewhere"}
+    assert all(g["runs_done"] == [[0, 3]] for g in merged["groups"])
+    partial = merge_documents(named[:3], command="merge")  # elsewhere's shard 2 did not finish
+    assert partial["settings"]["shard"] == "1+2/2"
+    assert len(partial["notes"]) == len(partial["groups"]) // 2
+    assert all("elsewhere" in note and "only shard(s) 1 of 2" in note for note in partial["notes"])
 
 
 # -- emitted regression tests -----------------------------------------------------------------

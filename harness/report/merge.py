@@ -8,9 +8,13 @@ union. Refused, with a one-line :class:`ResultMismatch` naming the file and fiel
 
 * a document of another racetape version, or with any setting but ``shard`` and ``workers``
   different (workers change how runs are spread, never what a run does);
-* shards of different counts (``1/2`` with ``1/4``), or the same shard twice;
-* a group (scenario, adapter, fault set, strategy) missing from a shard, or there twice;
+* shards of different counts (``1/2`` with ``1/4``), or the same shard of a group twice;
+* a group (scenario, adapter, fault set, strategy) there twice in one document;
 * two shards that both finished the same run of a group (overlapping ``runs_done``).
+
+A CI matrix splits a job over shards *and* adapters, so a group need not be in every document:
+a group that some shards lack is merged from those that have it, and the result says so in its
+``notes``; ``settings.shard`` is ``1/1`` only when every group has every shard.
 
 Timing fields (``elapsed_s``) add up the shards' times; ``runs_per_s`` follows from them.
 """
@@ -63,54 +67,50 @@ def _check_alike(named: Sequence[tuple[str, dict[str, Any]]]) -> None:
                 )
 
 
-def _check_shards(named: Sequence[tuple[str, dict[str, Any]]]) -> str:
-    """The merged shard label: ``1/1`` when every shard is there."""
-    seen: dict[int, str] = {}
+def _shard_count(named: Sequence[tuple[str, dict[str, Any]]]) -> int:
+    """The one shard count N of every document (``I/N``)."""
     count = None
     for name, doc in named:
-        shards, n = parse_shard(str(doc.get("settings", {}).get("shard")), name)
+        _, n = parse_shard(str(doc.get("settings", {}).get("shard")), name)
         if count is not None and n != count:
             raise ResultMismatch(
                 f"{name}: settings.shard: a shard of {n}, but {named[0][0]} is a shard of {count};"
                 " merge shards of one split"
             )
         count = n
-        for shard in sorted(shards):
-            if shard in seen:
-                raise ResultMismatch(
-                    f"{name}: settings.shard: shard {shard}/{n} is also in {seen[shard]}"
-                )
-            seen[shard] = name
     assert count is not None
-    if set(seen) == set(range(1, count + 1)):
-        return "1/1"
-    return "+".join(str(s) for s in sorted(seen)) + f"/{count}"
+    return count
 
 
-def _groups_by_key(named: Sequence[tuple[str, dict[str, Any]]]) -> list[list[dict[str, Any]]]:
-    """Each group's entries across the shards, in the first shard's group order."""
-    keyed: list[tuple[str, dict[GroupKey, dict[str, Any]]]] = []
+Entry = tuple[str, set[int], dict[str, Any]]  # document name, its shards, its entry for a group
+
+
+def _entries_by_group(named: Sequence[tuple[str, dict[str, Any]]]) -> list[list[Entry]]:
+    """Each group's entries across the documents that have it, in first-seen group order; no
+    shard of a group may come from two documents."""
+    by_key: dict[GroupKey, list[Entry]] = {}
     for name, doc in named:
-        groups: dict[GroupKey, dict[str, Any]] = {}
+        shards, n = parse_shard(str(doc["settings"]["shard"]), name)
+        seen: set[GroupKey] = set()
         for group in doc["groups"]:
             key = group_key(group)
-            if key in groups:
+            if key in seen:
                 raise ResultMismatch(f"{name}: groups: {group_label(group)} is there twice")
-            groups[key] = group
-        keyed.append((name, groups))
-    first_name, first = keyed[0]
-    for name, groups in keyed[1:]:
-        for lacking, holder, has in ((name, first_name, first), (first_name, name, groups)):
-            other = groups if lacking == name else first
-            for key in sorted(has.keys() - other.keys()):
-                raise ResultMismatch(
-                    f"{lacking}: groups: no {group_label(has[key])}, which {holder} has;"
-                    " merge shards of one job"
-                )
-    return [[groups[key] for _, groups in keyed] for key in first]
+            seen.add(key)
+            entries = by_key.setdefault(key, [])
+            for other, other_shards, _ in entries:
+                for shard in sorted(shards & other_shards):
+                    raise ResultMismatch(
+                        f"{name}: settings.shard: shard {shard}/{n} is also in {other}"
+                        f" (group {group_label(group)})"
+                    )
+            entries.append((name, shards, group))
+    return list(by_key.values())
 
 
-def _merge_group(parts: list[dict[str, Any]], names: Sequence[str]) -> dict[str, Any]:
+def _merge_group(entries: list[Entry]) -> dict[str, Any]:
+    names = [name for name, _, _ in entries]
+    parts = [part for _, _, part in entries]
     head = parts[0]
     done: dict[int, str] = {}
     for name, part in zip(names, parts, strict=True):
@@ -179,11 +179,20 @@ def merge_documents(named: Sequence[tuple[str, dict[str, Any]]], *, command: str
     if not named:
         raise ResultMismatch("merge: no result documents given")
     _check_alike(named)
-    shard = _check_shards(named)
-    names = [name for name, _ in named]
-    groups = [_merge_group(parts, names) for parts in _groups_by_key(named)]
+    count = _shard_count(named)
+    by_group = _entries_by_group(named)
+    groups = [_merge_group(entries) for entries in by_group]
     first = named[0][1]
     notes = list(dict.fromkeys(note for _, doc in named for note in doc.get("notes", [])))
+    every, covered, partial = set(range(1, count + 1)), set[int](), False
+    for entries in by_group:
+        shards = set[int]().union(*(shards for _, shards, _ in entries))
+        covered |= shards
+        if shards != every:
+            partial = True
+            have = "+".join(str(s) for s in sorted(shards))
+            notes.append(f"{group_label(entries[0][2])}: only shard(s) {have} of {count}")
+    shard = "+".join(str(s) for s in sorted(covered)) + f"/{count}" if partial else "1/1"
     return {
         "schema": first["schema"],
         "racetape": first.get("racetape"),
