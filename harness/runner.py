@@ -385,16 +385,15 @@ def run_groups(
     indices = shard_indices(settings.runs, settings.shard)
     total = sum(settings.runs if g.strategy == "exhaustive" else len(indices) for g in groups)
     results = {g: GroupResult(g) for g in groups}
-    first_seen: dict[Group, float] = {}
     started = time.monotonic()
 
     def over_budget() -> bool:
         return settings.budget is not None and time.monotonic() - started >= settings.budget
 
     def keep(group: Group, records: list[RunRecord]) -> None:
-        now = time.perf_counter()
-        began = first_seen.setdefault(group, now - sum(r.elapsed for r in records))
-        results[group].elapsed = now - began
+        # The time spent in the group's own runs: groups take turns (and workers run side by
+        # side), so the wall time from a group's first run to its last says nothing of it.
+        results[group].elapsed += sum(r.elapsed for r in records)
         results[group].records.extend(records)
         for record in records:
             progress.advance(group, record)
