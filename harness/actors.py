@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 class ActorState(Enum):
     RUNNABLE = "runnable"  # running, or will run without the scheduler's say
-    READY = "ready"  # passed a point while another actor ran; goes on once none runs
+    READY = "ready"  # reached a point while others ran or waited; goes on in spawn order
     PARKED = "parked"  # waiting at a control point for the scheduler
     BLOCKED = "blocked"  # awaiting a worker-thread job it submitted
     DONE = "done"
@@ -55,7 +55,6 @@ class Actor:
     point: str | None = None
     info: PointInfo = field(default_factory=dict)
     parked_step: int = 0
-    ready_since: int = 0  # order among READY actors: they go on first come, first served
     holding: str | None = None
     blocked_on: Actor | None = None
     cancels_seen: int = 0

@@ -5,16 +5,17 @@ The loop of :meth:`Scheduler.run`:
 1. *settle*: wait until no actor is RUNNABLE: each is parked at a point, ready, blocked on a
    worker-thread job of its own, or done. An actor that does not settle within ``settle_timeout``
    makes the run ``hung`` (reported with the decisions so far), never a silent wait.
-2. *resume* the first READY actor, if any (no decision: there is nothing to choose), and go to 1.
+2. *resume* the oldest READY actor, if any (no decision: the order is fixed), and go to 1.
 3. *choose*: among the parked actors that may go (see :meth:`Scheduler.enabled`) the strategy
    picks one; the choice is recorded by actor name.
 4. *release* that one actor; go to 1.
 
 Invariant: at most one actor runs between points. A point that is not a decision is still where
-actors take turns: an actor that reaches it while another actor runs (a task it just spawned, a
-task it just cancelled) waits there, READY, until none does. Without this, the two would run
-side by side until their next decisions, and which of them reached the database first would be
-left to the operating system.
+actors take turns: an actor that reaches it while another actor runs or waits its turn (a task
+it just spawned, a task it just cancelled, two worker threads started in one step) waits there,
+READY; once nothing runs, READY actors go on oldest first (by spawn order, never by who got to
+a point first). Without this, actors would run side by side until their next decisions, and
+which of them reached the database first would be left to the operating system.
 
 An actor may go unless: the lock its next step ``acquires`` is held by another actor (it would
 block inside the database, out of the scheduler's sight); it is a gated actor whose gate is
@@ -153,7 +154,6 @@ class Scheduler(Tracker):
         self.settle_timeout = settle_timeout
         self.gates: list[Gate] = []
         self.step = 0
-        self._turns = 0
         self._aborting = False
 
     def watch(self, gate: Gate) -> None:
@@ -171,9 +171,9 @@ class Scheduler(Tracker):
                 await self._settle()
                 if not self.live():
                     break
-                ready = [a for a in self.actors if a.state is ActorState.READY]
-                if ready:
-                    self._resume(min(ready, key=lambda a: a.ready_since))
+                ready = next((a for a in self.actors if a.state is ActorState.READY), None)
+                if ready is not None:  # self.actors is in spawn order
+                    self._resume(ready)
                     continue
                 candidates = self.enabled() or self._late_gates()
                 if not candidates:
@@ -335,9 +335,11 @@ class Scheduler(Tracker):
         wanted = info.get("acquires")
         return bool(wanted) and any(o is not actor and o.holding == wanted for o in self.actors)
 
-    def _others_running(self, actor: Actor) -> bool:
+    def _others_going(self, actor: Actor) -> bool:
+        """Another actor runs, or waits its turn to: ``actor`` must wait its own."""
         self._notice_cancellations()  # a cancel just issued makes its target run: see it now
-        return any(o is not actor and o.state is ActorState.RUNNABLE for o in self.actors)
+        going = (ActorState.RUNNABLE, ActorState.READY)
+        return any(o is not actor and o.state in going for o in self.actors)
 
     def _park(
         self,
@@ -369,9 +371,8 @@ class Scheduler(Tracker):
         if self._decides(actor, point, info):
             self._park(actor, point, info, wake, wake_thread)
             return False
-        if self._others_running(actor):
+        if self._others_going(actor):
             actor.state, actor.point, actor.info = ActorState.READY, point, info
-            actor.ready_since = self._turns = self._turns + 1
             actor.cancels_seen = actor.task.cancelling() if actor.task is not None else 0
             actor.wake, actor.wake_thread = wake, wake_thread
             self.note("wait turn", actor, point=describe(point, info))
