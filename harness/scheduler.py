@@ -290,7 +290,8 @@ class Scheduler(Tracker):
         return f"no actor may go after step {self.step}: " + "; ".join(waiting)
 
     async def _abort(self) -> None:
-        """Abandon the run: raise RunAborted at every point, wait briefly for tasks to end."""
+        """Abandon the run: raise RunAborted at every point; after a short grace, cancel the
+        tasks still going (an actor stuck outside any point), so none outlives its run."""
         self._aborting = True
         for actor in self.live():
             actor.aborted = True
@@ -298,9 +299,14 @@ class Scheduler(Tracker):
                 actor.wake.set_exception(RunAborted())
             if actor.wake_thread is not None:
                 actor.wake_thread.set()
-        tasks = [a.task for a in self.live() if a.task is not None and not a.task.done()]
-        if tasks:
-            await asyncio.wait(tasks, timeout=self.settle_timeout)
+        grace = min(1.0, self.settle_timeout)
+        pending = {a.task for a in self.live() if a.task is not None and not a.task.done()}
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
 
     async def crash_others(self) -> None:
         """Every other actor is parked (nothing runs while an actor runs its step): raise the

@@ -203,6 +203,8 @@ async def test_an_actor_that_waits_on_another_is_reported_hung_with_its_name() -
     assert schedule.problem is not None
     assert "main" in schedule.problem
     assert [d.actor for d in schedule.decisions] == ["main"]
+    stuck = [a.name for a in scheduler.actors if a.task is not None and not a.task.done()]
+    assert stuck == [], "an abandoned run's tasks must not outlive it"
 
 
 async def test_an_actor_is_not_let_go_into_a_lock_another_holds() -> None:
