@@ -70,7 +70,7 @@ async def replay(
     db = Database.fresh(adapter, pg_dsn=pg_dsn)
     try:
         store = await db.store(trace.faults)
-        strategy = ReplayStrategy(trace.decisions, lenient=lenient)
+        strategy = ReplayStrategy(trace.decisions, details=trace.details, lenient=lenient)
         mode = (
             Controlled(strategy)
             if trace.controlled

@@ -133,7 +133,7 @@ def shrink_on(
     def run(strategy: DrawnStrategy | ReplayStrategy) -> RunResult:
         return loop.run(execute(store, scenario, faults, Controlled(strategy)))
 
-    before = run(ReplayStrategy(trace.decisions))
+    before = run(ReplayStrategy(trace.decisions, details=trace.details))
     if before.hung or kinds_of(before) != wanted:
         got = before.schedule.problem if before.hung else describe_kinds(kinds_of(before))
         raise ShrinkError(

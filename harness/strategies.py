@@ -72,15 +72,23 @@ class PctStrategy:
 class ReplayStrategy:
     """Follows a recorded decision list; past its end it goes first come, first served.
 
-    Where a recorded actor cannot go, it refuses (the run is ``diverged``), unless ``lenient``:
-    then it notes where (``diverged``) and goes first come, first served from there, so code
-    changed under the recording (a fix that took a lock) is still run and judged.
+    Where a recorded actor cannot go, or (given the recorded ``details``) is not at the point it
+    was recorded at, it refuses (the run is ``diverged``), unless ``lenient``: then it notes
+    where (``diverged``) and goes first come, first served from there, so code changed under
+    the recording (a fix that took a lock) is still run and judged.
     """
 
     name = "replay"
 
-    def __init__(self, decisions: Sequence[str], *, lenient: bool = False) -> None:
+    def __init__(
+        self,
+        decisions: Sequence[str],
+        *,
+        details: Sequence[str] | None = None,
+        lenient: bool = False,
+    ) -> None:
         self._decisions = list(decisions)
+        self._details = None if details is None else list(details)
         self._lenient = lenient
         self.extended = False
         self.diverged: str | None = None
@@ -92,11 +100,20 @@ class ReplayStrategy:
             self.extended = True
             return enabled[0]
         wanted = self._decisions[step]
-        for candidate in enabled:
-            if candidate.actor == wanted:
-                return candidate
-        names = ", ".join(c.actor for c in enabled)
-        problem = f"replay diverged at step {step}: recorded {wanted}, but only {names} could go"
+        found = next((c for c in enabled if c.actor == wanted), None)
+        recorded = None if self._details is None else self._details[step]
+        if found is not None and recorded in (None, found.detail):
+            return found
+        if found is not None:
+            problem = (
+                f"replay diverged at step {step}: recorded {wanted} at {recorded},"
+                f" but it is at {found.detail}"
+            )
+        else:
+            names = ", ".join(c.actor for c in enabled)
+            problem = (
+                f"replay diverged at step {step}: recorded {wanted}, but only {names} could go"
+            )
         if not self._lenient:
             raise StrategyRefused(problem)
         self.diverged = problem

@@ -36,6 +36,7 @@ class Trace:
     run_seed: int
     decisions: tuple[str, ...]
     outcome: dict[str, Any]
+    details: tuple[str, ...] | None = None  # the point each decision let go from, if recorded
     jitter_max_delay: float | None = None
     source: str = "<trace>"
 
@@ -124,11 +125,23 @@ def trace_from_dict(data: Any, source: str) -> Trace:
         )
     if not all(isinstance(d, str) for d in data["decisions"]):
         raise fail("decisions", "must be a list of actor names")
+    details = None
+    if "steps" in data:
+        steps = data["steps"]
+        if not isinstance(steps, list) or len(steps) != len(data["decisions"]):
+            raise fail("steps", "must be a list with one entry per decision")
+        found = [step.get("detail") if isinstance(step, dict) else None for step in steps]
+        if not all(isinstance(detail, str) for detail in found):
+            raise fail("steps", "each step needs its detail (the point it let go from)")
+        details = tuple(str(detail) for detail in found)
     try:
         faults = parse_faults(data["faults"])
+    except UnknownFaultError as exc:
+        raise fail("faults", str(exc)) from exc
+    try:
         scenario = parse_scenario(data["scenario"], f"{source}#scenario")
-    except (UnknownFaultError, ScenarioError) as exc:
-        raise TraceError(f"{source}: {exc}") from exc
+    except ScenarioError as exc:
+        raise TraceError(str(exc)) from exc  # it names the trace, as FILE#scenario
     delay = data.get("jitter_max_delay")
     return Trace(
         scenario=scenario,
@@ -140,6 +153,7 @@ def trace_from_dict(data: Any, source: str) -> Trace:
         run_seed=data["run_seed"],
         decisions=tuple(data["decisions"]),
         outcome=data["outcome"],
+        details=details,
         jitter_max_delay=float(delay) if isinstance(delay, int | float) else None,
         source=source,
     )

@@ -83,6 +83,22 @@ def test_a_trace_replays_to_the_same_violation_in_another_process(tmp_path: Path
     assert recorded["outcome"]["violations"][0]["kind"] == "final-not-last"
 
 
+def test_a_replay_checks_each_decision_lets_go_from_the_recorded_point(tmp_path: Path) -> None:
+    """The same actor name at another point is another interleaving: the replay says so."""
+    out = tmp_path / "result.json"
+    run_cli("run", "--scenario", "late-progress", "--fault", "no-terminal-guard", "--runs", "5",
+            "--json", out, "--traces", tmp_path / "traces")  # fmt: skip
+    trace = load(Path(load(out)["groups"][0]["traces"][0]))
+    step = trace["steps"][1]
+    step["detail"] = "final.appended(status=SUCCEEDED)"
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps(trace))
+    replayed = racetape("replay", tampered)
+    assert replayed.returncode == 1
+    flat = " ".join(replayed.stdout.split())
+    assert f"replay diverged at step 1: recorded {step['actor']} at final.appended" in flat
+
+
 @pytest.mark.postgres
 def test_a_trace_replays_on_the_other_adapter(tmp_path: Path, postgres_server: Any) -> None:
     out = tmp_path / "result.json"
@@ -215,6 +231,20 @@ def test_corrupt_traces_are_one_line_errors(tmp_path: Path) -> None:
     partial = tmp_path / "c.json"
     partial.write_text(json.dumps({"schema": "racetape.trace/1", "scenario": {}}))
     _one_line_error(racetape("replay", partial), "c.json", "adapter")
+    good = {"schema": "racetape.trace/1", "scenario": {"name": "s", "description": "d"},
+            "adapter": "sqlite", "faults": [], "strategy": "random", "seed": 0, "run": 0,
+            "run_seed": 0, "decisions": [], "outcome": {}}  # fmt: skip
+    for name, change, fragments in [
+        ("d.json", {"faults": ["nope"]}, ("d.json: faults: unknown fault 'nope'",)),
+        ("e.json", {"scenario": {"name": "s", "description": "d", "tasks": 0}},
+         ("e.json#scenario: tasks: must be an integer >= 1",)),
+        ("f.json", {"steps": [{"actor": "main"}]}, ("f.json: steps:",)),
+    ]:  # fmt: skip
+        bad = tmp_path / name
+        bad.write_text(json.dumps({**good, **change}))
+        result = racetape("replay", bad)
+        _one_line_error(result, *fragments)
+        assert result.stderr.count(name) == 1, result.stderr
     _one_line_error(racetape("replay", tmp_path / "missing.json"), "missing.json", "cannot read")
 
 
