@@ -11,6 +11,7 @@ from pathlib import Path
 
 import asyncpg
 
+from harness.scenario import MAX_OPEN_APPENDS
 from reftask.faults import Fault
 from reftask.stores.base import SqlTaskStore
 from reftask.stores.postgres import PostgresStore
@@ -62,7 +63,12 @@ class Database:
             else:
                 assert self.pg_dsn is not None
                 assert self.pg_schema is not None
-                store = await PostgresStore.open(self.pg_dsn, schema=self.pg_schema, faults=key)
+                store = await PostgresStore.open(
+                    self.pg_dsn,
+                    schema=self.pg_schema,
+                    faults=key,
+                    max_connections=MAX_OPEN_APPENDS + 8,  # see harness.scenario.open_appends
+                )
             self._stores[key] = store
         return self._stores[key]
 

@@ -48,6 +48,19 @@ CANCEL_WINDOWS: dict[str, str] = {
 }
 
 
+MAX_OPEN_APPENDS = 24
+"""The most appends one run may hold open at once. Each parked inside its transaction holds a
+database connection; stores are opened with room for more (:mod:`harness.adapters`), so no
+actor ever waits for a connection, a wait on other actors the scheduler could not see."""
+
+
+def open_appends(tasks: int, runner: RunnerShape) -> int:
+    """The most appends a run of this shape can hold open at once: per task, its run's own and
+    each worker-thread write that can be in flight beside it (every one of a detached runner's,
+    else the one a cancel leaves behind), and a restart's."""
+    return tasks * (1 + (runner.progress if runner.detached else 1)) + 1
+
+
 class ScenarioError(ValueError):
     """A scenario file that cannot be used; the message is one line naming file, key and fix."""
 
@@ -206,6 +219,12 @@ def parse_scenario(data: Mapping[str, Any], source: str) -> Scenario:
         outcome=runner_table.choice("outcome", "succeed", get_args(Outcome)),  # type: ignore[arg-type]
         detached=runner_table.boolean("detached", False),
     )
+    if (held := open_appends(tasks, runner)) > MAX_OPEN_APPENDS:
+        top.fail(
+            "tasks",
+            f"{tasks} task(s) of this runner can hold {held} appends open at once, more than"
+            f" {MAX_OPEN_APPENDS}; use fewer tasks or fewer detached progress writes",
+        )
 
     raw_cancels = data.get("cancel", [])
     if isinstance(raw_cancels, Mapping):

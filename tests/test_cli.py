@@ -234,12 +234,13 @@ def test_corrupt_traces_are_one_line_errors(tmp_path: Path) -> None:
     good = {"schema": "racetape.trace/1", "scenario": {"name": "s", "description": "d"},
             "adapter": "sqlite", "faults": [], "strategy": "random", "seed": 0, "run": 0,
             "run_seed": 0, "decisions": [], "outcome": {}}  # fmt: skip
-    for name, change, fragments in [
+    cases: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
         ("d.json", {"faults": ["nope"]}, ("d.json: faults: unknown fault 'nope'",)),
         ("e.json", {"scenario": {"name": "s", "description": "d", "tasks": 0}},
          ("e.json#scenario: tasks: must be an integer >= 1",)),
         ("f.json", {"steps": [{"actor": "main"}]}, ("f.json: steps:",)),
-    ]:  # fmt: skip
+    ]  # fmt: skip
+    for name, change, fragments in cases:
         bad = tmp_path / name
         bad.write_text(json.dumps({**good, **change}))
         result = racetape("replay", bad)

@@ -44,6 +44,10 @@ BASE = 'name = "s"\ndescription = "d"\n'
         ),
         ('colour = "red"\n', "colour: unknown key; allowed: cancel, crash, description, expect"),
         ("tasks = 0\n", "tasks: must be an integer >= 1, got 0"),
+        (
+            "tasks = 8\n[runner]\nprogress = 3\ndetached = true\n",
+            "tasks: 8 task(s) of this runner can hold 33 appends open at once, more than 24",
+        ),
     ],
 )
 def test_bad_scenarios_are_one_line_errors(tmp_path: Path, body: str, message: str) -> None:
