@@ -195,19 +195,25 @@ def _progress(step: int) -> NewEvent:
     return {"kind": EventKind.PROGRESS, "body": {"step": step}}
 
 
-FAULT_CHECKS: dict[Fault, list[Callable[[StoreFactory, Faults], Awaitable[None]]]] = {
-    Fault.NO_TERMINAL_GUARD: [append_after_terminal_is_dropped, late_progress_lands_after_cancel],
-    Fault.UNLOCKED_APPEND: [concurrent_appends_keep_seq_unique],
-    Fault.PRESTART_CANCEL_STRAND: [prestart_cancel_finishes_task],
-    Fault.FINAL_BEFORE_STATUS: [final_comes_after_terminal_status],
-    Fault.DOUBLE_FINAL_ON_LATE_CANCEL: [
-        cancel_after_terminal_changes_nothing,
-        cancel_while_finishing_changes_nothing,
+Check = Callable[[StoreFactory, Faults], Awaitable[None]]
+
+FAULT_CHECKS: dict[Fault, list[tuple[Check, str]]] = {
+    Fault.NO_TERMINAL_GUARD: [
+        (append_after_terminal_is_dropped, "the late progress was not dropped"),
+        (late_progress_lands_after_cancel, "final-not-last"),
     ],
-    Fault.RESTART_SKIPS_UNFINALIZED: [restart_restores_a_missing_final],
+    Fault.UNLOCKED_APPEND: [(concurrent_appends_keep_seq_unique, "repeated a seq")],
+    Fault.PRESTART_CANCEL_STRAND: [(prestart_cancel_finishes_task, "stuck-nonterminal")],
+    Fault.FINAL_BEFORE_STATUS: [(final_comes_after_terminal_status, "final-not-last")],
+    Fault.DOUBLE_FINAL_ON_LATE_CANCEL: [
+        (cancel_after_terminal_changes_nothing, "duplicate-final"),
+        (cancel_while_finishing_changes_nothing, "missing-final"),
+    ],
+    Fault.RESTART_SKIPS_UNFINALIZED: [(restart_restores_a_missing_final, "missing-final")],
 }
-"""For each fault, the checks it must turn red (each one, not merely one of them)."""
+"""For each fault, the checks it must turn red (each one, not merely one of them), and what the
+failure says: the invariant the fault breaks, not some other assertion on the way."""
 
 ALL_CHECKS = sorted(
-    {c for checks in FAULT_CHECKS.values() for c in checks}, key=lambda c: c.__name__
+    {check for pairs in FAULT_CHECKS.values() for check, _ in pairs}, key=lambda c: c.__name__
 )

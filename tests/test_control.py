@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 import reftask
-from reftask.control import POINTS, PointInfo, checkpoint, checkpoint_blocking, controlled
+from reftask.control import (
+    POINTS,
+    PointInfo,
+    checkpoint,
+    checkpoint_blocking,
+    controlled,
+    current_controller,
+)
 from reftask.manager import TaskManager
 from reftask.stores.base import SqlTaskStore
 from tests.checks import one_progress, wait_for_final
@@ -34,10 +41,12 @@ class Recorder:
         self.seen.append((point, side, info))
 
 
-async def test_without_controller_points_do_nothing() -> None:
-    await checkpoint("run.before_try", task_id="x")
-    checkpoint_blocking("write.enter", task_id="x")
-    # Nothing to observe but that they return: with no controller there is nobody to hold them.
+def test_without_controller_a_point_never_suspends() -> None:
+    assert current_controller() is None
+    point = checkpoint("run.before_try", task_id="x")
+    with pytest.raises(StopIteration):  # it finished in its first step: it never yielded
+        point.send(None)
+    assert checkpoint_blocking("write.enter", task_id="x") is None
 
 
 async def test_controller_sees_every_point_of_a_run_on_the_right_side(store: SqlTaskStore) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from harness.actors import TrackedExecutor, Tracker, install_loop_hooks
+from harness.actors import TrackedExecutor, install_loop_hooks
 from harness.jitter import Jitter
 from harness.run import Controlled, Jittered, RunResult, execute
 from harness.runner import run_seed
@@ -43,18 +43,15 @@ async def test_late_progress_strands_within_five_runs_for_each_of_twenty_seeds(
 ) -> None:
     store = await store_factory(tuple(GUARD_OFF))
     scenario = resolve_scenario("late-progress")
-    runs_to_first: list[int] = []
     for seed in range(20):
         for index in range(5):
             strategy = RandomStrategy(run_seed(seed, index))
             result = await execute(store, scenario, GUARD_OFF, Controlled(strategy))
             if result.violations:
                 assert kinds(result) == ["final-not-last"]
-                runs_to_first.append(index + 1)
                 break
         else:
             pytest.fail(f"seed {seed}: no strand in 5 runs")
-    assert len(runs_to_first) == 20
 
 
 async def test_fault_free_manager_never_strands_over_two_thousand_controlled_runs(
@@ -240,7 +237,6 @@ async def test_an_actor_is_not_let_go_into_a_lock_another_holds() -> None:
     locked_step = next(d for d in schedule.decisions if d.detail == "append.locked")
     assert "main/other1" not in locked_step.enabled, "other may not go while holder holds L"
     assert order == ["holder commits", "other takes the lock"]
-    assert isinstance(scheduler, Tracker)
 
 
 async def test_a_job_cancelled_while_queued_never_runs_and_does_not_hang_the_run() -> None:

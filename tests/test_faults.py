@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import pytest
 
 from reftask.faults import Fault, UnknownFaultError, parse_faults
@@ -11,7 +9,9 @@ from tests import checks
 from tests.conftest import StoreFactory
 
 CASES = [
-    (fault, check) for fault, fault_checks in checks.FAULT_CHECKS.items() for check in fault_checks
+    (fault, check, broken)
+    for fault, pairs in checks.FAULT_CHECKS.items()
+    for check, broken in pairs
 ]
 
 
@@ -21,14 +21,12 @@ def test_every_fault_has_checks() -> None:
 
 
 @pytest.mark.parametrize(
-    ("fault", "check"), CASES, ids=[f"{f.value}-{c.__name__}" for f, c in CASES]
+    ("fault", "check", "broken"), CASES, ids=[f"{f.value}-{c.__name__}" for f, c, _ in CASES]
 )
 async def test_fault_turns_check_red(
-    store_factory: StoreFactory,
-    fault: Fault,
-    check: Callable[[StoreFactory, checks.Faults], Awaitable[None]],
+    store_factory: StoreFactory, fault: Fault, check: checks.Check, broken: str
 ) -> None:
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match=broken):
         await check(store_factory, (fault,))
 
 

@@ -15,8 +15,9 @@ from tests.conftest import StoreFactory
 
 
 @pytest.mark.parametrize("check", checks.ALL_CHECKS, ids=lambda c: c.__name__)
-async def test_invariant_holds_without_faults(store_factory: StoreFactory, check: object) -> None:
-    assert callable(check)
+async def test_invariant_holds_without_faults(
+    store_factory: StoreFactory, check: checks.Check
+) -> None:
     await check(store_factory, ())
 
 
