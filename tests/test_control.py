@@ -46,7 +46,9 @@ def test_without_controller_a_point_never_suspends() -> None:
     point = checkpoint("run.before_try", task_id="x")
     with pytest.raises(StopIteration):  # it finished in its first step: it never yielded
         point.send(None)
-    assert checkpoint_blocking("write.enter", task_id="x") is None
+    with controlled(None):
+        checkpoint_blocking("write.enter", task_id="x")  # returns: no controller to block in
+    assert current_controller() is None
 
 
 async def test_controller_sees_every_point_of_a_run_on_the_right_side(store: SqlTaskStore) -> None:
