@@ -29,7 +29,7 @@ from harness.scenario import ScenarioError, find_scenarios, resolve_scenario
 from harness.search import DEFAULT_EXAMPLES, explore_shapes, write_findings
 from harness.shrink import ShrinkError, check_shrinkable, shrink_trace
 from harness.strategies import STRATEGIES
-from harness.traces import TraceError, load_trace
+from harness.traces import TraceError, load_trace, replay_command
 from reftask.faults import FAULT_DESCRIPTIONS, Fault, UnknownFaultError, parse_faults
 from reftask.stores.base import StoreUnavailableError
 
@@ -476,7 +476,7 @@ def _print_result(doc: dict[str, Any], written: str) -> None:
     for group in doc["groups"]:
         for trace in group["traces"][:1]:
             out.print(
-                f"replay the first failing run of {group['scenario']}: racetape replay {trace}"
+                f"replay the first failing run of {group['scenario']}: {replay_command(trace)}"
             )
 
 

@@ -14,14 +14,14 @@ from rich.table import Table
 
 from harness.drawn import deviations
 from harness.replay import Replayed
-from harness.run import RunResult
 from harness.runner import Group, RunRecord
 from harness.runner import Progress as ProgressSink
 from harness.scheduler import Decision
 from harness.search import Exploration
 from harness.shapes import describe_shape
-from harness.shrink import Shrunk, describe_kinds
-from harness.traces import kinds_of
+from harness.shrink import Shrunk
+from harness.traces import describe_kinds, kinds_of, outcome_of, violation_lines
+from reftask.faults import fault_set_label
 
 if TYPE_CHECKING:
     from harness.report.compare import Comparison  # loads scipy.stats: only when comparing
@@ -112,7 +112,7 @@ def summary_table(doc: dict[str, Any]) -> Table:
         table.add_row(
             g["scenario"],
             g["adapter"],
-            "+".join(g["faults"]) or "-",
+            fault_set_label(g["faults"]),
             g["strategy"],
             runs,
             kinds,
@@ -322,12 +322,6 @@ def decisions_table(title: str, decisions: Sequence[Decision]) -> Table:
     return table
 
 
-def _violations(result: RunResult) -> list[str]:
-    if result.hung:
-        return [f"{result.schedule.outcome}: {result.schedule.problem}"]
-    return [f"task {result.task_number(v.task_id)}: {v}" for v in result.violations]
-
-
 def print_shrunk(shrunk: Shrunk, out: Console) -> None:
     trace, before, after = shrunk.trace, shrunk.before, shrunk.after
     faults = ", ".join(sorted(f.value for f in trace.faults)) or "none"
@@ -344,7 +338,7 @@ def print_shrunk(shrunk: Shrunk, out: Console) -> None:
                 decisions,
             )
         )
-        for line in _violations(result):
+        for line in violation_lines(outcome_of(result)):
             out.print(f"[red]violation[/] ({label}) {line}")
     out.print(
         f"deviations {deviations(before.schedule.decisions)} -> "

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from harness.adapters import Database
 from harness.run import Controlled, Jittered, RunResult, execute
 from harness.strategies import ReplayStrategy
-from harness.traces import Trace, kinds_of
+from harness.traces import Trace, describe_kinds, kinds_of
 from reftask.models import EventRecord
 
 
@@ -49,16 +49,12 @@ class Replayed:
                 f" {self.result.schedule.problem}"
             )
         if not self.same_outcome:
-            recorded = _describe(self.trace.recorded_kinds())
-            replayed = _describe(kinds_of(self.result))
+            recorded = describe_kinds(self.trace.recorded_kinds())
+            replayed = describe_kinds(kinds_of(self.result))
             return (
                 f"adapters disagree: {recorded_on} gave {recorded}, {self.adapter} gave {replayed}"
             )
         return None
-
-
-def _describe(kinds: list[tuple[int, str]]) -> str:
-    return ", ".join(f"task {task}: {kind}" for task, kind in kinds) or "no strand"
 
 
 async def replay(

@@ -32,7 +32,7 @@ from harness.run import Controlled, Jittered, Mode, RunResult, execute
 from harness.scenario import Scenario
 from harness.strategies import PctStrategy, PrefixStrategy, RandomStrategy, next_prefix
 from harness.traces import trace_document
-from reftask.faults import Fault
+from reftask.faults import Fault, fault_set_label
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class Group:
 
     @property
     def fault_label(self) -> str:
-        return "+".join(sorted(f.value for f in self.faults)) or "no-faults"
+        return fault_set_label(self.faults)
 
     @property
     def label(self) -> str:

@@ -84,8 +84,7 @@ class Gate(Protocol):
 @dataclass(frozen=True, slots=True)
 class Candidate:
     actor: str
-    point: str
-    detail: str
+    detail: str  # the point it waits at, with what tells it apart (see describe)
     waiting_since: int
 
 
@@ -252,9 +251,7 @@ class Scheduler(Tracker):
 
     def _candidate(self, actor: Actor) -> Candidate:
         assert actor.point is not None
-        return Candidate(
-            actor.name, actor.point, describe(actor.point, actor.info), actor.parked_step
-        )
+        return Candidate(actor.name, describe(actor.point, actor.info), actor.parked_step)
 
     def _release(self, choice: Candidate, candidates: Sequence[Candidate]) -> Decision:
         actor = next(a for a in self.actors if a.name == choice.actor)

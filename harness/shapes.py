@@ -34,7 +34,7 @@ from harness.scenario import (
     parse_scenario,
 )
 from reftask.control import POINTS
-from reftask.faults import Fault
+from reftask.faults import Fault, fault_set_label
 
 MAX_TASKS = 2
 MAX_PROGRESS = 3
@@ -106,7 +106,7 @@ def named(
 ) -> Scenario:
     """The shape as a catalog scenario: a name from its faults, failure and digest, a
     description that says what it found and how, and the faults it catches."""
-    label = "+".join(sorted(f.value for f in faults)) or "no-faults"
+    label = fault_set_label(faults)
     name = f"explore-{label}-{'+'.join(kinds)}-{shape_digest(scenario)}"
     description = (
         f"Found by racetape explore with faults {label}: {describe_shape(scenario)}. Under the"

@@ -25,7 +25,7 @@ from harness.adapters import Database
 from harness.drawn import DrawnStrategy, PropertyDatabase, deviations, drawn_choices, seeded
 from harness.run import Controlled, RunResult, execute
 from harness.strategies import ReplayStrategy
-from harness.traces import Trace, kinds_of, trace_document
+from harness.traces import Trace, describe_kinds, kinds_of, trace_document
 from reftask.stores.base import SqlTaskStore
 
 SHRUNK_STRATEGY = "hypothesis"
@@ -69,10 +69,6 @@ class Shrunk:
             "runs": self.runs,
         }
         return doc
-
-
-def describe_kinds(kinds: list[tuple[int, str]]) -> str:
-    return ", ".join(f"task {task}: {kind}" for task, kind in kinds) or "no strand"
 
 
 def check_shrinkable(trace: Trace) -> list[tuple[int, str]]:

@@ -9,6 +9,7 @@ fixes the delays only (see :mod:`harness.jitter`).
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,26 @@ def outcome_of(result: RunResult) -> dict[str, Any]:
         ],
         "landings": result.landings,
     }
+
+
+def describe_kinds(kinds: list[tuple[int, str]]) -> str:
+    """``task 1: final-not-last, task 2: seq-broken``, or ``no strand``."""
+    return ", ".join(f"task {task}: {kind}" for task, kind in kinds) or "no strand"
+
+
+def violation_lines(outcome: dict[str, Any]) -> list[str]:
+    """A recorded outcome (:func:`outcome_of`) as lines: each violation, and a hang."""
+    lines = [
+        f"task {v.get('task')}: {v.get('kind')}: {v.get('detail')}"
+        for v in outcome.get("violations") or []
+    ]
+    if outcome.get("status") not in (None, "settled"):
+        lines.append(f"{outcome['status']}: {outcome.get('problem')}")
+    return lines
+
+
+def replay_command(trace_path: str) -> str:
+    return shlex.join(["racetape", "replay", trace_path])
 
 
 def kinds_of(result: RunResult) -> list[tuple[int, str]]:

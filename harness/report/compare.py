@@ -17,8 +17,9 @@ from typing import Any
 
 from harness import stats
 from harness.report.markdown import cell
-from harness.report.summary import fault_label, group_key, percent
+from harness.report.summary import group_key, percent
 from harness.results import ResultMismatch
+from reftask.faults import fault_set_label
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,8 @@ class Pair:
 
     @property
     def faults(self) -> str:
-        before = fault_label(self.before["faults"]) if self.before else "-"
-        after = fault_label(self.after["faults"]) if self.after else "-"
+        before = fault_set_label(self.before["faults"]) if self.before else "-"
+        after = fault_set_label(self.after["faults"]) if self.after else "-"
         return before if before == after else f"{before} -> {after}"
 
     @property

@@ -12,7 +12,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from harness.report.summary import GroupFigures, fault_label, figures
+from harness.report.summary import GroupFigures, figures
+from harness.traces import violation_lines
+from reftask.faults import fault_set_label
 
 
 def _violations(trace_path: str, base: Path | None) -> list[str]:
@@ -23,13 +25,7 @@ def _violations(trace_path: str, base: Path | None) -> list[str]:
         outcome = json.loads(path.read_text()).get("outcome") or {}
     except (OSError, ValueError, AttributeError):
         return [f"(trace {path} could not be read)"]
-    lines = [
-        f"task {v.get('task')}: {v.get('kind')}: {v.get('detail')}"
-        for v in outcome.get("violations") or []
-    ]
-    if outcome.get("status") not in (None, "settled"):
-        lines.append(f"{outcome['status']}: {outcome.get('problem')}")
-    return lines
+    return violation_lines(outcome)
 
 
 def _failure_text(f: GroupFigures, base: Path | None) -> tuple[str, str]:
@@ -81,7 +77,7 @@ def render_junit(doc: dict[str, Any], base: Path | None = None) -> str:
             suite,
             "testcase",
             classname=f"racetape.{group['scenario']}",
-            name=f"{group['adapter']} / {fault_label(group['faults'])} / {group['strategy']}",
+            name=f"{group['adapter']} / {fault_set_label(group['faults'])} / {group['strategy']}",
             time=f"{float(group.get('elapsed_s') or 0):.3f}",
         )
         if not f.runs:

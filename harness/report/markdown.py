@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.report.summary import fault_label, figures
+from harness.report.summary import figures
+from reftask.faults import fault_set_label
 
 
 def cell(text: str) -> str:
@@ -39,7 +40,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
             runs += f" ({group['stopped']})"
         replay = f"`{cell(f.replay)}`" if f.replay else "-"
         lines.append(
-            f"| {cell(group['scenario'])} | {group['adapter']} | {fault_label(group['faults'])}"
+            f"| {cell(group['scenario'])} | {group['adapter']} | {fault_set_label(group['faults'])}"
             f" | {group['strategy']} | {runs} | {f.rate_text} | {f.upper_text}"
             f" | {cell(f.kinds) or '-'} | {replay} |"
         )

@@ -7,11 +7,12 @@ number to quote beside "k of n" (0 of n gives about 3/n); the two-sided interval
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from typing import Any
 
 from harness import stats
+from harness.traces import replay_command
+from reftask.faults import fault_set_label
 
 GroupKey = tuple[str, str, tuple[str, ...], str]
 
@@ -21,13 +22,9 @@ def group_key(group: dict[str, Any]) -> GroupKey:
     return (group["scenario"], group["adapter"], tuple(sorted(group["faults"])), group["strategy"])
 
 
-def fault_label(faults: list[str] | tuple[str, ...]) -> str:
-    return "+".join(sorted(faults)) or "no-faults"
-
-
 def group_label(group: dict[str, Any]) -> str:
     return (
-        f"{group['scenario']} / {group['adapter']} / {fault_label(group['faults'])}"
+        f"{group['scenario']} / {group['adapter']} / {fault_set_label(group['faults'])}"
         f" / {group['strategy']}"
     )
 
@@ -35,10 +32,6 @@ def group_label(group: dict[str, Any]) -> str:
 def percent(rate: float) -> str:
     """A rate as a percentage with three significant digits: 0.000117 -> '0.0117%'."""
     return f"{rate * 100:.3g}%"
-
-
-def replay_command(trace_path: str) -> str:
-    return shlex.join(["racetape", "replay", trace_path])
 
 
 @dataclass(frozen=True)

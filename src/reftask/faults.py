@@ -53,6 +53,11 @@ class UnknownFaultError(ValueError):
     """A fault name that does not exist. The message lists the valid ones."""
 
 
+def fault_set_label(faults: Iterable[str]) -> str:
+    """A fault set's name in labels and file names: sorted, ``+``-joined; ``no-faults`` if empty."""
+    return "+".join(sorted(str(f) for f in faults)) or "no-faults"
+
+
 def parse_faults(names: Iterable[str]) -> frozenset[Fault]:
     """Turn fault names into a fault set; raises UnknownFaultError naming the valid ones."""
     faults: set[Fault] = set()
