@@ -171,6 +171,7 @@ class PerturbingEventLoop(asyncio.SelectorEventLoop):
         super().__init__()
         self.perturbation = perturbation
         self._held: deque[_Held] = deque()
+        self._released = 0  # held callbacks in the ready queue, not yet run
         self._turn_scheduled = False
 
     # -- worker-thread jobs ------------------------------------------------------------------
@@ -227,10 +228,11 @@ class PerturbingEventLoop(asyncio.SelectorEventLoop):
         """Runs on the loop, in ``ctx``, when the callback would have joined the ready queue."""
         perturbation = self.perturbation
         turns = perturbation.hold() if perturbation is not None else 0
-        if turns == 0 and not self._held:
+        if turns == 0 and not self._held and not self._released:
             callback(*args)
             return
-        # Behind anything already held, whatever its own draw: arrivals keep their order.
+        # Behind anything held or released and not yet run, whatever its own draw: arrivals keep
+        # their order.
         self._held.append(_Held(turns, ref, callback, args, ctx))
         self._schedule_turn()
 
@@ -248,12 +250,12 @@ class PerturbingEventLoop(asyncio.SelectorEventLoop):
         self._held[0].turns -= 1
         while self._held and self._held[0].turns <= 0:
             held = self._held.popleft()
+            self._released += 1
             super().call_soon(self._release, held, context=held.context)
         if self._held:
             self._schedule_turn()
 
-    @staticmethod
-    def _release(held: _Held) -> None:
-        if _cancelled(held.handle):
-            return
-        held.callback(*held.args)
+    def _release(self, held: _Held) -> None:
+        self._released -= 1
+        if not _cancelled(held.handle):
+            held.callback(*held.args)
