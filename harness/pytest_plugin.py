@@ -42,15 +42,17 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+# Standard library only, so loading the plugin costs milliseconds; the engine (for the
+# fixture) and scipy and rich (for the summary) are imported when used.
+from harness.perturb import DEFAULT_MAX_DELAY, Perturbation, PerturbingEventLoop, derive_seed
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from harness.controlled import ControlledRuns
-    from harness.perturb import Perturbation, PerturbingEventLoop
 
 PLUGIN_NAME = "racetape-race"
 RUN_PARAM = "_racetape_run"
-DEFAULT_MAX_DELAY = 0.05  # harness.perturb.DEFAULT_MAX_DELAY, without importing it at start-up
 REPLAY_NOTE = (
     "a replay repeats racetape's perturbation (the same delays and held callbacks, drawn in the"
     " same order from the seed); the OS still schedules the threads, so a replay can pass where"
@@ -175,7 +177,7 @@ class Tally:
 
 
 RUN_KEY = pytest.StashKey[RaceRun]()
-PERTURBATION_KEY = pytest.StashKey["Perturbation"]()
+PERTURBATION_KEY = pytest.StashKey[Perturbation]()
 
 
 def _is_asyncio_test(item: pytest.Item) -> bool:
@@ -250,8 +252,6 @@ class RaceSession:
         return {"racetape": self._new_loop}
 
     def _new_loop(self) -> PerturbingEventLoop:
-        from harness.perturb import PerturbingEventLoop
-
         loop = PerturbingEventLoop(self.active)
         self.loops.add(loop)
         return loop
@@ -276,8 +276,6 @@ class RaceSession:
         metafunc.parametrize(RUN_PARAM, range(runs), ids=[f"race{i}" for i in range(runs)])
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        from harness.perturb import derive_seed
-
         for item in items:
             callspec = getattr(item, "callspec", None)
             index = callspec.params.get(RUN_PARAM) if callspec is not None else None
@@ -303,8 +301,6 @@ class RaceSession:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        from harness.perturb import Perturbation
-
         run = item.stash.get(RUN_KEY, None)
         if run is None:
             self._activate(None)
