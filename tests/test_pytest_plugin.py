@@ -370,9 +370,10 @@ def test_the_late_write_passes_plainly_fails_under_race_runs_and_replays_from_it
         raced.stdout,
     )
     assert len(sections) == len(failed)
-    assert all(float(before) > 10 for _, _, before, _ in sections), "a write delayed past the wait"
     # Replay the failure with the widest margin over the test's 10 ms wait, exactly as printed.
+    # (Other failures may have smaller delays: on a loaded machine the OS adds its own.)
     seed, command, before, after = max(sections, key=lambda s: float(s[2]))
+    assert float(before) > 10, "the worker-thread write was delayed past the test's wait"
     assert command == f"pytest --race-seed {seed} {test}"
     replay = pytest_in_root(*shlex.split(command)[1:])
     assert replay.returncode == 1, replay.stdout
