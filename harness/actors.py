@@ -98,10 +98,17 @@ class EngineError(RuntimeError):
 
 
 def _label(target: object) -> str:
-    # asyncio.to_thread submits functools.partial(Context.run, func, ...): name the func.
-    while isinstance(target, functools.partial):
-        owner = getattr(target.func, "__self__", None)
-        target = target.args[0] if isinstance(owner, contextvars.Context) else target.func
+    # asyncio.to_thread submits functools.partial(Context.run, func, ...): name the func. A
+    # wrapper that says what it wraps (``__wrapped__``, e.g. harness.perturb's delayed jobs) is
+    # named by what it wraps. Bounded: a wrapper may wrap itself.
+    for _ in range(32):
+        if isinstance(target, functools.partial):
+            owner = getattr(target.func, "__self__", None)
+            target = target.args[0] if isinstance(owner, contextvars.Context) else target.func
+        elif (inner := getattr(target, "__wrapped__", None)) is not None:
+            target = inner
+        else:
+            break
     name = getattr(target, "__qualname__", None) or getattr(target, "__name__", "job")
     return str(name).rsplit(".", 1)[-1].strip("_<>") or "job"
 

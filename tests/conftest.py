@@ -22,6 +22,8 @@ from reftask.stores.base import SqlTaskStore
 from reftask.stores.postgres import PostgresStore
 from reftask.stores.sqlite import SqliteStore
 
+pytest_plugins = ["pytester"]  # tests/test_pytest_plugin.py runs pytest inside pytest
+
 ADAPTERS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 StoreFactory = Callable[..., Awaitable[SqlTaskStore]]
