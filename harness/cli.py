@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 from harness import bench, display, stress
 from harness.adapters import ADAPTERS, pg_dsn_from_env
 from harness.drawn import DEFAULT_DB, open_database
-from harness.files import write_json_atomic, write_text_atomic
+from harness.files import OutputError, check_writable, write_json_atomic, write_text_atomic
 from harness.matrix import matrix_document, matrix_markdown, run_matrix
 from harness.pgserver import PostgresUnavailable, check_reachable
 from harness.replay import replay
@@ -414,6 +414,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     strategies = list(dict.fromkeys(args.strategy or ["random"]))
     if "exhaustive" in strategies and args.shard != (1, 1):
         raise UsageError("--shard: exhaustive search walks one tree in order and does not shard")
+    check_writable(args.json, folders=(args.traces,))
     settings = Settings(
         runs=args.runs,
         seed=args.seed,
@@ -444,6 +445,7 @@ def _stress(args: argparse.Namespace, argv: Sequence[str]) -> int:
         pg_dsn = args.pg_dsn or pg_dsn_from_env()
         adapters, notes = stress.available_adapters(pg_dsn)
     files = stress.StressFiles.under(args.out)
+    check_writable(folders=(args.out,))
     settings = Settings(
         runs=args.runs,
         seed=args.seed,
@@ -508,6 +510,7 @@ def _matrix(args: argparse.Namespace, argv: Sequence[str]) -> int:
         except UnknownFaultError as exc:
             raise UsageError(f"--fault: {exc} (or none)") from None
     adapters = list(dict.fromkeys(args.adapter or ["sqlite"]))
+    check_writable(args.json, args.markdown)
     settings = Settings(workers=args.workers, pg_dsn=_pg_dsn(args, adapters))
     cells, interrupted = run_matrix(
         scenarios,
@@ -544,6 +547,7 @@ def _matrix(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     adapters = list(dict.fromkeys(args.adapter or ["sqlite"]))
+    check_writable(args.json)
     pg_dsn = _pg_dsn(args, adapters)
     try:
         checkpoints = [int(n) for n in args.memory.split(",")] if args.memory else []
@@ -635,6 +639,7 @@ def _shrink(args: argparse.Namespace, argv: Sequence[str]) -> int:
     trace = load_trace(args.trace)
     check_shrinkable(trace)
     adapter = args.adapter or trace.adapter
+    check_writable(args.out)
     shrunk = shrink_trace(trace, adapter=adapter, pg_dsn=_pg_dsn(args, [adapter]), seed=args.seed)
     out_path = args.out or args.trace.with_name(f"{args.trace.stem}.shrunk.json")
     write_json_atomic(out_path, shrunk.document())
@@ -651,6 +656,7 @@ def _explore(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise UsageError(f"--fault: {exc}") from None
     adapters = list(dict.fromkeys(args.adapter or ["sqlite"]))
     pg_dsn = _pg_dsn(args, adapters)
+    check_writable(folders=(args.out, None if args.no_db else args.db))
     database = open_database(None if args.no_db else args.db)
     out = display.console()
     found = 0
@@ -680,6 +686,7 @@ def _list(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 INPUT_ERRORS = (
+    OutputError,
     ScenarioError,
     TraceError,
     ResultError,

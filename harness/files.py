@@ -1,4 +1,5 @@
-"""Writing result files so that a reader never sees half of one."""
+"""Writing result files so that a reader never sees half of one, and saying so in one line when
+a file cannot be written at all."""
 
 from __future__ import annotations
 
@@ -9,19 +10,47 @@ from pathlib import Path
 from typing import Any
 
 
+class OutputError(ValueError):
+    """An output path that cannot be written; the message is one line naming it."""
+
+
+def _cannot_write(path: Path, exc: OSError) -> OutputError:
+    return OutputError(f"{path}: cannot write: {exc.strerror or exc} (choose a writable path)")
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path``: a temporary file beside it, then an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _cannot_write(path, exc) from exc
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _cannot_write(path, exc) from exc
         raise
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path``, atomically."""
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def check_writable(*paths: Path | None, folders: tuple[Path | None, ...] = ()) -> None:
+    """Before a long run: raise :class:`OutputError` unless each file in ``paths`` and each of
+    ``folders`` could be written (creating folders as needed), so that the work is not lost at
+    the end for want of a place to put it."""
+    targets = [(p, p.parent) for p in paths if p is not None]
+    targets += [(f, f) for f in folders if f is not None]
+    for named, folder in targets:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            raise _cannot_write(named, exc) from exc

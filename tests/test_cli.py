@@ -216,6 +216,14 @@ def test_input_errors_are_one_line_and_exit_two(tmp_path: Path) -> None:
     _one_line_error(racetape("run", "--shard", "3/2"), "--shard")
     _one_line_error(racetape("run", "--strategy", "clever"), "--strategy", "invalid choice")
     _one_line_error(racetape("run", "--strategy", "exhaustive", "--shard", "1/2"), "does not shard")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    _one_line_error(racetape("run", "--scenario", "prestart-cancel", "--runs", "1", "--json",
+                             blocker / "r.json"), "a-file/r.json: cannot write")  # fmt: skip
+    _one_line_error(racetape("stress", "--runs", "1", "--adapter", "sqlite", "--out",
+                             blocker / "out"), "a-file/out: cannot write")  # fmt: skip
+    _one_line_error(racetape("report", PROJECT / "reports" / "baseline" / "matrix.json"),
+                    "schema")  # fmt: skip
     unreachable = "postgresql://postgres@127.0.0.1:1/postgres"
     _one_line_error(racetape("run", "--adapter", "postgres", "--pg-dsn", unreachable),
                     "cannot reach Postgres at", ":1/")  # fmt: skip

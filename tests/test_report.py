@@ -404,6 +404,9 @@ def test_bad_inputs_are_one_line_errors(
     garbage = tmp_path / "garbage.json"
     garbage.write_text("{not json")
     _one_line_error(["report", str(garbage), "--html", "x.html"], capsys, "not valid JSON")
+    (tmp_path / "a-file").write_text("")
+    unwritable = str(tmp_path / "a-file" / "x.xml")
+    _one_line_error(["report", str(good), "--junit", unwritable], capsys, "x.xml: cannot write")
     trace_doc = tmp_path / "trace.json"
     trace_doc.write_text(json.dumps({"schema": "racetape.trace/1"}))
     _one_line_error(["report", "compare", str(good), str(trace_doc)], capsys, "schema")
