@@ -18,10 +18,13 @@ With the fault on, (a), (b) and (d) also report runs to the first strand: the me
 given at most ``runs`` runs. Ratios: throughput (a)/(d), floor over controlled (c)/(a), and
 detection (d)/(a) in runs to the first strand (a lower bound when (d) found nothing).
 
-Every figure runs in an event loop of its own on a fresh set of connections, after a few
-untimed warm-up runs, so no figure pays for another's threads or connection set-up. Timing is
-wall clock and depends on the machine and its load (the result records the load average); the
-runs-to-first-strand figures of (a) do not (they are seeded and controlled).
+The throughput figures are measured in interleaved rounds (a share of each figure's runs in
+turn), so a change in the machine's load falls on all of them alike. Every share runs in an
+event loop of its own on fresh connections, after a few untimed warm-up runs, so no figure pays
+for another's threads or connection set-up. Timing is wall clock and depends on the machine and
+its load (the document records the load average); the runs-to-first-strand figures of (a) do
+not (they are seeded and controlled). Postgres runs use racetape's session settings
+(:data:`harness.adapters.PG_SESSION`), as ``racetape run`` does.
 
 :func:`control_point_cost` measures what a control point costs the reference code when no
 controller is installed (the price every production call pays), against an empty function.
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import itertools
 import os
 import resource
@@ -46,7 +50,7 @@ from harness.adapters import Database
 from harness.oracle import check_task
 from harness.run import Controlled, Jittered, Mode, execute
 from harness.runner import run_seed
-from harness.scenario import resolve_scenario
+from harness.scenario import Scenario, resolve_scenario
 from harness.strategies import RandomStrategy
 from reftask.control import checkpoint, checkpoint_blocking
 from reftask.faults import Fault
@@ -108,9 +112,15 @@ class Figure:
 # -- one run of each kind ----------------------------------------------------------------------
 
 
+@functools.cache
+def _scenario() -> Scenario:
+    # Loaded once: parsing the TOML costs about half a millisecond, a tenth of a run.
+    return resolve_scenario(SCENARIO)
+
+
 async def _execute(store: SqlTaskStore, faults: frozenset[Fault], mode: Mode) -> bool:
     """One run of the scenario; True if it stranded."""
-    return bool((await execute(store, resolve_scenario(SCENARIO), faults, mode)).violations)
+    return bool((await execute(store, _scenario(), faults, mode)).violations)
 
 
 def _controlled_mode(seed: int, index: int) -> Mode:
