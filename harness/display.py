@@ -177,7 +177,7 @@ def matrix_table(doc: dict[str, Any]) -> Table:
 
 
 def bench_table(result: dict[str, Any]) -> Table:
-    """One adapter's bench figures; the ratios and peak RSS in the caption."""
+    """One adapter's bench figures; the ratios and RSS in the caption."""
     table = Table(title=f"racetape bench: {result['adapter']}, late-progress")
     for column in ("figure", "runs", "seconds", "runs/s", "strands", "runs to first strand"):
         table.add_column(column)
@@ -205,7 +205,10 @@ def bench_table(result: dict[str, Any]) -> Table:
     memory = result.get("memory")
     if memory:
         for sample in memory["samples"]:
-            table.caption += f"; peak RSS {sample['peak_rss_mb']} MB after {sample['runs']} runs"
+            table.caption += (
+                f"; after {sample['runs']} runs RSS {sample['rss_mb']} MB"
+                f" (peak {sample['peak_rss_mb']} MB)"
+            )
         if memory["growth_kb_per_run"] is not None:
             table.caption += f" ({memory['growth_kb_per_run']} KB per run)"
     return table

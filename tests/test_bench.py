@@ -70,6 +70,7 @@ def test_bench_reports_every_figure_and_controlled_mode_finds_the_strand(
     samples = result["memory"]["samples"]
     assert [s["runs"] for s in samples] == [3, 6]
     assert all(s["peak_rss_mb"] > 0 for s in samples)
+    assert all(s["rss_mb"] > 0 for s in samples)  # Linux: /proc is there
     assert result["memory"]["growth_kb_per_run"] is not None
     points = doc["control_points"]
     for key in ("checkpoint_ns", "checkpoint_blocking_ns", "empty_function_ns"):
