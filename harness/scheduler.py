@@ -393,7 +393,7 @@ class Scheduler(Tracker):
             actor.cancels_seen = actor.task.cancelling() if actor.task is not None else 0
             actor.wake, actor.wake_thread = wake, wake_thread
             self.note("wait turn", actor, point=describe(point, info))
-            self.changed.set()
+            self.state_changed()
             return False
         self._pass(actor, point, info)
         return True
