@@ -126,8 +126,10 @@ class Tracker:
     # -- bookkeeping -------------------------------------------------------------------------
 
     def note(self, event: str, actor: Actor, **fields: Any) -> None:
-        t = round(time.perf_counter() - self.started_at, 6)
-        self.timeline.append({"t": t, "event": event, "actor": actor.name, **fields})
+        entry = {"t": round(time.perf_counter() - self.started_at, 6), "event": event}
+        entry["actor"] = actor.name
+        entry.update(fields)
+        self.timeline.append(entry)
 
     def live(self) -> list[Actor]:
         return [a for a in self.actors if a.state is not ActorState.DONE]
@@ -135,12 +137,8 @@ class Tracker:
     def _add(self, actor: Actor) -> Actor:
         self.actors.append(actor)
         self.note("spawn", actor, kind=actor.kind)
-        self.state_changed()
-        return actor
-
-    def state_changed(self) -> None:
-        """An actor spawned, parked or ended: wake whoever waits on ``changed``."""
         self.changed.set()
+        return actor
 
     def start_root(self, main: Coroutine[Any, Any, None]) -> Actor:
         """Start ``main`` as the root actor; call inside the run's controlled context."""
@@ -167,7 +165,7 @@ class Tracker:
         actor.holding = None
         self.note("done", actor)
         self.on_finished(actor)
-        self.state_changed()
+        self.changed.set()
 
     def on_finished(self, actor: Actor) -> None:
         """Hook: an actor ended (its task is done, or its job returned)."""

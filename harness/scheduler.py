@@ -191,34 +191,23 @@ class Scheduler(Tracker):
         return schedule
 
     async def _settle(self) -> None:
-        if self._settled():
-            return
-        try:
-            async with asyncio.timeout(self.settle_timeout):
-                while not self._settled():
-                    self.changed.clear()
-                    await self.changed.wait()
-        except TimeoutError:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settle_timeout
+        while True:
+            self._notice_cancellations()
             runnable = [a for a in self.actors if a.state is ActorState.RUNNABLE]
-            where = ", ".join(f"{a.name} (last at {a.point or 'its start'})" for a in runnable)
-            raise _Stalled(
-                f"no progress for {self.settle_timeout:g}s after step {self.step}: still"
-                f" running {where}"
-            ) from None
-
-    def _settled(self) -> bool:
-        """No actor runs or is about to (once cancellations pending on parked ones count)."""
-        self._notice_cancellations()
-        return all(actor.state is not ActorState.RUNNABLE for actor in self.actors)
-
-    def state_changed(self) -> None:
-        """Wake the decision loop only when no actor is RUNNABLE: while one is, the run has not
-        settled, and that actor will report its own next change (it parks, blocks on a job it
-        spawned, or ends). Cancellations of parked actors are checked once woken."""
-        for actor in self.actors:
-            if actor.state is ActorState.RUNNABLE:
+            if not runnable:
                 return
-        self.changed.set()
+            self.changed.clear()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self.changed.wait()
+            except TimeoutError:
+                where = ", ".join(f"{a.name} (last at {a.point or 'its start'})" for a in runnable)
+                raise _Stalled(
+                    f"no progress for {self.settle_timeout:g}s after step {self.step}: still"
+                    f" running {where}"
+                ) from None
 
     def _notice_cancellations(self) -> None:
         """An actor waiting whose task was cancelled will run: it is RUNNABLE again."""
@@ -342,15 +331,12 @@ class Scheduler(Tracker):
             gate.observe(actor.name, point, info)
 
     def _decides(self, actor: Actor, point: str, info: PointInfo) -> bool:
-        if self.in_play is None or point in self.in_play or _gate_of_info(info) is not None:
+        if _gate_of_info(info) is not None or self.in_play is None or point in self.in_play:
             return True
-        for gate in self.gates:
-            if gate.wants_decision(actor.name, point, info):
-                return True
+        if any(gate.wants_decision(actor.name, point, info) for gate in self.gates):
+            return True
         wanted = info.get("acquires")
-        if not wanted:
-            return False
-        return any(o is not actor and o.holding == wanted for o in self.actors)
+        return bool(wanted) and any(o is not actor and o.holding == wanted for o in self.actors)
 
     def _others_going(self, actor: Actor) -> bool:
         """Another actor runs, or waits its turn to: ``actor`` must wait its own."""
@@ -373,7 +359,7 @@ class Scheduler(Tracker):
         actor.cancels_seen = actor.task.cancelling() if actor.task is not None else 0
         actor.wake, actor.wake_thread = wake, wake_thread
         self.note("park", actor, point=describe(point, info))
-        self.state_changed()
+        self.changed.set()
 
     def _arrive(
         self,
@@ -393,7 +379,7 @@ class Scheduler(Tracker):
             actor.cancels_seen = actor.task.cancelling() if actor.task is not None else 0
             actor.wake, actor.wake_thread = wake, wake_thread
             self.note("wait turn", actor, point=describe(point, info))
-            self.state_changed()
+            self.changed.set()
             return False
         self._pass(actor, point, info)
         return True
@@ -437,7 +423,7 @@ class Scheduler(Tracker):
         except asyncio.CancelledError:
             if actor.state in (ActorState.PARKED, ActorState.READY):
                 actor.state, actor.wake = ActorState.RUNNABLE, None
-                self.state_changed()
+                self.changed.set()
             raise
 
     def reach_blocking(self, point: str, info: PointInfo) -> None:
