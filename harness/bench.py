@@ -47,7 +47,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypeVar
 
-from harness.adapters import Database
+from harness.adapters import PG_SESSION, Database
 from harness.oracle import check_task
 from harness.run import Controlled, Jittered, Mode, execute
 from harness.runner import run_seed
@@ -616,5 +616,10 @@ def run_bench(
         "notes": [
             "wall-clock timing depends on the machine and its load (see machine)",
             "runs to first strand: median over repeats, each given at most `runs` runs",
+            *(
+                [f"postgres sessions use {PG_SESSION} (visibility and locks unchanged)"]
+                if "postgres" in adapters
+                else []
+            ),
         ],
     }

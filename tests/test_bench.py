@@ -76,6 +76,8 @@ def test_bench_reports_every_figure_and_controlled_mode_finds_the_strand(
     for key in ("checkpoint_ns", "checkpoint_blocking_ns", "empty_function_ns"):
         assert points[key] > 0, key
     assert "(a)/(d) throughput" in done.stdout
+    says_session = any("synchronous_commit" in note for note in doc["notes"])
+    assert says_session == (adapter == "postgres")
 
 
 class SlowProgressStore(SqliteStore):
