@@ -552,34 +552,23 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     try:
         checkpoints = [int(n) for n in args.memory.split(",")] if args.memory else []
     except ValueError:
-        raise UsageError(
-            f"--memory: expected counts like 10000,100000, got {args.memory!r}"
-        ) from None
-    err = display.console(stderr=True)
-    results = []
-    for adapter in adapters:
-        result = asyncio.run(
-            bench.bench_adapter(
-                adapter, runs=args.runs, seeds=args.seeds, pg_dsn=pg_dsn, log=err.print
-            )
-        )
-        if checkpoints:
-            result["memory"] = asyncio.run(
-                bench.memory_profile(adapter, checkpoints, pg_dsn=pg_dsn, log=err.print)
-            )
-        results.append(result)
-    rendered: list[dict[str, Any]] = [
-        {**r, "figures": {k: f.to_json() for k, f in r["figures"].items()}} for r in results
-    ]
-    doc = {
-        "schema": "racetape.bench/1",
-        "command": shlex.join(["racetape", *argv]),
-        "adapters": rendered,
-    }
+        checkpoints = [0]
+    if any(n < 1 for n in checkpoints):
+        raise UsageError(f"--memory: expected run counts like 10000,100000, got {args.memory!r}")
+    doc = bench.run_bench(
+        adapters,
+        runs=args.runs,
+        seeds=args.seeds,
+        memory=checkpoints,
+        pg_dsn=pg_dsn,
+        command=shlex.join(["racetape", *argv]),
+        log=display.console(stderr=True).print,
+    )
     write_json_atomic(args.json, doc)
     out = display.console()
-    for adapter_result in rendered:
+    for adapter_result in doc["adapters"]:
         out.print(display.bench_table(adapter_result))
+    out.print(display.control_point_line(doc["control_points"]))
     out.print(f"bench: {args.json}")
     return 0
 

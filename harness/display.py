@@ -177,27 +177,51 @@ def matrix_table(doc: dict[str, Any]) -> Table:
 
 
 def bench_table(result: dict[str, Any]) -> Table:
+    """One adapter's bench figures; the ratios and RSS in the caption."""
     table = Table(title=f"racetape bench: {result['adapter']}, late-progress")
-    for column in ("figure", "runs", "seconds", "runs/s", "runs to first strand"):
+    for column in ("figure", "runs", "seconds", "runs/s", "strands", "runs to first strand"):
         table.add_column(column)
     for figure in result["figures"].values():
         first = figure["runs_to_first_strand"]
-        shown = (
-            "-" if first is None and "note" not in figure else (figure.get("note") or f"{first:g}")
-        )
+        if figure.get("repeats") is None:
+            shown = "-"
+        elif first is None:
+            shown = f"none within {figure['budget']}"
+        else:
+            shown = f"{first:g} (median of {figure['repeats']})"
+        strands = "-" if figure["strands"] is None else f"{figure['strands']}/{figure['runs']}"
         table.add_row(
             figure["name"], str(figure["runs"]), f"{figure['seconds']:.2f}",
-            f"{figure['runs_per_s']:.1f}", shown,
+            f"{figure['runs_per_s']:.1f}", strands, shown,
         )  # fmt: skip
     ratios = result["ratios"]
+    detection = ratios["naive_over_controlled_runs_to_first_strand"]
+    bound = ">=" if ratios["detection_lower_bound"] else ""
     table.caption = (
         f"(a)/(d) throughput {ratios['controlled_over_naive']}x;"
         f" (c)/(a) floor over controlled {ratios['floor_over_controlled']}x;"
-        f" (d)/(a) runs to first strand {ratios['naive_over_controlled_runs_to_first_strand']}x"
+        f" (d)/(a) runs to first strand {bound}{detection if detection is not None else '-'}x"
     )
-    for sample in result.get("memory", []):
-        table.caption += f"; peak RSS {sample['peak_rss_mb']} MB after {sample['runs']} runs"
+    memory = result.get("memory")
+    if memory:
+        for sample in memory["samples"]:
+            table.caption += (
+                f"; after {sample['runs']} runs RSS {sample['rss_mb']} MB"
+                f" (peak {sample['peak_rss_mb']} MB)"
+            )
+        if memory["growth_kb_per_run"] is not None:
+            table.caption += f" ({memory['growth_kb_per_run']} KB per run)"
     return table
+
+
+def control_point_line(cost: dict[str, Any]) -> str:
+    """What a control point costs with no controller installed, against an empty call."""
+    return (
+        f"control points, no controller: checkpoint {cost['checkpoint_ns']} ns"
+        f" (empty coroutine {cost['empty_coroutine_ns']} ns),"
+        f" checkpoint_blocking {cost['checkpoint_blocking_ns']} ns"
+        f" (empty function {cost['empty_function_ns']} ns) per call"
+    )
 
 
 def _coverage(group: dict[str, Any]) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -107,11 +107,14 @@ class PostgresStore(SqlTaskStore):
         schema: str = "public",
         faults: Iterable[Fault] = (),
         max_connections: int = 32,
+        server_settings: Mapping[str, str] | None = None,
     ) -> PostgresStore:
         """Connect to ``dsn`` and use (creating if needed) ``schema``.
 
         ``max_connections`` bounds the pool; a controlled run holds at most one connection per
         actor parked inside a transaction, so it only needs to exceed the actors in flight.
+        ``server_settings`` are extra session settings for the pool's connections (the store
+        sets ``search_path`` itself).
         """
         if not _SCHEMA_NAME.match(schema):
             raise ValueError(f"schema name {schema!r} must match {_SCHEMA_NAME.pattern}")
@@ -135,7 +138,7 @@ class PostgresStore(SqlTaskStore):
             min_size=1,
             max_size=max_connections,
             max_inactive_connection_lifetime=0,
-            server_settings={"search_path": schema},
+            server_settings={**(server_settings or {}), "search_path": schema},
             reset=_no_reset,
         )
         return cls(pool, schema=schema, faults=faults)
