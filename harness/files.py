@@ -43,14 +43,16 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 def check_writable(*paths: Path | None, folders: tuple[Path | None, ...] = ()) -> None:
     """Before a long run: raise :class:`OutputError` unless each file in ``paths`` and each of
-    ``folders`` could be written (creating folders as needed), so that the work is not lost at
-    the end for want of a place to put it."""
+    ``folders`` could be written later, so that the work is not lost at the end for want of a
+    place to put it. It creates nothing: it tries the nearest folder that already exists."""
     targets = [(p, p.parent) for p in paths if p is not None]
     targets += [(f, f) for f in folders if f is not None]
     for named, folder in targets:
+        existing = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder):
+            if not existing.is_dir():
+                raise NotADirectoryError(20, "Not a directory", str(existing))
+            with tempfile.TemporaryFile(dir=existing):
                 pass
         except OSError as exc:
             raise _cannot_write(named, exc) from exc
