@@ -81,13 +81,49 @@ def _shard(text: str) -> tuple[int, int]:
     return index, count
 
 
+def _run_flags() -> _Parser:
+    """The flags that shape many runs, shared by ``run`` and ``stress``."""
+    flags = _Parser(add_help=False)
+    flags.add_argument(
+        "--seed", type=int, default=0, help="base seed; run i uses a seed derived from it"
+    )
+    flags.add_argument(
+        "--workers", type=_positive(int, "--workers"), default=1, help="worker processes"
+    )
+    flags.add_argument(
+        "--shard",
+        type=_shard,
+        default=(1, 1),
+        metavar="I/N",
+        help="run only shard I of N of the seed space (1-based)",
+    )
+    flags.add_argument(
+        "--budget",
+        type=_positive(float, "--budget"),
+        metavar="SECONDS",
+        help="stop handing out runs after this long (shared by every group); keep what finished",
+    )
+    flags.add_argument(
+        "--settle-timeout",
+        type=_positive(float, "--settle-timeout"),
+        default=10.0,
+        metavar="SECONDS",
+        help="a run that does not settle for this long is 'hung'",
+    )
+    flags.add_argument(
+        "--pg-dsn", metavar="DSN", help="Postgres DSN; default RACETAPE_PG_DSN or local"
+    )
+    return flags
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="racetape", description="Deterministic race reproduction and stress harness."
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="run scenarios and count stranded tasks")
+    runs = _run_flags()
+    run = commands.add_parser("run", parents=[runs], help="run scenarios and count stranded tasks")
     run.add_argument(
         "--scenario",
         action="append",
@@ -123,25 +159,6 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"runs per group (exhaustive: most schedules); default {DEFAULT_RUNS}",
     )
     run.add_argument(
-        "--seed", type=int, default=0, help="base seed; run i uses a seed derived from it"
-    )
-    run.add_argument(
-        "--workers", type=_positive(int, "--workers"), default=1, help="worker processes"
-    )
-    run.add_argument(
-        "--shard",
-        type=_shard,
-        default=(1, 1),
-        metavar="I/N",
-        help="run only shard I of N of the seed space (1-based)",
-    )
-    run.add_argument(
-        "--budget",
-        type=_positive(float, "--budget"),
-        metavar="SECONDS",
-        help="stop handing out runs after this long; keep what finished",
-    )
-    run.add_argument(
         "--json",
         type=Path,
         default=DEFAULT_JSON,
@@ -158,17 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--fail-on-strand", action="store_true", help="exit 1 if any run strands or hangs"
     )
-    run.add_argument(
-        "--pg-dsn", metavar="DSN", help="Postgres DSN; default RACETAPE_PG_DSN or local"
-    )
     run.add_argument("--pct-depth", type=_positive(int, "--pct-depth"), default=3)
-    run.add_argument(
-        "--settle-timeout",
-        type=_positive(float, "--settle-timeout"),
-        default=10.0,
-        metavar="SECONDS",
-        help="a run that does not settle for this long is 'hung'",
-    )
     run.set_defaults(handler=_run)
 
     rep = commands.add_parser("replay", help="re-run one recorded run and show its timeline")
@@ -300,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sts = commands.add_parser(
         "stress",
+        parents=[runs],
         help="the CI stress job: every scenario and adapter, fault-free, random and pct;"
         " exit 1 on any strand or hang",
     )
@@ -311,17 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="repeat; default: every adapter that answers (sqlite, and postgres if reachable)",
     )
     sts.add_argument(
-        "--budget",
-        type=_positive(float, "--budget"),
-        metavar="SECONDS",
-        help="stop handing out runs after this long (shared by every group); keep what finished",
-    )
-    sts.add_argument(
         "--runs", type=_positive(int, "--runs"), default=1000, help="runs per group; default 1000"
     )
-    sts.add_argument("--seed", type=int, default=0)
-    sts.add_argument("--workers", type=_positive(int, "--workers"), default=1)
-    sts.add_argument("--shard", type=_shard, default=(1, 1), metavar="I/N")
     sts.add_argument(
         "--out",
         type=Path,
@@ -329,11 +328,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="result.json, summary.md, junit.xml and traces/; default reports/stress",
     )
-    sts.add_argument("--pg-dsn", metavar="DSN")
-    sts.add_argument(
-        "--settle-timeout", type=_positive(float, "--settle-timeout"), default=10.0,
-        metavar="SECONDS",
-    )  # fmt: skip
     sts.set_defaults(handler=_stress)
 
     lst = commands.add_parser("list", help="scenarios, faults, strategies and adapters")

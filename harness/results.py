@@ -119,12 +119,13 @@ def result_document(
         },
         "notes": notes,
         "groups": groups,
-        "totals": {
-            "runs": sum(g["runs"] for g in groups),
-            "strands": sum(g["strands"] for g in groups),
-            "hung": sum(g["hung"] for g in groups),
-        },
+        "totals": totals(groups),
     }
+
+
+def totals(groups: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """The document's ``totals``: runs, strands and hung runs over its groups."""
+    return {key: sum(g[key] for g in groups) for key in ("runs", "strands", "hung")}
 
 
 def load_result(path: Path) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import multiprocessing
 import multiprocessing.util
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -243,22 +243,33 @@ def run_jobs(
 def _jobs_in_process(
     jobs: Sequence[Job], pg_dsn: str | None, on_records: OnRecords, should_stop: Callable[[], bool]
 ) -> bool:
+    async def work(database: Callable[[str], Database]) -> None:
+        for job in jobs:
+            if should_stop():
+                break
+            await run_indices(
+                database(job.group.adapter),
+                job.group,
+                job.indices,
+                job.settings,
+                keep_traces=job.keep_traces,
+                should_stop=should_stop,
+                on_record=_reporter(on_records, job),
+            )
+
+    return _in_this_process(pg_dsn, work)
+
+
+def _in_this_process(
+    pg_dsn: str | None, work: Callable[[Callable[[str], Database]], Awaitable[None]]
+) -> bool:
+    """Run ``work`` in an event loop of its own, handing it this process's database for an
+    adapter (made on first use, removed at the end); True if Ctrl-C stopped it."""
+
     async def main() -> None:
         dbs: dict[str, Database] = {}
         try:
-            for job in jobs:
-                if should_stop():
-                    break
-                db = _database(dbs, job.group.adapter, pg_dsn)
-                await run_indices(
-                    db,
-                    job.group,
-                    job.indices,
-                    job.settings,
-                    keep_traces=job.keep_traces,
-                    should_stop=should_stop,
-                    on_record=_reporter(on_records, job),
-                )
+            await work(lambda adapter: _database(dbs, adapter, pg_dsn))
         finally:
             for db in dbs.values():
                 await db.cleanup()
@@ -443,28 +454,18 @@ def _run_exhaustive(
     if not groups:
         return False
 
-    async def main() -> None:
-        dbs: dict[str, Database] = {}
-        try:
-            for group in groups:
-                db = _database(dbs, group.adapter, settings.pg_dsn)
-                _, exhausted = await explore(
-                    db,
-                    group,
-                    settings,
-                    should_stop=over_budget,
-                    on_record=partial(_keep_one, keep, group),
-                )
-                results[group].exhausted = exhausted
-        finally:
-            for db in dbs.values():
-                await db.cleanup()
+    async def work(database: Callable[[str], Database]) -> None:
+        for group in groups:
+            _, exhausted = await explore(
+                database(group.adapter),
+                group,
+                settings,
+                should_stop=over_budget,
+                on_record=partial(_keep_one, keep, group),
+            )
+            results[group].exhausted = exhausted
 
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        return True
-    return False
+    return _in_this_process(settings.pg_dsn, work)
 
 
 def _write_traces(result: GroupResult, settings: Settings) -> list[str]:

@@ -352,13 +352,26 @@ class Scheduler(Tracker):
         wake: asyncio.Future[None] | None,
         wake_thread: threading.Event | None,
     ) -> None:
-        actor.state, actor.point, actor.info = ActorState.PARKED, point, info
         actor.parked_step = self.step
         holds = info.get("holds")
         actor.holding = holds if isinstance(holds, str) else None
+        self._wait(actor, ActorState.PARKED, point, info, wake, wake_thread)
+
+    def _wait(
+        self,
+        actor: Actor,
+        state: ActorState,
+        point: str,
+        info: PointInfo,
+        wake: asyncio.Future[None] | None,
+        wake_thread: threading.Event | None,
+    ) -> None:
+        """``actor`` waits at ``point``: PARKED for a decision, or READY for its turn."""
+        actor.state, actor.point, actor.info = state, point, info
         actor.cancels_seen = actor.task.cancelling() if actor.task is not None else 0
         actor.wake, actor.wake_thread = wake, wake_thread
-        self.note("park", actor, point=describe(point, info))
+        event = "park" if state is ActorState.PARKED else "wait turn"
+        self.note(event, actor, point=describe(point, info))
         self.changed.set()
 
     def _arrive(
@@ -375,11 +388,7 @@ class Scheduler(Tracker):
             self._park(actor, point, info, wake, wake_thread)
             return False
         if self._others_going(actor):
-            actor.state, actor.point, actor.info = ActorState.READY, point, info
-            actor.cancels_seen = actor.task.cancelling() if actor.task is not None else 0
-            actor.wake, actor.wake_thread = wake, wake_thread
-            self.note("wait turn", actor, point=describe(point, info))
-            self.changed.set()
+            self._wait(actor, ActorState.READY, point, info, wake, wake_thread)
             return False
         self._pass(actor, point, info)
         return True

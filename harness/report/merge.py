@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness.report.summary import GroupKey, group_key, group_label
-from harness.results import ResultMismatch, index_ranges
+from harness.results import ResultMismatch, index_ranges, totals
 
 FREE_SETTINGS = {"shard", "workers"}
 STOP_ORDER = {None: 0, "budget": 1, "interrupted": 2}
@@ -205,9 +205,5 @@ def merge_documents(named: Sequence[tuple[str, dict[str, Any]]], *, command: str
         ],
         "notes": notes,
         "groups": groups,
-        "totals": {
-            "runs": sum(g["runs"] for g in groups),
-            "strands": sum(g["strands"] for g in groups),
-            "hung": sum(g["hung"] for g in groups),
-        },
+        "totals": totals(groups),
     }
