@@ -409,16 +409,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if "exhaustive" in strategies and args.shard != (1, 1):
         raise UsageError("--shard: exhaustive search walks one tree in order and does not shard")
     check_writable(args.json, folders=(args.traces,))
-    settings = Settings(
-        runs=args.runs,
-        seed=args.seed,
-        workers=args.workers,
-        shard=args.shard,
-        budget=args.budget,
-        settle_timeout=args.settle_timeout,
-        pct_depth=args.pct_depth,
-        traces_dir=args.traces,
-        pg_dsn=_pg_dsn(args, adapters),
+    settings = _settings(
+        args, pct_depth=args.pct_depth, traces_dir=args.traces, pg_dsn=_pg_dsn(args, adapters)
     )
     groups = [Group(s, a, faults, st) for s in scenarios for a in adapters for st in strategies]
     results = run_groups(groups, settings, display.progress_for_terminal())
@@ -431,6 +423,19 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 1 if failed and args.fail_on_strand else 0
 
 
+def _settings(args: argparse.Namespace, **fields: Any) -> Settings:
+    """Settings from the flags of :func:`_run_flags` (and ``--runs``), and ``fields``."""
+    return Settings(
+        runs=args.runs,
+        seed=args.seed,
+        workers=args.workers,
+        shard=args.shard,
+        budget=args.budget,
+        settle_timeout=args.settle_timeout,
+        **fields,
+    )
+
+
 def _stress(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.adapter:
         adapters, notes = list(dict.fromkeys(args.adapter)), list[str]()
@@ -440,15 +445,8 @@ def _stress(args: argparse.Namespace, argv: Sequence[str]) -> int:
         adapters, notes = stress.available_adapters(pg_dsn)
     files = stress.StressFiles.under(args.out)
     check_writable(folders=(args.out,))
-    settings = Settings(
-        runs=args.runs,
-        seed=args.seed,
-        workers=args.workers,
-        shard=args.shard,
-        budget=args.budget,
-        settle_timeout=args.settle_timeout,
-        traces_dir=args.out / "traces",
-        pg_dsn=pg_dsn if "postgres" in adapters else None,
+    settings = _settings(
+        args, traces_dir=args.out / "traces", pg_dsn=pg_dsn if "postgres" in adapters else None
     )
     groups = stress.stress_groups(find_scenarios(), adapters)
     results = run_groups(groups, settings, display.progress_for_terminal())
