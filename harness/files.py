@@ -36,6 +36,17 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+def read_json(path: Path, error: type[ValueError], what: str) -> Any:
+    """The JSON document at ``path``; ``error``, one line naming the file, if it cannot be read
+    or is not JSON (``what`` names what it should have been: "trace", "result")."""
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: not a racetape {what} (not valid JSON: {exc})") from exc
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path``, atomically."""
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")

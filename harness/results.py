@@ -8,13 +8,13 @@ in ``strands`` and once under each kind.
 from __future__ import annotations
 
 import datetime
-import json
 from collections import Counter
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from harness.files import read_json
 from harness.jitter import STATISTICAL_NOTE
 from harness.runner import GroupResult, Settings
 from harness.scenario import Scenario
@@ -129,12 +129,7 @@ def totals(groups: Sequence[dict[str, Any]]) -> dict[str, int]:
 
 
 def load_result(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise ResultError(f"{path}: cannot read: {exc.strerror}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ResultError(f"{path}: not a racetape result (not valid JSON: {exc})") from exc
+    data = read_json(path, ResultError, "result")
     if not isinstance(data, dict) or data.get("schema") != RESULT_SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise ResultError(f"{path}: schema: expected {RESULT_SCHEMA!r}, found {found!r}")

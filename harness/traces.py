@@ -8,13 +8,13 @@ fixes the delays only (see :mod:`harness.jitter`).
 
 from __future__ import annotations
 
-import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.adapters import ADAPTERS
+from harness.files import read_json
 from harness.run import RunResult
 from harness.scenario import Scenario, ScenarioError, parse_scenario
 from reftask.faults import Fault, UnknownFaultError, parse_faults
@@ -115,13 +115,7 @@ def trace_document(
 
 
 def load_trace(path: Path) -> Trace:
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise TraceError(f"{path}: cannot read: {exc.strerror}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TraceError(f"{path}: not a racetape trace (not valid JSON: {exc})") from exc
-    return trace_from_dict(data, str(path))
+    return trace_from_dict(read_json(path, TraceError, "trace"), str(path))
 
 
 def trace_from_dict(data: Any, source: str) -> Trace:

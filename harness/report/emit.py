@@ -15,13 +15,13 @@ the warning says the test now exercises a neighbouring interleaving.
 
 from __future__ import annotations
 
-import json
 import pprint
 from pathlib import Path
 
 import jinja2
 
-from harness.traces import TraceError, load_trace
+from harness.files import read_json
+from harness.traces import TraceError, describe_kinds, trace_from_dict
 
 
 def emit_test(
@@ -29,23 +29,20 @@ def emit_test(
 ) -> str:
     """The source of a pytest file replaying the trace at ``trace_path`` (on ``adapter``, default
     the recorded one); ``test_path`` is where it will be written, for its usage lines."""
-    trace = load_trace(trace_path)  # validates: the file must replay
+    document = read_json(trace_path, TraceError, "trace")
+    trace = trace_from_dict(document, str(trace_path))  # validates: the file must replay
     if not trace.controlled:
         raise TraceError(
             f"{trace_path}: strategy: a jitter trace fixes delays, not an interleaving;"
             " emit a test from a controlled trace (random, pct or exhaustive)"
         )
-    try:
-        document = json.loads(trace_path.read_text())
-    except (OSError, ValueError) as exc:  # read a moment ago: only a race with a writer
-        raise TraceError(f"{trace_path}: cannot read: {exc}") from exc
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("harness.report", "templates"),
         autoescape=False,  # Python source, not markup
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
-    recorded = ", ".join(f"task {t}: {k}" for t, k in trace.recorded_kinds()) or "no strand"
+    recorded = describe_kinds(trace.recorded_kinds())
     name = test_path.name if test_path is not None else "test_race.py"
     return environment.get_template("regression_test.py.j2").render(
         source=str(trace_path),
