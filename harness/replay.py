@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.adapters import Database
+from harness.jitter import DEFAULT_MAX_DELAY
 from harness.run import Controlled, Jittered, RunResult, execute
 from harness.strategies import ReplayStrategy
 from harness.traces import Trace, describe_kinds, kinds_of
@@ -70,7 +71,7 @@ async def replay(
         mode = (
             Controlled(strategy)
             if trace.controlled
-            else Jittered(trace.run_seed, max_delay=trace.jitter_max_delay or 0.002)
+            else Jittered(trace.run_seed, max_delay=trace.jitter_max_delay or DEFAULT_MAX_DELAY)
         )
         result = await execute(store, trace.scenario, trace.faults, mode)
         tapes = {n: await store.list_events(t) for n, t in enumerate(result.task_ids, start=1)}

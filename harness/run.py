@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from harness.actors import current_tracker
-from harness.jitter import Jitter
+from harness.jitter import DEFAULT_MAX_DELAY, Jitter
 from harness.oracle import Violation, check_task
 from harness.scenario import CancelVia, RunnerShape, Scenario
 from harness.scheduler import Schedule, Scheduler, Strategy
@@ -37,7 +37,7 @@ class Jittered:
     """Jitter mode: seeded delays, real OS scheduling."""
 
     seed: int
-    max_delay: float = 0.002
+    max_delay: float = DEFAULT_MAX_DELAY
     settle_timeout: float = 30.0
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from harness.adapters import Database
 from harness.files import write_json_atomic
+from harness.jitter import DEFAULT_MAX_DELAY
 from harness.run import Controlled, Jittered, Mode, RunResult, execute
 from harness.scenario import Scenario
 from harness.strategies import PctStrategy, PrefixStrategy, RandomStrategy, next_prefix
@@ -64,7 +65,7 @@ class Settings:
     budget: float | None = None
     settle_timeout: float = 10.0
     pct_depth: int = 3
-    jitter_max_delay: float = 0.002
+    jitter_max_delay: float = DEFAULT_MAX_DELAY
     max_traces: int = 5
     traces_dir: Path = Path("reports/traces")
     pg_dsn: str | None = None
