@@ -52,8 +52,8 @@ from harness.oracle import check_task
 from harness.run import Controlled, Jittered, Mode, execute
 from harness.runner import run_seed
 from harness.scenario import Scenario, resolve_scenario
-from harness.strategies import RandomStrategy
-from reftask.control import checkpoint, checkpoint_blocking
+from racetape._control import checkpoint, checkpoint_blocking
+from racetape._engine.strategies import RandomStrategy
 from reftask.faults import Fault
 from reftask.manager import RunContext, TaskManager
 from reftask.models import EventKind, TaskStatus

@@ -18,7 +18,6 @@ from typing import Any, NoReturn
 
 from harness import bench, display, stress
 from harness.adapters import ADAPTERS, pg_dsn_from_env
-from harness.drawn import DEFAULT_DB, open_database
 from harness.files import OutputError, check_writable, write_json_atomic, write_text_atomic
 from harness.matrix import matrix_document, matrix_markdown, run_matrix
 from harness.pgserver import PostgresUnavailable, check_reachable
@@ -28,8 +27,9 @@ from harness.runner import Group, Settings, run_groups
 from harness.scenario import ScenarioError, find_scenarios, resolve_scenario
 from harness.search import DEFAULT_EXAMPLES, explore_shapes, write_findings
 from harness.shrink import ShrinkError, check_shrinkable, shrink_trace
-from harness.strategies import STRATEGIES
 from harness.traces import TraceError, load_trace, replay_command
+from racetape._engine.drawn import DEFAULT_DB, open_database
+from racetape._engine.strategies import STRATEGIES
 from reftask.faults import FAULT_DESCRIPTIONS, Fault, UnknownFaultError, parse_faults
 from reftask.stores.base import StoreUnavailableError
 

@@ -12,15 +12,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from harness.drawn import deviations
 from harness.replay import Replayed
 from harness.runner import Group, RunRecord
 from harness.runner import Progress as ProgressSink
-from harness.scheduler import Decision
 from harness.search import Exploration
 from harness.shapes import describe_shape
 from harness.shrink import Shrunk
 from harness.traces import describe_kinds, kinds_of, outcome_of, violation_lines
+from racetape._engine.drawn import deviations
+from racetape._engine.scheduler import Decision
 from reftask.faults import fault_set_label
 
 if TYPE_CHECKING:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.adapters import Database
-from harness.jitter import DEFAULT_MAX_DELAY
 from harness.run import Controlled, Jittered, RunResult, execute
-from harness.strategies import ReplayStrategy
 from harness.traces import Trace, describe_kinds, kinds_of
+from racetape._engine.jitter import DEFAULT_MAX_DELAY
+from racetape._engine.strategies import ReplayStrategy
 from reftask.models import EventRecord
 
 

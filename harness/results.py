@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.files import read_json
-from harness.jitter import STATISTICAL_NOTE
 from harness.runner import GroupResult, Settings
 from harness.scenario import Scenario
 from harness.windows import Plan, possible_landings
+from racetape._engine.jitter import STATISTICAL_NOTE
 
 RESULT_SCHEMA = "racetape.result/1"
 

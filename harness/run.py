@@ -11,13 +11,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from harness.actors import current_tracker
-from harness.jitter import DEFAULT_MAX_DELAY, Jitter
 from harness.oracle import Violation, check_task
 from harness.scenario import CancelVia, RunnerShape, Scenario
-from harness.scheduler import Schedule, Scheduler, Strategy
 from harness.windows import Window
-from reftask.control import checkpoint
+from racetape._control import checkpoint
+from racetape._engine.actors import current_tracker
+from racetape._engine.jitter import DEFAULT_MAX_DELAY, Jitter
+from racetape._engine.scheduler import Schedule, Scheduler, Strategy
 from reftask.faults import Fault
 from reftask.manager import RunContext, Runner, TaskFailed, TaskManager
 from reftask.store import TaskStore

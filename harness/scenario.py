@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from reftask.control import POINTS
+from racetape._control import POINTS
 from reftask.faults import Fault
 
 HARNESS_POINTS: dict[str, str] = {

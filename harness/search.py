@@ -23,12 +23,12 @@ from hypothesis import strategies as st
 from hypothesis.database import ExampleDatabase, InMemoryExampleDatabase
 
 from harness.adapters import Database
-from harness.drawn import DrawnStrategy, PropertyDatabase, deviations, seeded
 from harness.files import write_json_atomic
 from harness.run import Controlled, RunResult, execute
 from harness.scenario import Scenario
 from harness.shapes import named, scenario_file, scenario_shapes
 from harness.traces import trace_document
+from racetape._engine.drawn import DrawnStrategy, PropertyDatabase, deviations, seeded
 from reftask.faults import Fault
 from reftask.stores.base import SqlTaskStore
 

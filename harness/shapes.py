@@ -33,7 +33,7 @@ from harness.scenario import (
     Scenario,
     parse_scenario,
 )
-from reftask.control import POINTS
+from racetape._control import POINTS
 from reftask.faults import Fault, fault_set_label
 
 MAX_TASKS = 2

@@ -22,10 +22,16 @@ from hypothesis import strategies as st
 from hypothesis.database import ExampleDatabase, InMemoryExampleDatabase
 
 from harness.adapters import Database
-from harness.drawn import DrawnStrategy, PropertyDatabase, deviations, drawn_choices, seeded
 from harness.run import Controlled, RunResult, execute
-from harness.strategies import ReplayStrategy
 from harness.traces import Trace, describe_kinds, kinds_of, trace_document
+from racetape._engine.drawn import (
+    DrawnStrategy,
+    PropertyDatabase,
+    deviations,
+    drawn_choices,
+    seeded,
+)
+from racetape._engine.strategies import ReplayStrategy
 from reftask.stores.base import SqlTaskStore
 
 SHRUNK_STRATEGY = "hypothesis"

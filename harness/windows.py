@@ -30,8 +30,8 @@ from collections import Counter
 from typing import Protocol
 
 from harness.scenario import Scenario
-from harness.scheduler import describe
-from reftask.control import PointInfo
+from racetape._control import PointInfo
+from racetape._engine.scheduler import describe
 
 WRITE_POINTS = ("write.enter", "append.begin", "append.locked", "append.done")
 SUB_WINDOWS = dict(

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from harness.oracle import check_task
-from reftask.control import controlled
+from racetape._control import controlled
 from reftask.faults import Fault
 from reftask.manager import RunContext, TaskManager
 from reftask.models import EventKind, NewEvent, TaskRecord, TaskStatus

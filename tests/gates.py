@@ -11,7 +11,7 @@ import asyncio
 import threading
 from dataclasses import dataclass, field
 
-from reftask.control import PointInfo
+from racetape._control import PointInfo
 
 
 @dataclass(eq=False)

@@ -15,7 +15,7 @@ import pytest
 from harness import bench
 from harness.adapters import Database
 from harness.oracle import check_task
-from reftask.control import checkpoint, controlled
+from racetape._control import checkpoint, controlled
 from reftask.models import EventKind, NewEvent
 from reftask.stores.sqlite import SqliteStore
 from tests.test_cli import racetape

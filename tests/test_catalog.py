@@ -11,7 +11,7 @@ from harness.results import possible_windows
 from harness.run import Controlled, execute
 from harness.runner import Group, Settings, explore, run_seed
 from harness.scenario import Scenario, find_scenarios, resolve_scenario
-from harness.strategies import PctStrategy, RandomStrategy
+from racetape._engine.strategies import PctStrategy, RandomStrategy
 from reftask.faults import Fault
 from tests.conftest import StoreFactory
 

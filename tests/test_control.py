@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import reftask
-from reftask.control import (
+from racetape._control import (
     POINTS,
     PointInfo,
     checkpoint,

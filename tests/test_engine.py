@@ -12,20 +12,20 @@ from typing import Any
 
 import pytest
 
-from harness.actors import TrackedExecutor, install_loop_hooks
-from harness.jitter import Jitter
 from harness.run import Controlled, Jittered, RunResult, execute
 from harness.runner import run_seed
 from harness.scenario import Scenario, find_scenarios, parse_scenario, resolve_scenario
-from harness.scheduler import Scheduler
-from harness.strategies import (
+from racetape._control import checkpoint
+from racetape._engine.actors import TrackedExecutor, install_loop_hooks
+from racetape._engine.jitter import Jitter
+from racetape._engine.scheduler import Scheduler
+from racetape._engine.strategies import (
     FifoStrategy,
     PctStrategy,
     PrefixStrategy,
     RandomStrategy,
     next_prefix,
 )
-from reftask.control import checkpoint
 from reftask.faults import Fault
 from reftask.manager import Reporter
 from reftask.models import EventKind

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reftask.control import controlled
+from racetape._control import controlled
 from reftask.faults import Fault
 from reftask.manager import RunContext, TaskFailed, TaskManager
 from reftask.models import TaskStatus, UnknownTaskError

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from harness.perturb import Perturbation, PerturbingEventLoop, derive_seed
 from harness.run import Controlled, execute
 from harness.runner import run_seed
 from harness.scenario import resolve_scenario
-from harness.scheduler import Scheduler
-from harness.strategies import FifoStrategy, RandomStrategy
+from racetape._engine.perturb import Perturbation, PerturbingEventLoop, derive_seed
+from racetape._engine.scheduler import Scheduler
+from racetape._engine.strategies import FifoStrategy, RandomStrategy
 from reftask.stores.sqlite import SqliteStore
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import hypothesis
 import pytest
 
-from harness.perturb import derive_seed
-from harness.stats import interval, upper_bound
+from racetape._engine.perturb import derive_seed
+from racetape._stats import interval, upper_bound
 
 # pytester restores sys.modules after every in-process session: Hypothesis, imported here,
 # stays imported instead of costing a second or more in each of them.
@@ -67,7 +67,7 @@ def test_off_by_default_the_plugin_adds_nothing(pytester: pytest.Pytester) -> No
         import asyncio
         from concurrent.futures import ThreadPoolExecutor
 
-        from harness.perturb import PerturbingEventLoop
+        from racetape._engine.perturb import PerturbingEventLoop
 
 
         async def test_untouched(request):

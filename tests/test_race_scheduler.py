@@ -15,9 +15,9 @@ import asyncio
 
 import pytest
 
-from harness.controlled import ControlledRuns, point, strategy_named
 from harness.oracle import check_task
-from harness.scheduler import Schedule
+from racetape._controlled import ControlledRuns, point, strategy_named
+from racetape._engine.scheduler import Schedule
 from reftask.faults import Fault
 from reftask.manager import RunContext, TaskManager
 from reftask.stores.base import SqlTaskStore

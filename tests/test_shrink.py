@@ -19,14 +19,14 @@ import pytest
 
 from harness.adapters import Database
 from harness.cli import main
-from harness.drawn import deviations, drawn_choices
 from harness.replay import replay
 from harness.run import Controlled, RunResult, execute
 from harness.runner import run_seed
 from harness.scenario import Scenario, parse_scenario, resolve_scenario
 from harness.shrink import SHRUNK_STRATEGY, ShrinkError, Shrunk, check_shrinkable, shrink_on
-from harness.strategies import RandomStrategy
 from harness.traces import kinds_of, load_trace, trace_document
+from racetape._engine.drawn import deviations, drawn_choices
+from racetape._engine.strategies import RandomStrategy
 from reftask.faults import Fault
 from tests.conftest import StoreLocation
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.stats import compare, interval, upper_bound
+from racetape._stats import compare, interval, upper_bound
 
 
 def test_rule_of_three() -> None:

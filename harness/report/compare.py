@@ -15,10 +15,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from harness import stats
 from harness.report.markdown import cell
 from harness.report.summary import group_key, percent
 from harness.results import ResultMismatch
+from racetape import _stats as stats
 from reftask.faults import fault_set_label
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness import stats
 from harness.traces import replay_command
+from racetape import _stats as stats
 from reftask.faults import fault_set_label
 
 GroupKey = tuple[str, str, tuple[str, ...], str]

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from reftask.control import checkpoint, checkpoint_blocking
+from racetape._control import checkpoint, checkpoint_blocking
 from reftask.faults import Fault
 from reftask.models import EventKind, NewEvent, TaskRecord, TaskStatus, UnknownTaskError
 from reftask.store import TaskStore

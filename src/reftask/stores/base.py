@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from reftask.control import checkpoint
+from racetape._control import checkpoint
 from reftask.faults import Fault
 from reftask.models import (
     TERMINAL_STATUS_VALUES,

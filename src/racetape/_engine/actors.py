@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from reftask.control import PointInfo, current_controller
+from racetape._control import PointInfo, current_controller
 
 if TYPE_CHECKING:
     from asyncio.events import _TaskFactory

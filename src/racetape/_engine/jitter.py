@@ -16,7 +16,8 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from harness.actors import (
+from racetape._control import PointInfo, controlled
+from racetape._engine.actors import (
     Actor,
     ActorState,
     EngineError,
@@ -25,8 +26,7 @@ from harness.actors import (
     current_actor,
     thread_actor,
 )
-from harness.scheduler import Gate, Schedule, _gate_of_info
-from reftask.control import PointInfo, controlled
+from racetape._engine.scheduler import Gate, Schedule, _gate_of_info
 
 STATISTICAL_NOTE = (
     "jitter mode: the seed fixes the delays, not the interleaving; OS scheduling decides the rest,"

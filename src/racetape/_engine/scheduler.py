@@ -41,7 +41,8 @@ from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from harness.actors import (
+from racetape._control import PointInfo, controlled
+from racetape._engine.actors import (
     Actor,
     ActorState,
     EngineError,
@@ -51,7 +52,6 @@ from harness.actors import (
     current_actor,
     thread_actor,
 )
-from reftask.control import PointInfo, controlled
 
 DETAIL_KEYS = ("kind", "status", "via", "step")
 

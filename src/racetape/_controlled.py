@@ -19,9 +19,9 @@ from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.scheduler import Schedule, Scheduler, Strategy
-from harness.strategies import FifoStrategy, PctStrategy, RandomStrategy, ReplayStrategy
-from reftask.control import checkpoint
+from racetape._control import checkpoint
+from racetape._engine.scheduler import Schedule, Scheduler, Strategy
+from racetape._engine.strategies import FifoStrategy, PctStrategy, RandomStrategy, ReplayStrategy
 
 STRATEGY_NAMES = ("random", "pct", "fifo")
 

@@ -44,12 +44,17 @@ import pytest
 
 # Standard library only, so loading the plugin costs milliseconds; the engine (for the
 # fixture) and scipy and rich (for the summary) are imported when used.
-from harness.perturb import DEFAULT_MAX_DELAY, Perturbation, PerturbingEventLoop, derive_seed
+from racetape._engine.perturb import (
+    DEFAULT_MAX_DELAY,
+    Perturbation,
+    PerturbingEventLoop,
+    derive_seed,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from harness.controlled import ControlledRuns
+    from racetape._controlled import ControlledRuns
 
 PLUGIN_NAME = "racetape-race"
 RUN_PARAM = "_racetape_run"
@@ -153,7 +158,7 @@ def race_scheduler() -> ControlledRuns:
     """Runs a coroutine under racetape's controlled scheduler: ``await
     race_scheduler.run(main(), strategy="random", seed=3)`` returns the Schedule (decisions by
     actor name, outcome); see :mod:`harness.controlled`."""
-    from harness.controlled import ControlledRuns
+    from racetape._controlled import ControlledRuns
 
     return ControlledRuns()
 
@@ -365,7 +370,7 @@ class RaceSession:
         from rich.table import Table
         from rich.text import Text
 
-        from harness.stats import interval, upper_bound
+        from racetape._stats import interval, upper_bound
 
         table = Table(box=None, pad_edge=False)
         table.add_column("test", no_wrap=True)
