@@ -1,0 +1,152 @@
+"""Schedules as deviations from first come, first served, and the search that tries few first.
+
+A controlled loop offers its candidates first come, first served (see :mod:`.loop`): index 0 is
+what an unloaded machine does. A schedule is therefore named by the few decisions where it took
+another candidate, ``((step, index), ...)``, which is short, exact, and independent of the
+strategy that found it: :func:`format_schedule` writes it as ``"3.1"`` or ``"3.1-7.2"`` (``"fifo"``
+for none), :func:`parse_schedule` reads it back, and :class:`Deviations` replays it.
+
+:class:`DeviationSearch` serves one run after another (it lives across the runs of one test, as
+a shuttle scheduler does): first the schedule with no deviation, then every schedule with one
+deviation from it, then schedules with two, each level in an order shuffled by the seed. Most
+concurrency bugs need very few deviations (delay-bounded scheduling: Emmi, Qadeer and
+Rakamaric, POPL 2011; iterative context bounding: Musuvathi and Qadeer, PLDI 2007), so a race
+between two events is found within the first runs of a small test, and a search that runs out
+of schedules has tried every interleaving up to its deviation bound and says so.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from racetape._engine.loop import ControlledRunError, Step
+
+Schedule = tuple[tuple[int, int], ...]
+"""Deviations from first come, first served: (decision step, candidate index), steps ascending."""
+
+MAX_CHILDREN = 512
+"""Schedules one run adds to the next level at most (a sample, drawn by the seed)."""
+
+_TOKEN = re.compile(r"^\d+\.\d+(-\d+\.\d+)*$")
+
+
+class ScheduleError(ValueError):
+    """A schedule string that does not parse; the message says what is expected."""
+
+
+class Diverged(ControlledRunError):
+    """A replayed schedule asked for a candidate the run did not offer."""
+
+
+def format_schedule(schedule: Schedule) -> str:
+    return "-".join(f"{step}.{index}" for step, index in schedule) or "fifo"
+
+
+def parse_schedule(text: str) -> Schedule:
+    text = text.strip()
+    if text == "fifo":
+        return ()
+    if not _TOKEN.match(text):
+        raise ScheduleError(
+            f"{text!r} is not a schedule: expected 'fifo' or deviations STEP.INDEX joined by"
+            " '-', e.g. '3.1' or '3.1-7.2' (as a failure prints it)"
+        )
+    pairs = tuple(
+        (int(step), int(index)) for step, index in (part.split(".") for part in text.split("-"))
+    )
+    steps = [step for step, _ in pairs]
+    if steps != sorted(set(steps)) or any(index == 0 for _, index in pairs):
+        raise ScheduleError(
+            f"{text!r}: steps must ascend, each once, and an index must not be 0 (0 is no"
+            " deviation)"
+        )
+    return pairs
+
+
+def schedule_of(decisions: Sequence[Step]) -> Schedule:
+    """The deviations a run's decisions took: what replays it."""
+    return tuple((d.step, d.index) for d in decisions if d.index != 0)
+
+
+@dataclass
+class Deviations:
+    """A strategy: first come, first served, except at the schedule's steps."""
+
+    schedule: Schedule = ()
+    name: str = "replay"
+    _at: dict[int, int] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._at = dict(self.schedule)
+
+    def choose(self, step: int, enabled: Sequence[Any]) -> Any:
+        index = self._at.get(step, 0)
+        if index >= len(enabled):
+            raise Diverged(
+                f"schedule {format_schedule(self.schedule)} diverged at decision {step}: it"
+                f" takes candidate {index}, but only {len(enabled)} were offered"
+                f" ({', '.join(c.actor for c in enabled)})"
+            )
+        return enabled[index]
+
+
+class DeviationSearch:
+    """Hands out the next run's schedule, cheapest first; None when none is left.
+
+    A schedule's cost is its number of deviations, where one between two callbacks of a turn
+    counts twice: a thread's event landing at a turn start is the common case of a loaded
+    machine, one landing inside a turn the rarer refinement. Among schedules of one cost, the
+    ones whose last deviation takes an event after fewer refusals go first (an event that has
+    waited one turn before it lands, before one that waited five: a loaded machine delays a
+    little more often than a lot); ties are broken by the seed.
+
+    Invariant: every schedule handed out is new, and none of cost c + 1 is handed out while one
+    of cost c is still waiting.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self._rng = random.Random(f"racetape.deviations:{seed}")
+        # cost -> heap of (refusals of the last deviation's event, tie-break, schedule)
+        self._levels: dict[int, list[tuple[int, float, Schedule]]] = {0: [(0, 0.0, ())]}
+        self._cost: dict[Schedule, int] = {(): 0}
+        self.bound = 0  # the highest cost handed out so far
+
+    def next(self) -> Deviations | None:
+        for level in sorted(self._levels):
+            waiting = self._levels[level]
+            if waiting:
+                self.bound = max(self.bound, level)
+                return Deviations(heapq.heappop(waiting)[2], name="search")
+        return None
+
+    def record(self, schedule: Schedule, decisions: Sequence[Step]) -> None:
+        """After a run of ``schedule``: one more deviation at any later decision is a child."""
+        last = schedule[-1][0] if schedule else -1
+        cost = self._cost.get(schedule, len(schedule))
+        refused: dict[str, int] = {}  # how often each actor was offered and not taken
+        children: list[tuple[Schedule, int, int]] = []
+        for d in decisions:
+            if d.step > last:
+                for index in range(1, len(d.enabled)):
+                    child = (*schedule, (d.step, index))
+                    extra = 2 if d.mid_turn else 1
+                    children.append((child, cost + extra, refused.get(d.enabled[index], 0)))
+            for index, actor in enumerate(d.enabled):
+                if index != d.index:
+                    refused[actor] = refused.get(actor, 0) + 1
+        if len(children) > MAX_CHILDREN:
+            children = sorted(children, key=lambda c: c[2])[:MAX_CHILDREN]
+        for child, child_cost, waited in children:
+            if child not in self._cost:
+                self._cost[child] = child_cost
+                level = self._levels.setdefault(child_cost, [])
+                heapq.heappush(level, (waited, self._rng.random(), child))
+
+    @property
+    def exhausted(self) -> bool:
+        return not any(self._levels.values())

@@ -1,0 +1,905 @@
+"""The controlled event loop: unmodified asyncio code, with every source of timing decided.
+
+Given the same external events arriving at the same loop turns, an asyncio program runs the same
+way. What differs from one real run to the next is only when a worker-thread job starts, runs its
+body and hands back; when a timer fires relative to other work; when a callback from a foreign
+thread arrives; when a socket becomes ready. :class:`ControlledLoop` is the platform's selector
+loop with the first three of these turned into decisions that a strategy takes, one at a time,
+and recorded by stable names, so that a seed or a decision list replays the same interleaving on
+any machine.
+
+The model (what a decision can do, and why each is an interleaving a real machine can produce):
+
+* A *turn* is asyncio's own: at its start, pending events join the end of the ready queue; then
+  the callbacks that were ready at that moment run, in FIFO order; callbacks they queue run next
+  turn. The loop's own ``call_soon`` order is never changed.
+* A worker-thread job (``asyncio.to_thread``, ``run_in_executor`` with the default or any
+  ``ThreadPoolExecutor``) is picked up by a worker as soon as its executor has one free (oldest
+  first, within ``max_workers``; a job whose awaiter is cancelled while it waits for a worker
+  never runs, as with ``concurrent.futures``); from then on cancelling its awaiter cannot stop
+  it. Then two decisions: its *body* runs (on a real worker thread, while the loop waits: its
+  effects happen at that point and nowhere else), and its *hand-back* joins the ready queue.
+  Both may land at a turn start or between any two callbacks of a turn, as threads do.
+* Timers run on virtual time (:meth:`ControlledLoop.time`): a ``sleep(5)`` costs no wall time.
+  Time moves only at a turn start with an otherwise empty ready queue, to the next deadline,
+  and every timer due by then joins the turn in deadline order, as in asyncio. While worker-thread
+  work is still owed, time may move only up to ``horizon`` seconds (default 0.05) past the moment
+  the oldest of it was submitted: a job may take that long on a loaded machine, but a
+  ``wait_for(..., 30)`` never fires because the engine skipped past a job still running.
+* A callback from a thread the loop does not control (``call_soon_threadsafe`` from a thread
+  started by hand, a driver's own connection thread) joins the ready queue when a decision says,
+  in its thread's order, but when it *arrives* is the OS's business: such a run is *partly
+  uncontrolled* and says so (:attr:`Execution.uncontrolled`). Socket readiness is not decided:
+  the selector's events join each turn start as asyncio's would, and a run that used sockets
+  says so too.
+* A job's body that calls back into the loop and blocks on the answer
+  (``run_coroutine_threadsafe(...).result()``, ``Event.wait``) is parked until what it waits on
+  is done; the loop then waits for it to finish or block again before it takes another step.
+
+Quiescence is known exactly: nothing ready, no job body running, nothing owed by a controlled
+thread. A run in which nothing can happen while the main future is not done is a
+:class:`Deadlock`, naming what each task waits on; one that can make no progress (a body that
+never returns, no foreign callback within ``settle_timeout``, more than ``max_turns`` turns) is
+:class:`Hung`.
+
+Candidates are offered first come, first served: the loop's own next step first, then pending
+events oldest first; so index 0 always is "no deviation", and a decision list read as indices
+is the interleaving's distance from the unloaded machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import heapq
+import os
+import queue
+import selectors
+import socket
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from types import FrameType
+from typing import Any, Protocol, TypeVar, TypeVarTuple
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+HORIZON = 0.05
+"""Seconds of virtual time a worker-thread job may take before timers must wait for it."""
+
+SETTLE_TIMEOUT = 10.0
+"""Real seconds to wait for what the loop does not control (a foreign thread, a socket, a job
+body still running) before the run is :class:`Hung`."""
+
+MAX_TURNS = 500_000
+"""Turns after which a run that has not finished is :class:`Hung` (an endless poll loop)."""
+
+START_TIME = 1000.0
+"""Virtual time at which a loop starts: not zero, which code sometimes reads as "unset"."""
+
+DEFAULT_WORKERS = 32
+"""Workers of the default executor: the most asyncio gives one (``min(32, cpus + 4)``), fixed
+so that a decision list means the same on every machine."""
+
+LOOP = "loop"
+"""The actor name of the loop's own next step."""
+
+
+class Choice(Protocol):
+    """What a strategy is shown: ``actor`` names who moves, ``detail`` what it does."""
+
+    @property
+    def actor(self) -> str: ...
+
+    @property
+    def detail(self) -> str: ...
+
+
+class Strategy(Protocol):
+    """Picks one of two or more candidates; deterministic in its seed and what it is shown."""
+
+    def choose(self, step: int, enabled: Sequence[Any]) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    actor: str
+    detail: str
+    waiting_since: int
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One decision: which candidate went, at which choice, among how many."""
+
+    step: int
+    actor: str
+    detail: str
+    index: int
+    enabled: tuple[str, ...]
+    mid_turn: bool = False  # between two callbacks of a turn, not at its start
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "actor": self.actor,
+            "detail": self.detail,
+            "index": self.index,
+            "enabled": list(self.enabled),
+            "mid_turn": self.mid_turn,
+        }
+
+
+class ControlledRunError(RuntimeError):
+    """The run cannot go on under control; the message says why and names the actors."""
+
+
+class Deadlock(ControlledRunError):
+    """Nothing can happen, and the run has not finished."""
+
+
+class Hung(ControlledRunError):
+    """The run makes no progress that the loop can see within its bounds."""
+
+
+@dataclass
+class Execution:
+    """What one controlled run did: its decisions, and what the loop could not control."""
+
+    decisions: list[Step] = field(default_factory=list)
+    uncontrolled: dict[str, int] = field(default_factory=dict)
+    jobs: int = 0
+    timers: int = 0
+    turns: int = 0
+
+    @property
+    def partly_uncontrolled(self) -> bool:
+        return bool(self.uncontrolled)
+
+    @property
+    def deviations(self) -> list[Step]:
+        """The decisions that did not take the first candidate (first come, first served)."""
+        return [d for d in self.decisions if d.index != 0]
+
+    @property
+    def choices(self) -> list[str]:
+        return [d.actor for d in self.decisions]
+
+    def coverage(self) -> str:
+        """One line: what was decided, and what was not under control."""
+        text = (
+            f"{len(self.decisions)} decisions ({len(self.deviations)} deviations), {self.jobs}"
+            f" worker-thread jobs, {self.timers} timers, {self.turns} turns"
+        )
+        if self.uncontrolled:
+            parts = ", ".join(f"{what} x{n}" for what, n in sorted(self.uncontrolled.items()))
+            text += f"; partly uncontrolled: {parts}"
+        return text
+
+
+# -- names ---------------------------------------------------------------------------------------
+
+_SKIP = (
+    os.path.dirname(asyncio.__file__),
+    os.path.dirname(concurrent.futures.__file__),
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    threading.__file__,
+)
+
+
+def _where(frame: FrameType | None) -> str:
+    """``file:line`` of the first frame outside asyncio, concurrent.futures and racetape."""
+    while frame is not None:
+        path = frame.f_code.co_filename
+        if not path.startswith(_SKIP) and not path.startswith("<frozen"):
+            try:
+                shown = os.path.relpath(path)
+            except ValueError:
+                shown = path
+            if shown.startswith(".."):
+                shown = os.path.basename(path)
+            return f"{shown}:{frame.f_lineno}"
+        frame = frame.f_back
+    return "?"
+
+
+def _innermost(task: asyncio.Task[Any]) -> tuple[str, str]:
+    """Where a suspended task waits (the deepest frame of user code) and on what."""
+    coro: Any = task.get_coro()
+    frames: list[FrameType] = []
+    what = ""
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            frames.append(frame)
+            what = frame.f_code.co_qualname
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    where = "?"
+    for frame in reversed(frames):
+        if not frame.f_code.co_filename.startswith(_SKIP):
+            where = _where(frame)
+            break
+    return where, what
+
+
+# -- jobs ----------------------------------------------------------------------------------------
+
+
+class _JobState(Enum):
+    QUEUED = "queued"  # submitted; cancelling its awaiter drops it
+    PICKED = "picked"  # a worker has it: it will run
+    PARKED = "parked"  # its body waits on the loop
+    DONE = "done"  # body finished; the hand-back is pending
+    OVER = "over"  # handed back, or dropped
+
+
+@dataclass(eq=False)
+class _Job:
+    name: str
+    call: Callable[[], Any]
+    future: asyncio.Future[Any]
+    pool: _Pool
+    since: int
+    submitted_at: float
+    state: _JobState = _JobState.QUEUED
+    result: Any = None
+    error: BaseException | None = None
+    started: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
+    thread: _Worker | None = None
+    wakes_when: Callable[[], bool] | None = None
+
+
+@dataclass(eq=False)
+class _Pool:
+    """One executor's queue of jobs and how many workers it has."""
+
+    workers: int
+    queue: deque[_Job] = field(default_factory=deque)
+    busy: int = 0
+
+
+class _Worker(threading.Thread):
+    """A real thread that runs job bodies, one at a time, when the loop hands it one."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(name=f"racetape-worker-{index}", daemon=True)
+        # A SimpleQueue blocks in C: an idle worker shows no wait of threading's, which
+        # _blocked_on would read as a body waiting on the loop.
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+
+    def give(self, job: _Job | None) -> None:
+        self._jobs.put(job)
+
+    def run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            job.started.set()
+            try:
+                job.result = job.call()
+            except BaseException as exc:  # handed back, as concurrent.futures does
+                job.error = exc
+            finally:
+                job.finished.set()
+
+
+def _blocked_on(thread: threading.Thread) -> tuple[bool, Callable[[], bool] | None]:
+    """Whether ``thread`` is blocked in a wait, and a test for what would wake it, if known.
+
+    Read from the thread's Python frames. Every blocking wait of ``threading``,
+    ``concurrent.futures`` and ``queue`` ends in ``Condition.wait``; the frames around it name
+    what is awaited: a ``concurrent.futures.Future`` (what ``run_coroutine_threadsafe(...)
+    .result()`` does), a ``threading.Event``, a ``queue.Queue``. A wait on anything else is
+    blocked on something unknown; a thread blocked in C (a plain ``Lock.acquire``) looks busy.
+    """
+    frame = sys._current_frames().get(thread.ident or -1)
+    blocked = False
+    while frame is not None:
+        code = frame.f_code
+        owner = frame.f_locals.get("self") if blocked else None
+        if code.co_filename == threading.__file__ and code.co_qualname == "Condition.wait":
+            blocked = True
+        elif code.co_qualname == "Event.wait" and isinstance(owner, threading.Event):
+            return True, owner.is_set
+        elif code.co_qualname in ("Future.result", "Future.exception") and isinstance(
+            owner, concurrent.futures.Future
+        ):
+            return True, owner.done
+        elif code.co_qualname == "Queue.get" and isinstance(owner, queue.Queue):
+            return True, lambda q=owner: not q.empty()
+        frame = frame.f_back
+    return blocked, None
+
+
+# -- the loop ------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Arrival:
+    handle: asyncio.Handle
+    since: int
+    at: float
+    kind: str  # "hand-back" of a job, or "callback" from a thread
+
+
+class ControlledLoop(asyncio.SelectorEventLoop):
+    """The selector event loop, with jobs, timers and foreign callbacks decided by ``strategy``.
+
+    Use it as a loop factory: ``asyncio.Runner(loop_factory=lambda: ControlledLoop(strategy))``.
+    :attr:`execution` holds the decisions and the coverage of everything run on it so far.
+    Invariant: between two decisions at most one thing runs, the loop's callback or one job body,
+    except a thread the loop does not control (counted in :attr:`Execution.uncontrolled`).
+    """
+
+    # asyncio's private state, which this loop's turn runs (typeshed does not declare it). A
+    # handle's _run, _cancelled and _when are as asyncio's own _run_once uses them.
+    _ready: deque[Any]
+    _scheduled: list[Any]
+    _stopping: bool
+    _selector: selectors.BaseSelector
+    _ssock: socket.socket
+    _timer_cancelled_count: int
+    _clock_resolution: float
+    _read_from_self: Callable[[], None]
+    _process_events: Callable[[list[tuple[selectors.SelectorKey, int]]], None]
+    _write_to_self: Callable[[], None]
+    _check_closed: Callable[[], None]
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        *,
+        horizon: float = HORIZON,
+        settle_timeout: float = SETTLE_TIMEOUT,
+        max_turns: int = MAX_TURNS,
+    ) -> None:
+        super().__init__()
+        self.strategy = strategy
+        self.execution = Execution()
+        self._horizon = horizon
+        self._settle_timeout = settle_timeout
+        self._max_turns = max_turns
+        self._now = START_TIME
+        self._seq = 0
+        self._default_pool = _Pool(DEFAULT_WORKERS)
+        self._pools: dict[int, _Pool] = {}
+        self._jobs: list[_Job] = []  # every job not OVER, in submission order
+        self._arrivals: dict[str, deque[_Arrival]] = {}
+        self._inbox: deque[tuple[str, asyncio.Handle]] = deque()  # from other threads
+        self._workers: list[_Worker] = []
+        self._idle_workers: list[_Worker] = []
+        self._body_threads: dict[int, _Job] = {}  # thread ident -> the job it runs
+        self._thread_names: dict[int, str] = {}
+        self._baseline_threads = {t.ident for t in threading.enumerate()}
+        self._names: weakref.WeakKeyDictionary[asyncio.Task[Any], str] = (
+            weakref.WeakKeyDictionary()
+        )  # task -> spawn path; weakly, and without a done callback that would add a step
+        self._children: dict[str, int] = {}
+        self._counters: dict[str, int] = {}
+        self._timer_names: dict[int, str] = {}
+        # Loops run in the thread that made them (asyncio.Runner, pytest-asyncio): a call from
+        # it is the loop's own, even between two run_until_complete calls.
+        self._loop_thread = threading.get_ident()
+        self._noted_threads: set[str] = set()
+        self._failed = False
+        self._joined_at: list[float] = []
+        self._advanced = False
+
+    # -- time ------------------------------------------------------------------------------------
+
+    def time(self) -> float:
+        return self._now
+
+    # -- names -----------------------------------------------------------------------------------
+
+    def _owner(self) -> str:
+        task = asyncio.current_task(self) if self._loop_thread == threading.get_ident() else None
+        return self._names.get(task, LOOP) if task is not None else LOOP
+
+    def _count(self, key: str) -> int:
+        n = self._counters.get(key, 0) + 1
+        self._counters[key] = n
+        return n
+
+    def create_task(  # type: ignore[override]  # typeshed's overloads, one behaviour
+        self, coro: Any, *, name: str | None = None, context: contextvars.Context | None = None
+    ) -> asyncio.Task[Any]:
+        task = super().create_task(coro, name=name, context=context)
+        parent = self._owner()
+        label = getattr(coro, "__qualname__", type(coro).__name__).rsplit(".", 1)[-1]
+        if parent == LOOP:
+            path = f"{label}{self._count('root:' + label)}"
+        else:
+            path = f"{parent}/{label}{self._count(parent + '/' + label)}"
+        self._names[task] = path
+        return task
+
+    def task_name(self, task: asyncio.Task[Any]) -> str:
+        """A task's spawn path, e.g. ``test_cancel1/run_task1``: stable for an interleaving."""
+        return self._names.get(task, task.get_name())
+
+    # -- worker-thread jobs ----------------------------------------------------------------------
+
+    def run_in_executor(
+        self, executor: concurrent.futures.Executor | None, func: Callable[[*Ts], T], *args: *Ts
+    ) -> asyncio.Future[T]:
+        self._check_closed()
+        if executor is None:
+            pool = self._default_pool
+        elif isinstance(executor, concurrent.futures.ThreadPoolExecutor):
+            pool = self._pools.setdefault(id(executor), _Pool(executor._max_workers))
+        else:
+            self._note("an executor other than a ThreadPoolExecutor")
+            return super().run_in_executor(executor, func, *args)
+        owner = self._owner()
+        where = _where(sys._getframe(1))
+        name = f"{owner}>job@{where}#{self._count(owner + '>job@' + where)}"
+        future = self.create_future()
+        job = _Job(
+            name,
+            (lambda: func(*args)) if args else func,
+            future,
+            pool,
+            self._next_seq(),
+            self._now,
+        )
+        pool.queue.append(job)
+        self._jobs.append(job)
+        self.execution.jobs += 1
+        future.add_done_callback(lambda f: self._awaiter_done(job))
+        self._pick_up(pool)
+        return future
+
+    def _awaiter_done(self, job: _Job) -> None:
+        # As wrap_future's _call_check_cancel: a cancel reaches the job only once this callback
+        # runs, and stops it only if no worker has picked it up yet.
+        if job.future.cancelled() and job.state is _JobState.QUEUED:
+            job.pool.queue.remove(job)
+            job.state = _JobState.OVER
+            self._jobs.remove(job)
+
+    def _pick_up(self, pool: _Pool) -> None:
+        """Free workers take queued jobs at once, oldest first, as a thread pool's do."""
+        while pool.queue and pool.busy < pool.workers:
+            job = pool.queue.popleft()
+            pool.busy += 1
+            job.state = _JobState.PICKED
+
+    def _run_body(self, job: _Job) -> None:
+        worker = self._idle_workers.pop() if self._idle_workers else self._new_worker()
+        job.thread = worker
+        worker.give(job)
+        self._body_threads[worker.ident or 0] = job
+        self._settle_job(job)
+
+    def _new_worker(self) -> _Worker:
+        worker = _Worker(len(self._workers))
+        worker.start()
+        self._workers.append(worker)
+        return worker
+
+    def _settle_job(self, job: _Job) -> None:
+        """Wait until the job's body has finished, or is blocked on what the loop must do."""
+        assert job.thread is not None
+        deadline = time.monotonic() + self._settle_timeout
+        while not job.finished.wait(0.0002):
+            blocked, wakes = _blocked_on(job.thread)
+            if blocked and (wakes is None or not wakes()):
+                if wakes is None:
+                    self._note("a worker-thread job waiting on a lock racetape cannot see")
+                job.state = _JobState.PARKED
+                job.wakes_when = wakes
+                return
+            if time.monotonic() > deadline:
+                self._failed = True
+                raise Hung(
+                    f"the body of {job.name} has run {self._settle_timeout:g} s without"
+                    " finishing or waiting on the loop"
+                )
+        self._job_finished(job)
+
+    def _job_finished(self, job: _Job) -> None:
+        worker = job.thread
+        assert worker is not None
+        self._body_threads.pop(worker.ident or 0, None)
+        self._idle_workers.append(worker)
+        job.pool.busy -= 1
+        job.state = _JobState.DONE
+        self._pick_up(job.pool)
+        handle = asyncio.Handle(self._hand_back, (job,), self, None)
+        self._arrivals.setdefault(job.name, deque()).append(
+            _Arrival(handle, self._next_seq(), self._now, "hand-back")
+        )
+
+    def _hand_back(self, job: _Job) -> None:
+        job.state = _JobState.OVER
+        self._jobs.remove(job)
+        future = job.future
+        if future.cancelled():
+            return
+        if job.error is not None:
+            future.set_exception(job.error)
+        else:
+            future.set_result(job.result)
+        job.error = None  # no cycle through the traceback
+
+    def _check_parked(self) -> None:
+        """A parked body whose wait is over runs on, alone, until it finishes or waits again."""
+        for job in [j for j in self._jobs if j.state is _JobState.PARKED]:
+            if job.finished.is_set() or (job.wakes_when is not None and job.wakes_when()):
+                job.state = _JobState.PICKED
+                self._settle_job(job)
+
+    # -- callbacks from other threads ------------------------------------------------------------
+
+    def call_soon_threadsafe(
+        self,
+        callback: Callable[[*Ts], object],
+        *args: *Ts,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Handle:
+        if threading.get_ident() == self._loop_thread:
+            return self.call_soon(callback, *args, context=context)
+        self._check_closed()
+        handle = asyncio.Handle(callback, args, self, context)
+        ident = threading.get_ident()
+        job = self._body_threads.get(ident)
+        if job is not None:
+            source = f"{job.name}/callback"
+        else:
+            source = f"thread:{self._foreign_name(threading.current_thread())}"
+        self._inbox.append((source, handle))
+        self._write_to_self()
+        return handle
+
+    def _foreign_name(self, thread: threading.Thread) -> str:
+        ident = thread.ident or 0
+        if ident not in self._thread_names:
+            target = getattr(thread, "_target", None)
+            label = getattr(target, "__qualname__", None) or type(thread).__name__
+            self._thread_names[ident] = f"{label}#{len(self._thread_names) + 1}"
+        return self._thread_names[ident]
+
+    def _take_inbox(self) -> None:
+        while self._inbox:
+            source, handle = self._inbox.popleft()
+            if source.startswith("thread:"):
+                self._note("callbacks from threads racetape does not control")
+            self._arrivals.setdefault(source, deque()).append(
+                _Arrival(handle, self._next_seq(), self._now, "callback")
+            )
+
+    # -- timers ----------------------------------------------------------------------------------
+
+    def call_at(
+        self,
+        when: float,
+        callback: Callable[[*Ts], object],
+        *args: *Ts,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        timer = super().call_at(when, callback, *args, context=context)
+        if threading.get_ident() == self._loop_thread:
+            owner = self._owner()
+            where = _where(sys._getframe(1))
+            self._timer_names[id(timer)] = (
+                f"{owner}>timer@{where}#{self._count(owner + '>timer@' + where)}"
+            )
+            self.execution.timers += 1
+        return timer
+
+    def _drop_cancelled_timers(self) -> None:
+        while self._scheduled and self._scheduled[0]._cancelled:
+            self._timer_cancelled_count -= 1
+            timer = heapq.heappop(self._scheduled)
+            timer._scheduled = False
+            self._timer_names.pop(id(timer), None)
+
+    def _move_due_timers(self) -> None:
+        end = self._now + self._clock_resolution
+        while self._scheduled:
+            self._drop_cancelled_timers()
+            if not self._scheduled or self._scheduled[0]._when >= end:
+                break
+            timer = heapq.heappop(self._scheduled)
+            timer._scheduled = False
+            self._timer_names.pop(id(timer), None)
+            self._ready.append(timer)
+
+    def _owed_since(self) -> float | None:
+        """Virtual time at which the oldest work still owed by a controlled thread began, or
+        that of an arrival already joined this turn: a timer joins the same turn only if it
+        could have come due while that work was still on its way."""
+        times = [j.submitted_at for j in self._jobs if j.state is not _JobState.PARKED]
+        times += [pending[0].at for pending in self._arrivals.values() if pending]
+        times += self._joined_at
+        return min(times) if times else None
+
+    # -- decisions -------------------------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _note(self, what: str) -> None:
+        self.execution.uncontrolled[what] = self.execution.uncontrolled.get(what, 0) + 1
+
+    def _external(self) -> list[tuple[int, Candidate, Callable[[], None]]]:
+        """Everything that may happen now besides the loop's own next step, oldest first."""
+        self._take_inbox()
+        found: list[tuple[int, Candidate, Callable[[], None]]] = []
+        for job in self._jobs:
+            if job.state is _JobState.PICKED:
+                found.append(
+                    (job.since, Candidate(job.name, "body", job.since), _bind(self._run_body, job))
+                )
+        for source, pending in self._arrivals.items():
+            if pending:
+                head = pending[0]
+                found.append(
+                    (
+                        head.since,
+                        Candidate(source, head.kind, head.since),
+                        _bind(self._deliver, source),
+                    )
+                )
+        found.sort(key=lambda entry: entry[0])
+        return found
+
+    def _deliver(self, source: str) -> None:
+        pending = self._arrivals[source]
+        arrival = pending.popleft()
+        if not pending:
+            del self._arrivals[source]
+        self._joined_at.append(arrival.at)
+        self._ready.append(arrival.handle)
+
+    def _advance(self) -> tuple[Candidate, Callable[[], None], float] | None:
+        """Moving virtual time to the next deadline, if it may move now, and by how much."""
+        self._drop_cancelled_timers()
+        if not self._scheduled:
+            return None
+        head = self._scheduled[0]
+        owed = self._owed_since()
+        if owed is not None and head._when > owed + self._horizon:
+            return None
+        name = self._timer_names.get(id(head), "timer")
+        delta = max(0.0, head._when - self._now)
+        candidate = Candidate(name, f"fire +{delta * 1e3:.3f}ms", self._seq + 1)
+        return candidate, _bind(self._fire, head._when), delta
+
+    def _fire(self, when: float) -> None:
+        self._now = max(self._now, when)
+        self._move_due_timers()
+        self._advanced = True
+
+    # -- the turn --------------------------------------------------------------------------------
+
+    def _run_once(self) -> None:
+        if self._failed:
+            return self._run_plain()
+        try:
+            self._run_turn()
+        except BaseException:
+            # Whatever stopped the turn (a deadlock, a diverged replay, an interrupt), the loop
+            # goes on without decisions, so that the runner's cleanup can cancel and finish.
+            self._failed = True
+            raise
+
+    def _run_turn(self) -> None:
+        self.execution.turns += 1
+        if self.execution.turns > self._max_turns:
+            self._failed = True
+            raise Hung(f"{self._max_turns} loop turns without finishing: {self._waiting()}")
+        self._check_parked()
+        self._poll_io(0)
+        self._move_due_timers()
+        # Time may move only when the loop had nothing to run; what joins at this turn start
+        # (a hand-back, then a timer) still joins the same turn, as on a loaded machine.
+        idle = not self._ready
+        self._joined_at = []  # when what joined this turn was first owed
+        self._advanced = False
+        while True:
+            options = [(c, act) for _, c, act in self._external()]
+            # Time moves once a turn start: a loop that wakes for one deadline does not sleep
+            # through to the next one.
+            advance = self._advance() if idle and not self._advanced else None
+            if advance is not None:
+                if not options and not self._ready and self._uncontrolled():
+                    # Only time could move, but a socket or a foreign thread may still answer:
+                    # give it the real time the timer is ahead, as a real loop would.
+                    self._poll_io(min(advance[2], self._settle_timeout))
+                    if self._inbox or self._ready:
+                        continue
+                options.append(advance[:2])
+            if self._ready:
+                options.insert(0, (Candidate(LOOP, "turn", 0), _TURN))
+            if not options:
+                if self._stopping or not self._wait_for_something():
+                    return
+                continue
+            if len(options) == 1:
+                if options[0][1] is _TURN:
+                    break
+                options[0][1]()  # no choice: not a decision
+            elif self._choose(options) is _TURN:
+                break
+            self._check_parked()
+        ntodo = len(self._ready)
+        for i in range(ntodo):
+            if i:
+                self._between_callbacks()
+            handle = self._ready.popleft()
+            if handle._cancelled:
+                continue
+            handle._run()
+            self._check_parked()
+        handle = None  # breaks a cycle through an exception, as asyncio does
+
+    def _choose(
+        self, options: list[tuple[Candidate, Callable[[], None]]], *, mid_turn: bool = False
+    ) -> Callable[[], None]:
+        candidates = [c for c, _ in options]
+        step = len(self.execution.decisions)
+        chosen = self.strategy.choose(step, candidates)
+        index = candidates.index(chosen)
+        self.execution.decisions.append(
+            Step(
+                step,
+                chosen.actor,
+                chosen.detail,
+                index,
+                tuple(c.actor for c in candidates),
+                mid_turn,
+            )
+        )
+        action = options[index][1]
+        if action is not _TURN:
+            action()
+        return action
+
+    def _between_callbacks(self) -> None:
+        """Threads run while the loop does: a job may move, a foreign callback may arrive."""
+        while True:
+            external = self._external()
+            if not external:
+                return
+            options = [(Candidate(LOOP, "step", 0), _TURN)]
+            options += [(c, act) for _, c, act in external]
+            if self._choose(options, mid_turn=True) is _TURN:
+                return
+            self._check_parked()
+
+    def _poll_io(self, timeout: float | None) -> None:
+        """Socket events join the ready queue as asyncio's would (not decided); the loop's own
+        wake-up pipe is drained here, not through a callback that would add a step."""
+        events = self._selector.select(timeout)
+        own = self._ssock.fileno()
+        theirs = [(key, mask) for key, mask in events if key.fd != own]
+        if len(theirs) < len(events):
+            self._read_from_self()
+        if theirs:
+            self._note("socket readiness (not decided)")
+            self._process_events(theirs)
+
+    def _foreign_threads(self) -> list[threading.Thread]:
+        """Threads started since the loop was made that the loop does not run: uncontrolled."""
+        ours = {w.ident for w in self._workers}
+        found = [
+            t
+            for t in threading.enumerate()
+            if t.ident not in self._baseline_threads and t.ident not in ours and t.is_alive()
+        ]
+        for thread in found:
+            name = self._foreign_name(thread)
+            if name not in self._noted_threads:
+                self._noted_threads.add(name)
+                self._note(f"a thread started by hand ({name})")
+        return found
+
+    def _sockets(self) -> bool:
+        own = self._ssock.fileno()
+        return any(key.fd != own for key in self._selector.get_map().values())
+
+    def _uncontrolled(self) -> bool:
+        """Something the loop does not control could still make something happen."""
+        return bool(self._foreign_threads()) or self._sockets()
+
+    def _wait_for_something(self) -> bool:
+        """Nothing can happen under control: wait for what is not controlled, or fail."""
+        if self._uncontrolled():
+            deadline = time.monotonic() + self._settle_timeout
+            while time.monotonic() < deadline:
+                self._poll_io(0.01)
+                if self._inbox or self._ready:
+                    return True
+                if not self._uncontrolled():
+                    break
+            else:
+                self._failed = True
+                raise Hung(
+                    "nothing came from the threads or sockets racetape does not control within"
+                    f" {self._settle_timeout:g} s: {self._waiting()}"
+                )
+        if self._inbox or self._ready:
+            return True
+        self._failed = True
+        parked = [j.name for j in self._jobs if j.state is _JobState.PARKED]
+        if parked:
+            raise Deadlock(
+                f"worker-thread jobs wait on the loop, and nothing on the loop can go:"
+                f" {', '.join(parked)}; {self._waiting()}"
+            )
+        raise Deadlock(f"nothing can happen and the run has not finished: {self._waiting()}")
+
+    def _waiting(self) -> str:
+        """Who waits on whom, for a deadlock or hang report."""
+        parts = []
+        for task in sorted(asyncio.all_tasks(self), key=self.task_name):
+            where, what = _innermost(task)
+            waiter = getattr(task, "_fut_waiter", None)
+            if isinstance(waiter, asyncio.Task):
+                parts.append(f"{self.task_name(task)} waits on {self.task_name(waiter)} ({where})")
+            else:
+                parts.append(f"{self.task_name(task)} waits at {where} ({what})")
+        return "; ".join(parts) or "no task is left"
+
+    def _run_plain(self) -> None:
+        """After a failure: no more decisions, so that cleanup can run (FIFO, time moves on)."""
+        self._take_inbox()
+        for source in list(self._arrivals):
+            while source in self._arrivals:
+                self._deliver(source)
+        for job in list(self._jobs):
+            if job.state is _JobState.QUEUED:
+                job.pool.queue.remove(job)
+                job.state = _JobState.OVER
+                self._jobs.remove(job)
+                if not job.future.done():
+                    job.future.cancel()
+        self._poll_io(0)
+        if not self._ready and not self._stopping:
+            self._drop_cancelled_timers()
+            if self._scheduled:
+                self._now = max(self._now, self._scheduled[0]._when)
+        self._move_due_timers()
+        for _ in range(len(self._ready)):
+            handle = self._ready.popleft()
+            if not handle._cancelled:
+                handle._run()
+
+    # -- closing ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.give(None)
+        super().close()
+
+
+def _TURN() -> None:
+    """The loop's own next step (a turn, or the next callback of one)."""
+
+
+def _bind(fn: Callable[[Any], None], arg: Any) -> Callable[[], None]:
+    return lambda: fn(arg)
+
+
+__all__ = [
+    "HORIZON",
+    "Candidate",
+    "ControlledLoop",
+    "ControlledRunError",
+    "Deadlock",
+    "Execution",
+    "Hung",
+    "Step",
+]
