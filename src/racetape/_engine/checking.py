@@ -85,11 +85,16 @@ def run_once(
     """One run of ``main()`` on a fresh controlled loop; the exception is caught and kept."""
     loop = ControlledLoop(strategy, horizon=horizon, settle_timeout=settle_timeout)
     error: BaseException | None = None
+    runner = asyncio.Runner(loop_factory=lambda: loop)
     try:
-        with asyncio.Runner(loop_factory=lambda: loop) as runner:
-            runner.run(main())
+        runner.run(main())
     except Exception as exc:  # the run's own failure: kept, not raised
         error = exc
+    finally:
+        try:
+            runner.close()
+        except Exception as exc:  # cleanup of a failed run can fail too: the first one counts
+            error = error or exc
     execution = loop.execution
     return Run(index, schedule_of(execution.decisions), execution, error)
 

@@ -1,0 +1,233 @@
+"""The controlled loop on code that carries no control point: the examples written outside the
+project (tests/examples), correct programs relying on asyncio's promises, and the loop's own
+rules (virtual time, worker-thread jobs, deadlock and hang reports, honest coverage)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from racetape._engine.checking import check, replay, run_once
+from racetape._engine.deviations import Deviations, ScheduleError, parse_schedule
+from racetape._engine.loop import ControlledLoop, Deadlock, Hung
+
+sys.path.insert(0, str(Path(__file__).parent / "examples"))
+import promises
+import tape_sqlite
+import worker_stop
+
+BASE_SEEDS = range(20)
+
+
+async def bug_one() -> None:
+    await tape_sqlite.check_final_is_last(guarded=False)
+
+
+async def bug_one_fixed() -> None:
+    await tape_sqlite.check_final_is_last(guarded=True)
+
+
+async def lost_stop() -> None:
+    await worker_stop.start_then_stop(fixed=False)
+
+
+async def lost_stop_fixed() -> None:
+    await worker_stop.start_then_stop(fixed=True)
+
+
+@pytest.mark.parametrize(
+    ("main", "error"), [(bug_one, AssertionError), (lost_stop, TimeoutError)], ids=["bug1", "stop"]
+)
+def test_each_base_seed_finds_the_race_within_five_runs_and_its_schedule_replays(
+    main: object, error: type[BaseException]
+) -> None:
+    for seed in BASE_SEEDS:
+        checked = check(main, runs=5, seed=seed, stop_at_first=True)  # type: ignore[arg-type]
+        assert checked.failures, f"base seed {seed}: no failure in 5 runs ({checked.verdict})"
+        first = checked.failures[0]
+        assert isinstance(first.error, error), first.error
+        assert first.execution.deviations, "a race needs a deviation from first come first served"
+    # The printed schedule (the last seed's) replays its failure, decision for decision.
+    for _ in range(100):
+        again = replay(main, first.token)  # type: ignore[arg-type]
+        assert isinstance(again.error, error)
+        assert again.execution.decisions == first.execution.decisions
+
+
+@pytest.mark.parametrize("main", [bug_one_fixed, lost_stop_fixed], ids=["bug1", "stop"])
+def test_the_fixed_twins_pass_every_schedule_the_search_reaches_and_2000_random_runs(
+    main: object,
+) -> None:
+    searched = check(main, runs=2000)  # type: ignore[arg-type]
+    assert not searched.failures, searched.failures[0].error
+    assert searched.runs, "the search ran"
+    runs = 2000 if main is lost_stop_fixed else 300  # the sqlite twin's runs cost 40 ms each
+    sampled = check(main, runs=runs, search="random")  # type: ignore[arg-type]
+    assert not sampled.failures, sampled.failures[0].error
+
+
+@pytest.mark.parametrize("name", sorted(promises.PROGRAMS))
+def test_a_correct_program_never_fails_in_2000_controlled_runs(name: str) -> None:
+    checked = check(promises.PROGRAMS[name], runs=2000, search="random", seed=7)
+    assert not checked.failures, f"{checked.failures[0].token}: {checked.failures[0].error!r}"
+    assert len(checked.runs) == 2000
+    assert checked.clean
+
+
+def test_a_search_over_a_hand_started_thread_says_it_is_partly_uncontrolled() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        thread = threading.Thread(
+            target=lambda: loop.call_soon_threadsafe(done.set_result, None), daemon=True
+        )
+        thread.start()
+        await done
+        thread.join()
+
+    checked = check(main, runs=50, search="exhaustive")
+    assert not checked.failures
+    assert not checked.clean, "never call code clean that the loop did not control"
+    assert any("thread" in what for what in checked.partly_uncontrolled), (
+        checked.partly_uncontrolled
+    )
+
+
+def test_virtual_time_costs_no_wall_time_and_keeps_deadline_order() -> None:
+    fired: list[str] = []
+
+    async def main() -> None:
+        async def sleeper(name: str, delay: float) -> None:
+            await asyncio.sleep(delay)
+            fired.append(name)
+
+        await asyncio.gather(sleeper("late", 3600), sleeper("soon", 5), sleeper("now", 0))
+
+    started = time.monotonic()
+    run = run_once(main, Deviations())
+    assert run.error is None
+    assert time.monotonic() - started < 5
+    assert fired == ["now", "soon", "late"]
+
+
+def test_a_timeout_never_fires_past_a_worker_thread_job_still_running() -> None:
+    """``wait_for(job, 30)`` on a job whose body takes real time: time may not skip past it."""
+
+    def slow() -> str:
+        time.sleep(0.05)
+        return "ok"
+
+    async def main() -> str:
+        return await asyncio.wait_for(asyncio.to_thread(slow), 30)
+
+    checked = check(main, runs=20, search="random")
+    assert not checked.failures, checked.failures[0].error
+
+
+def test_a_job_cancelled_while_it_waits_for_a_worker_runs_only_if_a_worker_won_the_race() -> None:
+    """As with concurrent.futures: the cancel stops a queued job once it reaches the executor
+    (a callback later); a worker that frees up before that takes the job, and it runs."""
+    ran: list[str] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            first = loop.run_in_executor(pool, ran.append, "first")
+            second = loop.run_in_executor(pool, ran.append, "second")
+            second.cancel()
+            await first
+
+    outcomes = {}
+    for schedule in ("fifo", "0.1"):  # the cancel reaches the pool first; the worker does
+        ran.clear()
+        run = replay(main, schedule)
+        assert run.error is None
+        outcomes[schedule] = list(ran)
+    assert outcomes == {"fifo": ["first"], "0.1": ["first", "second"]}
+
+
+def test_a_job_body_that_waits_on_the_loop_is_parked_not_hung() -> None:
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+
+        async def on_loop() -> int:
+            await asyncio.sleep(0.01)
+            return 41
+
+        def body() -> int:
+            return asyncio.run_coroutine_threadsafe(on_loop(), loop).result() + 1
+
+        return await asyncio.to_thread(body)
+
+    checked = check(main, runs=100, search="random")
+    assert not checked.failures, checked.failures[0].error
+    assert checked.clean
+
+
+def test_a_lock_order_deadlock_is_a_deadlock_that_names_both_tasks_and_where_they_wait() -> None:
+    async def main() -> None:
+        first, second = asyncio.Lock(), asyncio.Lock()
+
+        async def one() -> None:
+            async with first:
+                await asyncio.sleep(0)
+                async with second:
+                    pass
+
+        async def two() -> None:
+            async with second:
+                await asyncio.sleep(0)
+                async with first:
+                    pass
+
+        await asyncio.gather(one(), two())
+
+    run = run_once(main, Deviations())
+    assert isinstance(run.error, Deadlock), run.error
+    message = str(run.error)
+    for task in ("main1/one1 waits at", "main1/two1 waits at"):
+        assert task in message, message
+    assert message.count("Lock.acquire") == 2, message
+
+
+def test_an_event_nobody_sets_is_a_deadlock_naming_where_it_waits() -> None:
+    async def main() -> None:
+        await asyncio.Event().wait()
+
+    run = run_once(main, Deviations())
+    assert isinstance(run.error, Deadlock)
+    assert "test_loop.py" in str(run.error)
+
+
+def test_an_endless_poll_is_hung_not_a_silent_spin() -> None:
+    async def main() -> None:
+        while True:  # noqa: ASYNC110 - the endless poll under test
+            await asyncio.sleep(1)
+
+    loop = ControlledLoop(Deviations(), max_turns=500)
+    with (
+        pytest.raises(Hung, match="500 loop turns"),
+        asyncio.Runner(loop_factory=lambda: loop) as runner,
+    ):
+        runner.run(main())
+
+
+def test_a_schedule_string_names_its_fix_when_it_is_malformed() -> None:
+    assert parse_schedule("fifo") == ()
+    assert parse_schedule("3.1-7.2") == ((3, 1), (7, 2))
+    for bad in ("3", "3.0", "7.1-3.1", "x"):
+        with pytest.raises(ScheduleError, match=r"e\.g\. '3\.1'|steps must ascend"):
+            parse_schedule(bad)
+
+
+def test_decisions_are_named_by_spawn_path_and_the_users_code_location() -> None:
+    run = run_once(bug_one, Deviations(parse_schedule("3.1")))
+    names = {d.actor for d in run.execution.decisions}
+    assert any("tape_sqlite.py:" in name and ">job@" in name for name in names), names
+    assert all("0x" not in name for name in names), "no address may name an actor"
