@@ -107,7 +107,9 @@ def test_race_runs_repeat_each_async_test_with_a_seed_per_test_and_run(
 ) -> None:
     pytester.makeini(AUTO)
     pytester.makepyfile(test_seeds=SEEDS)
-    result = pytester.runpytest("-p", "no:cacheprovider", "--race-runs", "3", "-s", "-v")
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--race-mode", "jitter", "--race-runs", "3", "-s", "-v"
+    )
     result.assert_outcomes(passed=3 * 3 + 1)
     result.stdout.fnmatch_lines(["test_seeds.py::test_b[[]y-race2[]] *"])
     assert sum("SYNC ran" in line for line in result.outlines) == 1
@@ -118,7 +120,15 @@ def test_race_runs_repeat_each_async_test_with_a_seed_per_test_and_run(
     assert len({s for run in seeds.values() for s in run}) == 9
 
     other_base = pytester.runpytest(
-        "-p", "no:cacheprovider", "--race-runs", "3", "--race-base-seed", "1", "-s"
+        "-p",
+        "no:cacheprovider",
+        "--race-mode",
+        "jitter",
+        "--race-runs",
+        "3",
+        "--race-base-seed",
+        "1",
+        "-s",
     )
     assert set(seeds_printed(other_base)["test_a"]).isdisjoint(seeds["test_a"])
 
@@ -149,7 +159,9 @@ def test_a_failure_prints_its_seed_and_the_command_that_replays_it(
             assert seed % 2 == 0
         """
     )
-    result = pytester.runpytest("-p", "no:cacheprovider", "--race-runs", "8", "-s")
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--race-mode", "jitter", "--race-runs", "8", "-s"
+    )
     seeds = seeds_printed(result)["test_even_seeds_only"]
     odd = [s for s in seeds if s % 2]
     assert 0 < len(odd) < 8, "the 8 derived seeds should mix odd and even"
@@ -157,12 +169,14 @@ def test_a_failure_prints_its_seed_and_the_command_that_replays_it(
 
     nodeid = "test_odd.py::test_even_seeds_only"
     commands = [line.removeprefix("replay: ") for line in result.outlines if "replay: " in line]
-    assert commands == [shlex.join(["pytest", "--race-seed", str(s), nodeid]) for s in odd]
+    assert commands == [
+        shlex.join(["pytest", "--race-mode", "jitter", "--race-seed", str(s), nodeid]) for s in odd
+    ]
     result.stdout.fnmatch_lines(
         [
             "*- racetape -*",
             f"run * of {nodeid}, seed {odd[0]}; replay it with:",
-            f"  pytest --race-seed {odd[0]} {nodeid}",
+            f"  pytest --race-mode jitter --race-seed {odd[0]} {nodeid}",
             f"perturbation: seed {odd[0]}: *",
         ]
     )
@@ -173,7 +187,9 @@ def test_a_failure_prints_its_seed_and_the_command_that_replays_it(
     replay.assert_outcomes(failed=1)
     assert seeds_printed(replay) == {"test_even_seeds_only": [odd[0]]}
     even = next(s for s in seeds if s % 2 == 0)
-    passing = pytester.runpytest("-p", "no:cacheprovider", "--race-seed", str(even), nodeid)
+    passing = pytester.runpytest(
+        "-p", "no:cacheprovider", "--race-mode", "jitter", "--race-seed", str(even), nodeid
+    )
     passing.assert_outcomes(passed=1)
 
 
@@ -201,13 +217,17 @@ def test_the_marker_sets_a_tests_runs_and_zero_leaves_it_alone(pytester: pytest.
             assert asyncio.get_running_loop().perturbation is not None
         """
     )
-    result = pytester.runpytest("-p", "no:cacheprovider", "--race-runs", "4", "-v")
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--race-mode", "jitter", "--race-runs", "4", "-v"
+    )
     result.assert_outcomes(passed=2 + 1 + 4)
     result.stdout.fnmatch_lines(["*test_two[[]race1[]] PASSED*"])
     result.stdout.no_fnmatch_line("*test_two[[]race2[]]*")
     result.stdout.no_fnmatch_line("*test_marked.py::test_never *0 *")  # not in the summary
 
-    replay = pytester.runpytest("-p", "no:cacheprovider", "--race-seed", "5")
+    replay = pytester.runpytest(
+        "-p", "no:cacheprovider", "--race-mode", "jitter", "--race-seed", "5"
+    )
     replay.assert_outcomes(passed=3)
 
     plain = pytester.runpytest("-p", "no:cacheprovider", "--strict-markers", "--collect-only")
@@ -227,7 +247,9 @@ def test_a_bad_marker_is_an_error_naming_the_test_and_the_fix(pytester: pytest.P
             pass
         """
     )
-    result = pytester.runpytest("-p", "no:cacheprovider", "--race-runs", "2")
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--race-mode", "jitter", "--race-runs", "2"
+    )
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(
         ["*test_bad.py::test_bad: @pytest.mark.race(runs=-1): runs must be a whole number >= 0*"]
@@ -239,6 +261,10 @@ def test_a_bad_marker_is_an_error_naming_the_test_and_the_fix(pytester: pytest.P
     [
         (["--race-runs", "0"], "*--race-runs: '0' is not a whole number >= 1; e.g. --race-runs 50"),
         (["--race-seed", "x"], "*--race-seed: 'x' is not a whole number >= 0*"),
+        (["--race-seed", "3"], "*--race-seed replays a jitter run*--race-replay SCHEDULE*"),
+        (["--race-replay", "3"], "*--race-replay: '3' is not a schedule*e.g. '3.1'*"),
+        (["--race-replay", "3.1", "--race-mode", "jitter"], "*drop --race-mode jitter*"),
+        (["--race-runs", "2", "--race-replay", "3.1"], "*are exclusive*"),
         (["--race-max-delay", "0"], "*--race-max-delay: '0' is not a delay in seconds in (0, 10]*"),
         (["--race-runs", "2", "--race-seed", "3"], "*--race-runs and --race-seed are exclusive*"),
     ],
@@ -270,7 +296,9 @@ def test_strict_mode_races_only_what_pytest_asyncio_runs(pytester: pytest.Pytest
             pass
         """
     )
-    result = pytester.runpytest("-p", "no:cacheprovider", "--race-runs", "3")
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--race-mode", "jitter", "--race-runs", "3"
+    )
     result.assert_outcomes(passed=3 + 1)
 
 
@@ -307,7 +335,9 @@ def test_hypothesis_and_module_scoped_loops_run_perturbed(pytester: pytest.Pytes
             print(f"LOOP {id(loop)}")
         """
     )
-    result = pytester.runpytest("-p", "no:cacheprovider", "--race-runs", "2", "-s")
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--race-mode", "jitter", "--race-runs", "2", "-s"
+    )
     result.assert_outcomes(passed=6)
     seeds = seeds_printed(result)
     assert seeds["first"] == [derive_seed(0, "test_more.py::test_first", i) for i in range(2)]
@@ -330,7 +360,9 @@ def test_another_loop_factory_plugin_is_refused_not_silently_replaced(
     )
     pytester.makepyfile("async def test_a():\n    pass\n")
     assert pytester.runpytest("-p", "no:cacheprovider").ret == pytest.ExitCode.OK
-    result = pytester.runpytest("-p", "no:cacheprovider", "--race-runs", "2")
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--race-mode", "jitter", "--race-runs", "2"
+    )
     assert result.ret != pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*racetape: another plugin sets pytest_asyncio_loop_factories*"])
 
@@ -354,7 +386,7 @@ def test_the_late_write_passes_plainly_fails_under_race_runs_and_replays_from_it
     assert plain.returncode == 0, plain.stdout
     assert "2 passed" in plain.stdout
 
-    raced = pytest_in_root(EXAMPLE, "-q", "--race-runs", "50")
+    raced = pytest_in_root(EXAMPLE, "-q", "--race-mode", "jitter", "--race-runs", "50")
     assert raced.returncode == 1, raced.stdout
     failed = re.findall(r"^FAILED (\S+)", raced.stdout, re.MULTILINE)
     assert failed, raced.stdout
@@ -374,7 +406,7 @@ def test_the_late_write_passes_plainly_fails_under_race_runs_and_replays_from_it
     # (Other failures may have smaller delays: on a loaded machine the OS adds its own.)
     seed, command, before, after = max(sections, key=lambda s: float(s[2]))
     assert float(before) > 10, "the worker-thread write was delayed past the test's wait"
-    assert command == f"pytest --race-seed {seed} {test}"
+    assert command == f"pytest --race-mode jitter --race-seed {seed} {test}"
     replay = pytest_in_root(*shlex.split(command)[1:])
     assert replay.returncode == 1, replay.stdout
     assert "an event landed after final: ['started', 'final', 'progress']" in replay.stdout

@@ -1,36 +1,37 @@
-"""racetape's pytest plugin: shake a project's asyncio tests with seeded timing; replay by seed.
+"""racetape's pytest plugin: run a project's own asyncio tests under control; replay any run.
 
 Registered through the ``pytest11`` entry point (``-p no:racetape`` unloads it). It does nothing
-unless asked: without ``--race-runs`` or ``--race-seed`` it registers one marker and the
-``race_scheduler`` fixture, and no hook that changes how a test runs.
+unless asked: without ``--race-runs``, ``--race-replay`` or ``--race-seed`` it registers one
+marker and the ``race_scheduler`` fixture, and no hook that changes how a test runs.
 
 * ``--race-runs N``: every async test that pytest-asyncio runs is collected N times
-  (``test[race0]`` ... ``test[raceN-1]``); run ``i`` runs on a :class:`PerturbingEventLoop`
-  with the perturbation of seed ``derive_seed(B, nodeid, i)`` (``B``: ``--race-base-seed``,
-  default 0, so a session repeats the last one's perturbations unless told otherwise).
-* ``--race-seed S``: replay. The selected async tests run once each, with seed ``S``.
-* ``--race-max-delay SECONDS``: the longest worker-thread delay (default 0.05).
+  (``test[race0]`` ... ``test[raceN-1]``).
+* ``--race-mode controlled`` (the default): each run runs on a
+  :class:`~racetape._engine.loop.ControlledLoop`: worker-thread jobs, timers (on virtual time)
+  and callbacks from other threads are decisions, taken by the search of ``--race-strategy``
+  (default ``search``: fewest deviations from first come, first served first), which lives
+  across the runs of one test. A test's runs stop at its first failure (``--race-keep-going``
+  runs them all); a search that has tried every schedule skips the rest and says so. A failing
+  run prints its schedule, the few decisions that deviate from first come, first served (who,
+  and at which line of the test's code), what the loop could not control, and the command that
+  replays it exactly: ``pytest --race-replay SCHEDULE NODEID``.
+* ``--race-mode jitter``: each run runs on a :class:`PerturbingEventLoop` with the seeded
+  perturbation of ``derive_seed(B, nodeid, i)`` (``B``: ``--race-base-seed``, default 0); real
+  OS scheduling, so ``--race-seed S`` repeats the perturbation, not the interleaving.
 * ``@pytest.mark.race(runs=N)``: this test's number of runs under ``--race-runs`` (0: never
-  perturbed).
-* On a failure the report gets a ``racetape`` section: the seed, the command that replays it, and
-  what the perturbation did; the terminal summary has a line per test (runs, failures, the rate
-  with its 95% Clopper-Pearson interval and upper bound) and the replay commands.
+  raced).
 
 The loop reaches pytest-asyncio through its ``pytest_asyncio_loop_factories`` hook, implemented
 by :class:`RaceSession`, a plugin object registered only when the plugin is on (pytest-asyncio
 parametrizes every async test with the factories that hook returns, so merely implementing it
 would change every async test). Sync tests, and loops a test makes itself (``asyncio.run``), are
-not perturbed.
-
-What a replay repeats: the plugin's own decisions (each worker-thread job's delays, each
-arriving callback's hold), drawn in the same order from the same seed. The OS still schedules
-the threads, so the program may not reach those decisions in the same order, and a replay can
-pass where the run failed. The summary says so.
+not raced.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import inspect
 import io
 import os
@@ -38,18 +39,28 @@ import shlex
 import weakref
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
-# Standard library only, so loading the plugin costs milliseconds; the engine (for the
+# Standard library only, so loading the plugin costs milliseconds; the old engine (for the
 # fixture) and scipy and rich (for the summary) are imported when used.
+from racetape._engine.deviations import (
+    Deviations,
+    Schedule,
+    ScheduleError,
+    format_schedule,
+    parse_schedule,
+    schedule_of,
+)
+from racetape._engine.loop import LOOP, ControlledLoop, Execution, Step, Strategy
 from racetape._engine.perturb import (
     DEFAULT_MAX_DELAY,
     Perturbation,
     PerturbingEventLoop,
     derive_seed,
 )
+from racetape._engine.searches import SEARCHES, Search, new_search
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -58,7 +69,8 @@ if TYPE_CHECKING:
 
 PLUGIN_NAME = "racetape-race"
 RUN_PARAM = "_racetape_run"
-REPLAY_NOTE = (
+MODES = ("controlled", "jitter")
+JITTER_NOTE = (
     "a replay repeats racetape's perturbation (the same delays and held callbacks, drawn in the"
     " same order from the seed); the OS still schedules the threads, so a replay can pass where"
     " the run failed"
@@ -92,62 +104,121 @@ def _max_delay(text: str) -> float:
     return value
 
 
+def _schedule(text: str) -> Schedule:
+    try:
+        return parse_schedule(text)
+    except ScheduleError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("racetape", "racetape: seeded race perturbation of asyncio tests")
+    group = parser.getgroup("racetape", "racetape: race runs of asyncio tests, replayable")
     group.addoption(
         "--race-runs",
         type=_whole(1, "--race-runs 50"),
         metavar="N",
-        help="run every async test N times, each with its own seeded perturbation",
+        help="run every async test N times, each run under its own schedule",
+    )
+    group.addoption(
+        "--race-mode",
+        choices=MODES,
+        default="controlled",
+        help="controlled (default): the loop decides every thread hand-back, timer and foreign"
+        " callback, and a failing run replays exactly; jitter: seeded delays with real OS"
+        " scheduling (statistical)",
+    )
+    group.addoption(
+        "--race-strategy",
+        choices=tuple(SEARCHES),
+        default="search",
+        help="how controlled runs choose: "
+        + "; ".join(f"{kind.name}: {kind.help}" for kind in SEARCHES.values()),
+    )
+    group.addoption(
+        "--race-replay",
+        type=_schedule,
+        metavar="SCHEDULE",
+        help="replay: run the selected async tests once under the controlled schedule a"
+        " failure printed (e.g. 3.1 or 3.1-7.2; fifo for none)",
     )
     group.addoption(
         "--race-seed",
         type=_whole(0, "--race-seed 1234 (the seed a failure printed)"),
         metavar="S",
-        help="replay: run the selected async tests once with the perturbation of seed S",
+        help="replay a jitter run: run the selected async tests once with the perturbation"
+        " of seed S (needs --race-mode jitter)",
     )
     group.addoption(
         "--race-base-seed",
         type=_whole(0, "--race-base-seed 7"),
         default=0,
         metavar="B",
-        help="derive the seeds of --race-runs from B (default 0)",
+        help="derive each test's search (controlled) or seeds (jitter) from B (default 0)",
+    )
+    group.addoption(
+        "--race-keep-going",
+        action="store_true",
+        help="controlled: run all of a test's runs after its first failure (default: stop)",
     )
     group.addoption(
         "--race-max-delay",
         type=_max_delay,
         default=DEFAULT_MAX_DELAY,
         metavar="SECONDS",
-        help=f"longest delay around a worker-thread job (default {DEFAULT_MAX_DELAY})",
+        help=f"jitter: longest delay around a worker-thread job (default {DEFAULT_MAX_DELAY})",
     )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "race(runs=N): run this async test N times under --race-runs (0: never perturb it)",
+        "race(runs=N): run this async test N times under --race-runs (0: never race it)",
     )
     runs: int | None = config.getoption("race_runs")
     seed: int | None = config.getoption("race_seed")
-    if runs is None and seed is None:
+    replay: Schedule | None = config.getoption("race_replay")
+    mode: str = config.getoption("race_mode")
+    given = [
+        flag
+        for flag, value in (("--race-runs", runs), ("--race-seed", seed), ("--race-replay", replay))
+        if value is not None
+    ]
+    if not given:
         return
-    if runs is not None and seed is not None:
+    if len(given) > 1:
         raise pytest.UsageError(
-            "racetape: --race-runs and --race-seed are exclusive: --race-seed replays one"
-            " printed run; drop one of them"
+            f"racetape: {' and '.join(given)} are exclusive: --race-runs races, --race-replay"
+            " and --race-seed replay one printed run; keep one of them"
+        )
+    if seed is not None and mode != "jitter":
+        raise pytest.UsageError(
+            "racetape: --race-seed replays a jitter run; a controlled run replays by its"
+            " schedule: use the --race-replay SCHEDULE it printed, or add --race-mode jitter"
+        )
+    if replay is not None and mode != "controlled":
+        raise pytest.UsageError(
+            "racetape: --race-replay replays a controlled run; drop --race-mode jitter"
         )
     if not hasattr(config.hook, "pytest_asyncio_loop_factories"):
         raise pytest.UsageError(
-            "racetape: --race-runs/--race-seed need pytest-asyncio>=1.4 (its"
+            "racetape: --race-runs/--race-replay/--race-seed need pytest-asyncio>=1.4 (its"
             " pytest_asyncio_loop_factories hook): pip install 'pytest-asyncio>=1.4'"
         )
+    base_seed: int = config.getoption("race_base_seed")
+    driver: _Driver
+    if mode == "controlled":
+        driver = _Controlled(
+            config,
+            strategy=config.getoption("race_strategy"),
+            base_seed=base_seed,
+            replay=replay,
+            stop_at_first=not config.getoption("race_keep_going"),
+        )
+    else:
+        driver = _Jitter(config, base_seed=base_seed, max_delay=config.getoption("race_max_delay"))
     config.pluginmanager.register(
         RaceSession(
-            config,
-            runs=runs,
-            replay_seed=seed,
-            base_seed=config.getoption("race_base_seed"),
-            max_delay=config.getoption("race_max_delay"),
+            config, runs=runs, replaying=seed is not None or replay is not None, driver=driver
         ),
         PLUGIN_NAME,
     )
@@ -168,21 +239,280 @@ def race_scheduler() -> ControlledRuns:
 
 @dataclass(frozen=True)
 class RaceRun:
-    """One perturbed run of one test."""
+    """One raced run of one test."""
 
     test: str  # the test's node id without the run's parameter: what a replay selects
     index: int | None  # None for a replay
-    seed: int
+    seed: int  # jitter: the perturbation's seed; controlled: the seed of the test's search
 
 
 @dataclass
 class Tally:
     runs: set[str] = field(default_factory=set)  # node ids that ran
-    failed: dict[str, int] = field(default_factory=dict)  # node id -> seed
+    failed: dict[str, str] = field(default_factory=dict)  # node id -> its replay command
+    notes: set[str] = field(default_factory=set)  # what a run could not control
+    verdict: str = ""  # controlled: what the test's search covered
 
 
 RUN_KEY = pytest.StashKey[RaceRun]()
 PERTURBATION_KEY = pytest.StashKey[Perturbation]()
+LOOP_KEY = pytest.StashKey["ControlledLoop"]()
+
+
+def _node_words(config: pytest.Config, test: str) -> str:
+    """The node id as typed from where pytest was started."""
+    path, sep, rest = test.partition("::")
+    where = os.path.relpath(config.rootpath / path, config.invocation_params.dir)
+    return f"{where}{sep}{rest}"
+
+
+class _Driver(Protocol):
+    """What one mode does around a raced run (the session does the collection and the tally)."""
+
+    def new_loop(self) -> asyncio.AbstractEventLoop: ...
+
+    def seed(self, test: str, index: int) -> int:
+        """The seed run ``index`` of ``test`` gets (or its search, controlled)."""
+        ...
+
+    def begin(self, item: pytest.Item, run: RaceRun | None) -> None:
+        """Before the run's setup; may skip it (``pytest.skip``)."""
+
+    def end(self, item: pytest.Item, run: RaceRun) -> None:
+        """After the run's teardown."""
+
+    def failure(self, item: pytest.Item, run: RaceRun) -> tuple[list[str], str]:
+        """The report's lines for a failed run, and the command that replays it."""
+        ...
+
+    def summary(self, tallies: Mapping[str, Tally]) -> list[str]: ...
+
+
+class _Jitter:
+    """Seeded perturbation with real OS scheduling (:mod:`racetape._engine.perturb`)."""
+
+    def __init__(self, config: pytest.Config, *, base_seed: int, max_delay: float) -> None:
+        self.config = config
+        self.base_seed = base_seed
+        self.max_delay = max_delay
+        self.active: Perturbation | None = None
+        self.loops: weakref.WeakSet[PerturbingEventLoop] = weakref.WeakSet()
+
+    def seed(self, test: str, index: int) -> int:
+        return derive_seed(self.base_seed, test, index)
+
+    def new_loop(self) -> PerturbingEventLoop:
+        loop = PerturbingEventLoop(self.active)
+        self.loops.add(loop)
+        return loop
+
+    def _activate(self, perturbation: Perturbation | None) -> None:
+        # Loops of a wider scope than the test outlive it: each test's runs get its own.
+        self.active = perturbation
+        for loop in list(self.loops):
+            if not loop.is_closed():
+                loop.perturbation = perturbation
+
+    def begin(self, item: pytest.Item, run: RaceRun | None) -> None:
+        if run is None:
+            self._activate(None)
+            return
+        perturbation = Perturbation(run.seed, max_delay=self.max_delay)
+        item.stash[PERTURBATION_KEY] = perturbation
+        self._activate(perturbation)
+
+    def end(self, item: pytest.Item, run: RaceRun) -> None:
+        self._activate(None)
+
+    def failure(self, item: pytest.Item, run: RaceRun) -> tuple[list[str], str]:
+        which = "a replay" if run.index is None else f"run {run.index}"
+        command = self.replay_command(run.test, run.seed)
+        lines = [f"{which} of {run.test}, seed {run.seed}; replay it with:", f"  {command}"]
+        perturbation = item.stash.get(PERTURBATION_KEY, None)
+        if perturbation is not None:
+            lines.append(f"perturbation: {perturbation.summary()}")
+        lines.append(f"note: {JITTER_NOTE}")
+        return lines, command
+
+    def replay_command(self, test: str, seed: int) -> str:
+        """The command that replays ``seed`` on ``test``, from where pytest was started."""
+        words = ["pytest", "--race-mode", "jitter", "--race-seed", str(seed)]
+        if self.max_delay != DEFAULT_MAX_DELAY:
+            words += ["--race-max-delay", repr(self.max_delay)]
+        return shlex.join([*words, _node_words(self.config, test)])
+
+    def summary(self, tallies: Mapping[str, Tally]) -> list[str]:
+        from rich.table import Table
+        from rich.text import Text
+
+        from racetape._stats import interval, upper_bound
+
+        table = Table(box=None, pad_edge=False)
+        table.add_column("test", no_wrap=True)
+        for column in ("runs", "failed", "rate", "95% interval", "95% upper bound"):
+            table.add_column(column, justify="right")
+        for test, tally in _by_failures(tallies):
+            n, k = len(tally.runs), len(tally.failed)
+            low, high = interval(k, n)
+            table.add_row(
+                Text(test),
+                str(n),
+                str(k),
+                f"{k / n:.0%}" if n else "-",
+                f"{low:.0%}-{high:.0%}",
+                f"{upper_bound(k, n):.1%}",
+            )
+        lines = _render(self.config, table, tallies)
+        lines += [f"replay: {c}" for _, t in _by_failures(tallies) for c in t.failed.values()]
+        return [*lines, f"note: {JITTER_NOTE}"]
+
+
+class _Controlled:
+    """Runs on :class:`ControlledLoop`, each test's runs served by one search."""
+
+    def __init__(
+        self,
+        config: pytest.Config,
+        *,
+        strategy: str,
+        base_seed: int,
+        replay: Schedule | None,
+        stop_at_first: bool,
+    ) -> None:
+        self.config = config
+        self.strategy = strategy
+        self.base_seed = base_seed
+        self.replay = replay
+        self.stop_at_first = stop_at_first
+        self.searches: dict[str, Search] = {}
+        self.failed: dict[str, str] = {}  # test -> the replay command of its first failure
+        self.active: Strategy | None = None
+        self.loops: weakref.WeakSet[ControlledLoop] = weakref.WeakSet()
+        self.item: pytest.Item | None = None
+
+    def seed(self, test: str, index: int) -> int:
+        return derive_seed(self.base_seed, test, self.strategy)
+
+    def new_loop(self) -> asyncio.AbstractEventLoop:
+        if self.active is None:  # a test that is not raced: asyncio's own loop
+            return asyncio.SelectorEventLoop()
+        loop = ControlledLoop(self.active)
+        self.loops.add(loop)
+        if self.item is not None:
+            self.item.stash[LOOP_KEY] = loop
+        return loop
+
+    def _activate(self, strategy: Strategy | None, item: pytest.Item | None) -> None:
+        self.active, self.item = strategy, item
+        for loop in list(self.loops):  # a loop of a wider scope serves this run too
+            if not loop.is_closed() and strategy is not None and item is not None:
+                loop.strategy = strategy
+                loop.execution = Execution()
+                item.stash[LOOP_KEY] = loop
+
+    def begin(self, item: pytest.Item, run: RaceRun | None) -> None:
+        if run is None:
+            self._activate(None, None)
+            return
+        strategy: Strategy | None
+        if run.index is None:
+            strategy = Deviations(self.replay or ())
+        else:
+            if self.stop_at_first and run.test in self.failed:
+                pytest.skip(f"racetape: an earlier run failed; {self.failed[run.test]}")
+            search = self.searches.get(run.test)
+            if search is None:
+                search = self.searches[run.test] = new_search(self.strategy, run.seed)
+            strategy = search.next()
+            if strategy is None:
+                pytest.skip(f"racetape: nothing left to try: {search.verdict()}")
+        self._activate(strategy, item)
+
+    def end(self, item: pytest.Item, run: RaceRun) -> None:
+        loop = item.stash.get(LOOP_KEY, None)
+        search = self.searches.get(run.test)
+        if loop is not None and search is not None and run.index is not None:
+            decisions = loop.execution.decisions
+            search.record(schedule_of(decisions), decisions)
+        self._activate(None, None)
+
+    def replay_command(self, test: str, schedule: Schedule) -> str:
+        words = ["pytest", "--race-replay", format_schedule(schedule)]
+        return shlex.join([*words, _node_words(self.config, test)])
+
+    def failure(self, item: pytest.Item, run: RaceRun) -> tuple[list[str], str]:
+        loop = item.stash.get(LOOP_KEY, None)
+        execution = loop.execution if loop is not None else Execution()
+        schedule = schedule_of(execution.decisions)
+        command = self.replay_command(run.test, schedule)
+        self.failed.setdefault(run.test, command)
+        which = "a replay" if run.index is None else f"run {run.index}"
+        lines = [
+            f"{which} of {run.test} failed under controlled schedule"
+            f" {format_schedule(schedule)}; replay it, exactly, with:",
+            f"  {command}",
+        ]
+        lines += _deviation_lines(execution.deviations)
+        lines.append(f"coverage: {execution.coverage()}")
+        if execution.partly_uncontrolled:
+            lines.append(
+                "note: part of this run was not under racetape's control (see coverage): its"
+                " replay may differ there"
+            )
+        return lines, command
+
+    def notes(self, item: pytest.Item) -> tuple[set[str], str]:
+        loop = item.stash.get(LOOP_KEY, None)
+        notes = set(loop.execution.uncontrolled) if loop is not None else set()
+        run = item.stash.get(RUN_KEY, None)
+        search = self.searches.get(run.test) if run is not None else None
+        return notes, search.verdict() if search is not None else ""
+
+    def summary(self, tallies: Mapping[str, Tally]) -> list[str]:
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(box=None, pad_edge=False)
+        table.add_column("test", no_wrap=True)
+        for column in ("runs", "failed"):
+            table.add_column(column, justify="right")
+        table.add_column(f"what the {self.strategy} covered")
+        for test, tally in _by_failures(tallies):
+            covered = tally.verdict
+            if tally.notes:
+                covered += "; partly uncontrolled: " + ", ".join(sorted(tally.notes))
+            table.add_row(Text(test), str(len(tally.runs)), str(len(tally.failed)), covered)
+        lines = _render(self.config, table, tallies)
+        for _, tally in _by_failures(tallies):
+            lines += [f"replay: {command}" for command in list(tally.failed.values())[:1]]
+            if len(tally.failed) > 1:
+                lines.append(f"  ... and {len(tally.failed) - 1} more failing runs of it")
+        return lines
+
+
+def _deviation_lines(deviations: list[Step]) -> list[str]:
+    if not deviations:
+        return ["it fails with no deviation from first come, first served"]
+    lines = ["the decisions that deviate from first come, first served:"]
+    for d in deviations:
+        ahead = "the loop's own next step" if d.enabled[0] == LOOP else d.enabled[0]
+        lines.append(f"  decision {d.step}: {d.actor} {d.detail}, ahead of {ahead}")
+    return lines
+
+
+def _by_failures(tallies: Mapping[str, Tally]) -> list[tuple[str, Tally]]:
+    return sorted(tallies.items(), key=lambda kv: (-len(kv[1].failed), kv[0]))
+
+
+def _render(config: pytest.Config, table: Any, tallies: Mapping[str, Tally]) -> list[str]:
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    # Wide enough that a node id is never cut: it is what a reader copies.
+    longest = max(len(test) for test in tallies)
+    width = max(config.get_terminal_writer().fullwidth, longest + 90)
+    Console(file=buffer, width=width, no_color=True, highlight=False).print(table)
+    return [line.rstrip() for line in buffer.getvalue().rstrip().splitlines()]
 
 
 def _is_asyncio_test(item: pytest.Item) -> bool:
@@ -224,21 +554,12 @@ class RaceSession:
     """The plugin's hooks while it is on: the loop factory, the runs, the reports, the summary."""
 
     def __init__(
-        self,
-        config: pytest.Config,
-        *,
-        runs: int | None,
-        replay_seed: int | None,
-        base_seed: int,
-        max_delay: float,
+        self, config: pytest.Config, *, runs: int | None, replaying: bool, driver: _Driver
     ) -> None:
         self.config = config
         self.runs = runs
-        self.replay_seed = replay_seed
-        self.base_seed = base_seed
-        self.max_delay = max_delay
-        self.active: Perturbation | None = None
-        self.loops: weakref.WeakSet[PerturbingEventLoop] = weakref.WeakSet()
+        self.replaying = replaying
+        self.driver = driver
         self.tallies: dict[str, Tally] = {}
 
     # -- the loop --------------------------------------------------------------------------------
@@ -251,22 +572,10 @@ class RaceSession:
         if others:
             raise pytest.UsageError(
                 f"racetape: another plugin sets pytest_asyncio_loop_factories"
-                f" ({', '.join(others)}); --race-runs/--race-seed provide the loop themselves:"
+                f" ({', '.join(others)}); racetape's race runs provide the loop themselves:"
                 " run without one of them"
             )
-        return {"racetape": self._new_loop}
-
-    def _new_loop(self) -> PerturbingEventLoop:
-        loop = PerturbingEventLoop(self.active)
-        self.loops.add(loop)
-        return loop
-
-    def _activate(self, perturbation: Perturbation | None) -> None:
-        # Loops of a wider scope than the test outlive it: each test's runs get its own.
-        self.active = perturbation
-        for loop in list(self.loops):
-            if not loop.is_closed():
-                loop.perturbation = perturbation
+        return {"racetape": self.driver.new_loop}
 
     # -- collection ------------------------------------------------------------------------------
 
@@ -286,40 +595,30 @@ class RaceSession:
             index = callspec.params.get(RUN_PARAM) if callspec is not None else None
             if isinstance(index, int):
                 test = _test_of(item.nodeid, index)
-                run = RaceRun(test, index, derive_seed(self.base_seed, test, index))
-            elif (
-                self.replay_seed is not None
-                and _is_asyncio_test(item)
-                and _runs_marked(item, 1) > 0
-            ):
-                run = RaceRun(item.nodeid, None, self.replay_seed)
+                run = RaceRun(test, index, self.driver.seed(test, index))
+            elif self.replaying and _is_asyncio_test(item) and _runs_marked(item, 1) > 0:
+                seed = self.config.getoption("race_seed")
+                run = RaceRun(item.nodeid, None, seed if seed is not None else 0)
             else:
                 continue
             item.stash[RUN_KEY] = run
             # On the report, so the summary (and junitxml, and xdist's controller) can see them.
-            item.user_properties += [
-                ("racetape_test", run.test),
-                ("racetape_seed", run.seed),
-            ]
+            item.user_properties += [("racetape_test", run.test), ("racetape_seed", run.seed)]
 
     # -- running ---------------------------------------------------------------------------------
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        run = item.stash.get(RUN_KEY, None)
-        if run is None:
-            self._activate(None)
-            return
-        perturbation = Perturbation(run.seed, max_delay=self.max_delay)
-        item.stash[PERTURBATION_KEY] = perturbation
-        self._activate(perturbation)
+        self.driver.begin(item, item.stash.get(RUN_KEY, None))
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_teardown(self, item: pytest.Item) -> Generator[None, None, None]:
         try:
             return (yield)
         finally:
-            self._activate(None)
+            run = item.stash.get(RUN_KEY, None)
+            if run is not None:
+                self.driver.end(item, run)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -327,27 +626,20 @@ class RaceSession:
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         run = item.stash.get(RUN_KEY, None)
-        if run is not None and report.failed:
-            which = "a replay" if run.index is None else f"run {run.index}"
-            lines = [
-                f"{which} of {run.test}, seed {run.seed}; replay it with:",
-                f"  {self.replay_command(run.test, run.seed)}",
-            ]
-            perturbation = item.stash.get(PERTURBATION_KEY, None)
-            if perturbation is not None:
-                lines.append(f"perturbation: {perturbation.summary()}")
-            lines.append(f"note: {REPLAY_NOTE}")
+        if run is None:
+            return report
+        if report.failed:
+            lines, command = self.driver.failure(item, run)
             report.sections.append(("racetape", "\n".join(lines)))
+            report.user_properties.append(("racetape_replay", command))
+        notes = getattr(self.driver, "notes", None)
+        if notes is not None and report.when == "call":
+            uncontrolled, verdict = notes(item)
+            report.user_properties += [
+                ("racetape_uncontrolled", sorted(uncontrolled)),
+                ("racetape_verdict", verdict),
+            ]
         return report
-
-    def replay_command(self, test: str, seed: int) -> str:
-        """The command that replays ``seed`` on ``test``, from where pytest was started."""
-        path, sep, rest = test.partition("::")
-        where = os.path.relpath(self.config.rootpath / path, self.config.invocation_params.dir)
-        words = ["pytest", "--race-seed", str(seed)]
-        if self.max_delay != DEFAULT_MAX_DELAY:
-            words += ["--race-max-delay", repr(self.max_delay)]
-        return shlex.join([*words, f"{where}{sep}{rest}"])
 
     # -- the summary -----------------------------------------------------------------------------
 
@@ -360,44 +652,18 @@ class RaceSession:
         if report.when == "call" or report.failed:
             tally.runs.add(report.nodeid)
         if report.failed:
-            seed = props.get("racetape_seed")
-            tally.failed[report.nodeid] = seed if isinstance(seed, int) else -1
+            command = props.get("racetape_replay")
+            tally.failed[report.nodeid] = command if isinstance(command, str) else "?"
+        uncontrolled = props.get("racetape_uncontrolled")
+        if isinstance(uncontrolled, list):
+            tally.notes.update(str(u) for u in uncontrolled)
+        verdict = props.get("racetape_verdict")
+        if isinstance(verdict, str) and verdict:
+            tally.verdict = verdict
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if not self.tallies:
             return
-        from rich.console import Console
-        from rich.table import Table
-        from rich.text import Text
-
-        from racetape._stats import interval, upper_bound
-
-        table = Table(box=None, pad_edge=False)
-        table.add_column("test", no_wrap=True)
-        for column in ("runs", "failed", "rate", "95% interval", "95% upper bound"):
-            table.add_column(column, justify="right")
-        replays = []
-        for test, tally in sorted(self.tallies.items(), key=lambda kv: (-len(kv[1].failed), kv[0])):
-            n, k = len(tally.runs), len(tally.failed)
-            low, high = interval(k, n)
-            rate = f"{k / n:.0%}" if n else "-"
-            table.add_row(
-                Text(test),
-                str(n),
-                str(k),
-                rate,
-                f"{low:.0%}-{high:.0%}",
-                f"{upper_bound(k, n):.1%}",
-            )
-            replays += [self.replay_command(test, seed) for seed in tally.failed.values()]
-        buffer = io.StringIO()
-        # Wide enough that a node id is never cut: it is what a reader copies.
-        longest = max(len(test) for test in self.tallies)
-        width = max(self.config.get_terminal_writer().fullwidth, longest + 60)
-        Console(file=buffer, width=width, no_color=True, highlight=False).print(table)
         terminalreporter.write_sep("=", "racetape race runs")
-        for line in buffer.getvalue().rstrip().splitlines():
-            terminalreporter.write_line(line.rstrip())
-        for command in replays:
-            terminalreporter.write_line(f"replay: {command}")
-        terminalreporter.write_line(f"note: {REPLAY_NOTE}")
+        for line in self.driver.summary(self.tallies):
+            terminalreporter.write_line(line)

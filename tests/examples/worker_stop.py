@@ -13,7 +13,6 @@ Not collected by the suite (see README.md here).
 from __future__ import annotations
 
 import asyncio
-import time
 
 
 class Worker:
@@ -21,10 +20,11 @@ class Worker:
         self.fixed = fixed
         self.running = False
         self.ticks = 0
+        self.registered_as = ""
         self._stop = asyncio.Event()
 
     def _register(self) -> None:
-        time.sleep(0.0005)  # a registration write
+        self.registered_as = "worker-1"  # a registration write, well within the test's 10 ms poll
 
     async def run(self) -> None:
         await asyncio.to_thread(self._register)
@@ -49,7 +49,7 @@ async def start_then_stop(*, fixed: bool) -> None:
     worker = Worker(fixed=fixed)
     task = asyncio.create_task(worker.run())
     while not worker.running:  # noqa: ASYNC110 - the polling the test under study does
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0.01)
     worker.stop()
     await asyncio.wait_for(task, timeout=5)
 

@@ -75,10 +75,19 @@ def schedule_of(decisions: Sequence[Step]) -> Schedule:
 
 @dataclass
 class Deviations:
-    """A strategy: first come, first served, except at the schedule's steps."""
+    """A strategy: first come, first served, except at the schedule's steps.
+
+    A replay is strict: a step that offers fewer candidates than the schedule takes is
+    :class:`Diverged`. A search's schedule is ``lenient``: it was derived from an earlier run
+    that part of the program, out of the loop's control, may not repeat; there it goes first
+    come, first served and notes the step in ``diverged``, and the run's own decisions (what a
+    replay takes) are what it did.
+    """
 
     schedule: Schedule = ()
     name: str = "replay"
+    lenient: bool = False
+    diverged: list[int] = field(default_factory=list)
     _at: dict[int, int] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -86,6 +95,9 @@ class Deviations:
 
     def choose(self, step: int, enabled: Sequence[Any]) -> Any:
         index = self._at.get(step, 0)
+        if index >= len(enabled) and self.lenient:
+            self.diverged.append(step)
+            return enabled[0]
         if index >= len(enabled):
             raise Diverged(
                 f"schedule {format_schedule(self.schedule)} diverged at decision {step}: it"
@@ -121,7 +133,7 @@ class DeviationSearch:
             waiting = self._levels[level]
             if waiting:
                 self.bound = max(self.bound, level)
-                return Deviations(heapq.heappop(waiting)[2], name="search")
+                return Deviations(heapq.heappop(waiting)[2], name="search", lenient=True)
         return None
 
     def record(self, schedule: Schedule, decisions: Sequence[Step]) -> None:

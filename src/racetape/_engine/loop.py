@@ -78,6 +78,10 @@ SETTLE_TIMEOUT = 10.0
 """Real seconds to wait for what the loop does not control (a foreign thread, a socket, a job
 body still running) before the run is :class:`Hung`."""
 
+IO_GRACE = 0.5
+"""Real seconds the loop waits for a socket or a foreign thread before virtual time moves past
+them: what the loop does not control cannot be decided, only waited for."""
+
 MAX_TURNS = 500_000
 """Turns after which a run that has not finished is :class:`Hung` (an endless poll loop)."""
 
@@ -353,6 +357,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
     _process_events: Callable[[list[tuple[selectors.SelectorKey, int]]], None]
     _write_to_self: Callable[[], None]
     _check_closed: Callable[[], None]
+    _default_executor: concurrent.futures.Executor | None
 
     def __init__(
         self,
@@ -434,11 +439,15 @@ class ControlledLoop(asyncio.SelectorEventLoop):
     ) -> asyncio.Future[T]:
         self._check_closed()
         if executor is None:
+            executor = self._default_executor  # set_default_executor's, if any
+        if executor is None:
             pool = self._default_pool
-        elif isinstance(executor, concurrent.futures.ThreadPoolExecutor):
-            pool = self._pools.setdefault(id(executor), _Pool(executor._max_workers))
+        elif type(executor).submit is concurrent.futures.ThreadPoolExecutor.submit:
+            pool = self._pools.setdefault(id(executor), _Pool(executor._max_workers))  # type: ignore[attr-defined]
         else:
-            self._note("an executor other than a ThreadPoolExecutor")
+            # A process pool, or a thread pool whose submit does more than queue the job (an
+            # instrumented one): its jobs run as it says, out of the loop's control.
+            self._note(f"jobs of an executor racetape cannot see into ({type(executor).__name__})")
             return super().run_in_executor(executor, func, *args)
         owner = self._owner()
         where = _where(sys._getframe(1))
@@ -716,9 +725,13 @@ class ControlledLoop(asyncio.SelectorEventLoop):
             if advance is not None:
                 if not options and not self._ready and self._uncontrolled():
                     # Only time could move, but a socket or a foreign thread may still answer:
-                    # give it the real time the timer is ahead, as a real loop would.
-                    self._poll_io(min(advance[2], self._settle_timeout))
+                    # wait for it in real time, as a real loop would, up to IO_GRACE (a socket
+                    # with nothing owed, an idle pool's connection, must not make a sleep(30)
+                    # cost 30 s). What arrives joins this turn, and time then moves only as
+                    # far as it may past work still on its way (the horizon).
+                    self._poll_io(min(advance[2], IO_GRACE))
                     if self._inbox or self._ready:
+                        self._joined_at.append(self._now)
                         continue
                 options.append(advance[:2])
             if self._ready:

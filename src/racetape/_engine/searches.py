@@ -136,11 +136,9 @@ class FewestDeviationsSearch:
 
     def verdict(self) -> str:
         if self._search.exhausted:
-            return f"every schedule ({self._runs}): the search is complete"
+            return f"every schedule ({self._runs}): complete"
         return (
-            f"{self._runs} schedules, fewest deviations first: every one of cost below"
-            f" {self._search.bound}, some of cost {self._search.bound} (a deviation inside a"
-            " turn costs 2)"
+            f"{self._runs} schedules, fewest deviations first: all below cost {self._search.bound}"
         )
 
 
