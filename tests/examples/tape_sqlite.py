@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -26,15 +27,23 @@ class TaskManager:
             db.execute("CREATE TABLE IF NOT EXISTS events (task TEXT, seq INTEGER, kind TEXT)")
 
     def append(self, task: str, kind: str) -> None:
-        with contextlib.closing(sqlite3.connect(self.path)) as db, db:
-            if self.guarded and kind != "final":
-                done = db.execute(
-                    "SELECT 1 FROM events WHERE task = ? AND kind = 'final'", (task,)
+        # One write transaction from the first read (BEGIN IMMEDIATE takes SQLite's write lock),
+        # so the guard's check and the insert are one step even against a writer in parallel.
+        with contextlib.closing(sqlite3.connect(self.path, isolation_level=None)) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if self.guarded and kind != "final":
+                    done = db.execute(
+                        "SELECT 1 FROM events WHERE task = ? AND kind = 'final'", (task,)
+                    ).fetchone()
+                    if done:
+                        return
+                (seq,) = db.execute(
+                    "SELECT COUNT(*) FROM events WHERE task = ?", (task,)
                 ).fetchone()
-                if done:
-                    return
-            (seq,) = db.execute("SELECT COUNT(*) FROM events WHERE task = ?", (task,)).fetchone()
-            db.execute("INSERT INTO events VALUES (?, ?, ?)", (task, seq + 1, kind))
+                db.execute("INSERT INTO events VALUES (?, ?, ?)", (task, seq + 1, kind))
+            finally:
+                db.execute("COMMIT")
 
     def tape(self, task: str) -> list[str]:
         with contextlib.closing(sqlite3.connect(self.path)) as db:
@@ -55,7 +64,8 @@ class TaskManager:
 
 async def cancel_after_start(*, guarded: bool) -> list[str]:
     """Submit, wait until the runner has started, cancel; the tape, as the test reads it."""
-    with tempfile.TemporaryDirectory() as folder:
+    folder = tempfile.mkdtemp()
+    try:
         manager = TaskManager(Path(folder) / "tasks.db", guarded=guarded)
         started = asyncio.Event()
         runner = asyncio.create_task(manager.run("t1", started))
@@ -64,6 +74,9 @@ async def cancel_after_start(*, guarded: bool) -> list[str]:
         with contextlib.suppress(asyncio.CancelledError):
             await runner
         return manager.tape("t1")
+    finally:
+        # A detached write may still be on its way into this folder: never fail on it.
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def check_final_is_last(*, guarded: bool) -> None:

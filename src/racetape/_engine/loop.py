@@ -398,6 +398,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         self._failed = False
         self._joined_at: list[float] = []
         self._advanced = False
+        self._on_over: dict[_Job, list[asyncio.Future[None]]] = {}
 
     # -- time ------------------------------------------------------------------------------------
 
@@ -473,8 +474,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         # runs, and stops it only if no worker has picked it up yet.
         if job.future.cancelled() and job.state is _JobState.QUEUED:
             job.pool.queue.remove(job)
-            job.state = _JobState.OVER
-            self._jobs.remove(job)
+            self._over(job)
 
     def _pick_up(self, pool: _Pool) -> None:
         """Free workers take queued jobs at once, oldest first, as a thread pool's do."""
@@ -529,9 +529,15 @@ class ControlledLoop(asyncio.SelectorEventLoop):
             _Arrival(handle, self._next_seq(), self._now, "hand-back")
         )
 
-    def _hand_back(self, job: _Job) -> None:
+    def _over(self, job: _Job) -> None:
         job.state = _JobState.OVER
         self._jobs.remove(job)
+        for done in self._on_over.pop(job, []):
+            if not done.done():
+                done.set_result(None)
+
+    def _hand_back(self, job: _Job) -> None:
+        self._over(job)
         future = job.future
         if future.cancelled():
             return
@@ -875,8 +881,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         for job in list(self._jobs):
             if job.state is _JobState.QUEUED:
                 job.pool.queue.remove(job)
-                job.state = _JobState.OVER
-                self._jobs.remove(job)
+                self._over(job)
                 if not job.future.done():
                     job.future.cancel()
         self._poll_io(0)
@@ -892,10 +897,29 @@ class ControlledLoop(asyncio.SelectorEventLoop):
 
     # -- closing ---------------------------------------------------------------------------------
 
+    async def shutdown_default_executor(self, *args: Any) -> None:
+        """Let every job still owed by the default pool run and hand back, as asyncio's own
+        shutdown waits for the pool's threads: a detached write lands before ``asyncio.run``
+        returns, at a decided point, instead of never."""
+        while True:
+            owed = [j for j in self._jobs if j.pool is self._default_pool]
+            if not owed:
+                break
+            # Awaiting the last one lets the loop go idle, where the strategy runs the bodies.
+            await asyncio.wait([_owed_future(self, j) for j in owed])
+        await super().shutdown_default_executor(*args)
+
     def close(self) -> None:
         for worker in self._workers:
             worker.give(None)
         super().close()
+
+
+def _owed_future(loop: ControlledLoop, job: _Job) -> asyncio.Future[None]:
+    """Done once ``job`` is over (handed back or dropped), whatever its awaiter did."""
+    done = loop.create_future()
+    loop._on_over.setdefault(job, []).append(done)
+    return done
 
 
 def _TURN() -> None:
