@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from harness.adapters import PG_SESSION, Database
+from harness.bench_unmodified import unmodified_figures
 from harness.oracle import check_task
 from harness.run import Controlled, Jittered, Mode, execute
 from harness.runner import run_seed
@@ -588,6 +589,8 @@ def run_bench(
     load_before = machine_load()
     log("control points with no controller")
     control_points = control_point_cost()
+    log("unmodified code: the bug-1 example, controlled and plain")
+    unmodified = unmodified_figures(runs)
     rendered = []
     for adapter in adapters:
         result = bench_adapter(adapter, runs=runs, seeds=seeds, pg_dsn=pg_dsn, log=log)
@@ -612,6 +615,7 @@ def run_bench(
             "load_after": machine_load(),
         },
         "control_points": control_points,
+        "unmodified": unmodified,
         "adapters": rendered,
         "notes": [
             "wall-clock timing depends on the machine and its load (see machine)",

@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from harness import bench, display, stress
 from harness.adapters import ADAPTERS, pg_dsn_from_env
+from harness.bench_unmodified import unmodified_line
 from harness.files import OutputError, check_writable, write_json_atomic, write_text_atomic
 from harness.matrix import matrix_document, matrix_markdown, run_matrix
 from harness.pgserver import PostgresUnavailable, check_reachable
@@ -561,6 +562,7 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     for adapter_result in doc["adapters"]:
         out.print(display.bench_table(adapter_result))
     out.print(display.control_point_line(doc["control_points"]))
+    out.print(unmodified_line(doc["unmodified"]))
     out.print(f"bench: {args.json}")
     return 0
 

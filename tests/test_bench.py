@@ -170,3 +170,18 @@ def test_bad_memory_counts_are_one_line_errors(tmp_path: Path) -> None:
         assert done.returncode == 2
         (line,) = done.stderr.strip().splitlines()
         assert line.startswith("racetape: error: --memory:"), line
+
+
+def test_the_unmodified_figure_sets_the_controlled_loop_beside_plain_asyncio(
+    tmp_path: Path,
+) -> None:
+    from harness.bench_unmodified import example_main, unmodified_figures, unmodified_line
+
+    figure = unmodified_figures(10)
+    assert figure["runs"] == 10
+    assert set(figure["runs_per_s"]) == {"plain", "controlled"}
+    assert figure["controlled_over_plain"] == round(
+        figure["runs_per_s"]["controlled"] / figure["runs_per_s"]["plain"], 2
+    )
+    assert "ratio" in unmodified_line(figure)
+    assert example_main(tmp_path / "missing.py") is None

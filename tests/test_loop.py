@@ -231,3 +231,14 @@ def test_decisions_are_named_by_spawn_path_and_the_users_code_location() -> None
     names = {d.actor for d in run.execution.decisions}
     assert any("tape_sqlite.py:" in name and ">job@" in name for name in names), names
     assert all("0x" not in name for name in names), "no address may name an actor"
+
+
+def test_time_moves_while_the_loop_is_busy_so_a_busy_poll_reaches_its_deadline() -> None:
+    async def main() -> None:
+        fired = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.01, fired.set)
+        while not fired.is_set():  # noqa: ASYNC110 - a busy poll, as some code does
+            await asyncio.sleep(0)
+
+    run = run_once(main, Deviations())
+    assert run.error is None, run.error

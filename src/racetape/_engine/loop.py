@@ -21,8 +21,9 @@ The model (what a decision can do, and why each is an interleaving a real machin
   effects happen at that point and nowhere else), and its *hand-back* joins the ready queue.
   Both may land at a turn start or between any two callbacks of a turn, as threads do.
 * Timers run on virtual time (:meth:`ControlledLoop.time`): a ``sleep(5)`` costs no wall time.
-  Time moves only at a turn start with an otherwise empty ready queue, to the next deadline,
-  and every timer due by then joins the turn in deadline order, as in asyncio. While worker-thread
+  A turn costs ``TURN_COST``; beyond that, time jumps only at a turn start with an otherwise
+  empty ready queue, to the next deadline, and every timer due by then joins the turn in
+  deadline order, as in asyncio. While worker-thread
   work is still owed, time may move only up to ``horizon`` seconds (default 0.05) past the moment
   the oldest of it was submitted: a job may take that long on a loaded machine, but a
   ``wait_for(..., 30)`` never fires because the engine skipped past a job still running.
@@ -84,6 +85,10 @@ them: what the loop does not control cannot be decided, only waited for."""
 
 MAX_TURNS = 500_000
 """Turns after which a run that has not finished is :class:`Hung` (an endless poll loop)."""
+
+TURN_COST = 1e-5
+"""Virtual seconds a turn takes: time moves while the loop is busy too, so a program that polls
+with ``sleep(0)`` until a deadline reaches it, as on a real machine."""
 
 START_TIME = 1000.0
 """Virtual time at which a loop starts: not zero, which code sometimes reads as "unset"."""
@@ -715,6 +720,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         if self.execution.turns > self._max_turns:
             self._failed = True
             raise Hung(f"{self._max_turns} loop turns without finishing: {self._waiting()}")
+        self._now += TURN_COST
         self._check_parked()
         self._poll_io(0)
         self._move_due_timers()
