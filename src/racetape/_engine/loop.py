@@ -32,7 +32,8 @@ The model (what a decision can do, and why each is an interleaving a real machin
   in its thread's order, but when it *arrives* is the OS's business: such a run is *partly
   uncontrolled* and says so (:attr:`Execution.uncontrolled`). Socket readiness is not decided:
   the selector's events join each turn start as asyncio's would, and a run that used sockets
-  says so too.
+  says so too. While such a thread or socket is alive, time does not jump past it: the loop
+  waits for it in real time, as a real loop would, up to ``settle_timeout``.
 * A job's body that calls back into the loop and blocks on the answer
   (``run_coroutine_threadsafe(...).result()``, ``Event.wait``) is parked until what it waits on
   is done; the loop then waits for it to finish or block again before it takes another step.
@@ -78,10 +79,6 @@ HORIZON = 0.05
 SETTLE_TIMEOUT = 10.0
 """Real seconds to wait for what the loop does not control (a foreign thread, a socket, a job
 body still running) before the run is :class:`Hung`."""
-
-IO_GRACE = 0.5
-"""Real seconds the loop waits for a socket or a foreign thread before virtual time moves past
-them: what the loop does not control cannot be decided, only waited for."""
 
 MAX_TURNS = 500_000
 """Turns after which a run that has not finished is :class:`Hung` (an endless poll loop)."""
@@ -737,11 +734,11 @@ class ControlledLoop(asyncio.SelectorEventLoop):
             if advance is not None:
                 if not options and not self._ready and self._uncontrolled():
                     # Only time could move, but a socket or a foreign thread may still answer:
-                    # wait for it in real time, as a real loop would, up to IO_GRACE (a socket
-                    # with nothing owed, an idle pool's connection, must not make a sleep(30)
-                    # cost 30 s). What arrives joins this turn, and time then moves only as
-                    # far as it may past work still on its way (the horizon).
-                    self._poll_io(min(advance[2], IO_GRACE))
+                    # wait for it in real time, as a real loop would (up to settle_timeout), so
+                    # that a driver's timeout never fires early because time skipped past an
+                    # answer still on its way. What arrives joins this turn, and time then
+                    # moves only as far as it may past work still owed (the horizon).
+                    self._poll_io(min(advance[2], self._settle_timeout))
                     if self._inbox or self._ready:
                         self._joined_at.append(self._now)
                         continue
