@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from harness.oracle import Violation, check_task
 from harness.scenario import CancelVia, RunnerShape, Scenario
 from harness.windows import Window
-from racetape._control import checkpoint
+from racetape import point
 from racetape._engine.actors import current_tracker
 from racetape._engine.jitter import DEFAULT_MAX_DELAY, Jitter
 from racetape._engine.scheduler import Schedule, Scheduler, Strategy
@@ -78,7 +78,7 @@ def make_runner(shape: RunnerShape, started: set[str]) -> Runner:
         detached = []
         for step in range(1, shape.progress + 1):
             for _ in range(shape.work):
-                await checkpoint("runner.work", task_id=ctx.task_id, step=step)
+                await point("runner.work", task_id=ctx.task_id, step=step)
             ctx.token.raise_if_cancelled()
             if shape.detached:
                 detached.append(asyncio.create_task(ctx.reporter.progress(step=step)))
@@ -95,7 +95,7 @@ def make_runner(shape: RunnerShape, started: set[str]) -> Runner:
 
 async def cancel(manager: TaskManager, window: Window, via: CancelVia) -> None:
     """A planned cancel: waits at ``cancel.fire`` until its window lets it go, then cancels."""
-    await checkpoint("cancel.fire", task_id=window.task_id, gate=window, via=via)
+    await point("cancel.fire", task_id=window.task_id, gate=window, via=via)
     await manager.cancel(window.task_id, via=via)
 
 
@@ -108,7 +108,7 @@ async def crash(
     Only this run's: runs share a database, and a restart that also repaired what earlier runs
     left (a fault can leave a task unfinished for good) would make a run's decisions depend on
     the runs before it, and a trace replay differently from how it was recorded."""
-    await checkpoint("crash.fire", task_id=window.task_id, gate=window)
+    await point("crash.fire", task_id=window.task_id, gate=window)
     tracker = current_tracker()
     assert tracker is not None, "a crash plan runs only under racetape's controllers"
     await tracker.crash_others()

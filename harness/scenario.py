@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from racetape._control import POINTS
 from reftask.faults import Fault
+from reftask.points import POINTS
 
 HARNESS_POINTS: dict[str, str] = {
     "runner.work": "the scenario runner's work between steps (an await of its own)",

@@ -3,7 +3,7 @@
 A trace embeds the scenario itself (not a path to it), the adapter, the faults, the mode and its
 seeds, the decision list, and the outcome it led to. Replaying a controlled trace follows the
 decision list and reaches the same interleaving; replaying a jitter trace reuses its seed, which
-fixes the delays only (see :mod:`harness.jitter`).
+fixes the delays only (see :mod:`racetape._engine.jitter`).
 """
 
 from __future__ import annotations

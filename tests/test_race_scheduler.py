@@ -16,7 +16,8 @@ import asyncio
 import pytest
 
 from harness.oracle import check_task
-from racetape._controlled import ControlledRuns, point, strategy_named
+from racetape import point
+from racetape._controlled import ControlledRuns, strategy_named
 from racetape._engine.scheduler import Schedule
 from reftask.faults import Fault
 from reftask.manager import RunContext, TaskManager

@@ -99,8 +99,8 @@ class EngineError(RuntimeError):
 
 def _label(target: object) -> str:
     # asyncio.to_thread submits functools.partial(Context.run, func, ...): name the func. A
-    # wrapper that says what it wraps (``__wrapped__``, e.g. harness.perturb's delayed jobs) is
-    # named by what it wraps. Bounded: a wrapper may wrap itself.
+    # wrapper that says what it wraps (``__wrapped__``, e.g. racetape._engine.perturb's delayed
+    # jobs) is named by what it wraps. Bounded: a wrapper may wrap itself.
     for _ in range(32):
         if isinstance(target, functools.partial):
             owner = getattr(target.func, "__self__", None)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from racetape._control import PointInfo, controlled
+from racetape._control import PointInfo, under_controller
 from racetape._engine.actors import (
     Actor,
     ActorState,
@@ -115,7 +115,7 @@ class Jitter(Tracker):
     async def run(self, main: Coroutine[Any, Any, None]) -> Schedule:
         """Run ``main`` and everything it spawns until all of it has ended (or the bound passes)."""
         schedule = Schedule()
-        with controlled(self):
+        with under_controller(self):
             self.start_root(main)
         try:
             async with asyncio.timeout(self.settle_timeout):

@@ -41,7 +41,7 @@ from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from racetape._control import PointInfo, controlled
+from racetape._control import PointInfo, under_controller
 from racetape._engine.actors import (
     Actor,
     ActorState,
@@ -163,7 +163,7 @@ class Scheduler(Tracker):
 
     async def run(self, main: Coroutine[Any, Any, None]) -> Schedule:
         schedule = Schedule()
-        with controlled(self):
+        with under_controller(self):
             self.start_root(main)
         try:
             while True:

@@ -1,7 +1,7 @@
 """Strategies: how the scheduler picks among the actors that may go.
 
 Each strategy serves one run, and is deterministic in its seed and the candidates it is shown.
-Candidates come first come, first served (see :mod:`harness.scheduler`), so ``fifo`` is the
+Candidates come first come, first served (see :mod:`racetape._engine.scheduler`), so ``fifo`` is the
 order with no deviations; the others deviate from it:
 
 * ``random``: uniform among the candidates, seeded.
