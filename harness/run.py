@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from harness.oracle import Violation, check_task
-from harness.scenario import CancelVia, RunnerShape, Scenario
+from harness.scenario import CRASH_DONE, DETAIL_KEYS, CancelVia, RunnerShape, Scenario
 from harness.windows import Window
 from racetape import point
 from racetape._engine.actors import current_tracker
 from racetape._engine.jitter import DEFAULT_MAX_DELAY, Jitter
-from racetape._engine.scheduler import Schedule, Scheduler, Strategy
+from racetape._engine.schedule import Schedule, Strategy
+from racetape._engine.scheduler import Scheduler
 from reftask.faults import Fault
 from reftask.manager import RunContext, Runner, TaskFailed, TaskManager
 from reftask.store import TaskStore
@@ -95,7 +96,7 @@ def make_runner(shape: RunnerShape, started: set[str]) -> Runner:
 
 async def cancel(manager: TaskManager, window: Window, via: CancelVia) -> None:
     """A planned cancel: waits at ``cancel.fire`` until its window lets it go, then cancels."""
-    await point("cancel.fire", task_id=window.task_id, gate=window, via=via)
+    await point("cancel.fire", task_id=window.task_id, plan=window.key, via=via)
     await manager.cancel(window.task_id, via=via)
 
 
@@ -108,10 +109,10 @@ async def crash(
     Only this run's: runs share a database, and a restart that also repaired what earlier runs
     left (a fault can leave a task unfinished for good) would make a run's decisions depend on
     the runs before it, and a trace replay differently from how it was recorded."""
-    await point("crash.fire", task_id=window.task_id, gate=window)
+    await point("crash.fire", task_id=window.task_id, plan=window.key)
     tracker = current_tracker()
     assert tracker is not None, "a crash plan runs only under racetape's controllers"
-    await tracker.crash_others()
+    await tracker.crash_others(then=CRASH_DONE)
     await TaskManager(store, faults=faults).restart_cleanup(among=task_ids)
 
 
@@ -143,15 +144,21 @@ async def execute(
     """Run the scenario once on ``store`` (opened with ``faults``) and judge it once it settled."""
     started_at = time.perf_counter()
     task_ids = [uuid.uuid4().hex for _ in range(scenario.tasks)]
-    cancels = [(Window(plan, task_ids[plan.task - 1]), plan.via) for plan in scenario.cancels]
+    cancels = [
+        (Window(plan, task_ids[plan.task - 1], f"cancel{i}"), plan.via)
+        for i, plan in enumerate(scenario.cancels, start=1)
+    ]
     crash_window = None
     if scenario.crash is not None:
-        crash_window = Window(scenario.crash, task_ids[scenario.crash.task - 1])
+        crash_window = Window(scenario.crash, task_ids[scenario.crash.task - 1], "crash")
     windows = [w for w, _ in cancels] + ([crash_window] if crash_window else [])
     controller: Scheduler | Jitter
     if isinstance(mode, Controlled):
         controller = Scheduler(
-            mode.strategy, in_play=scenario.points, settle_timeout=mode.settle_timeout
+            mode.strategy,
+            in_play=scenario.points,
+            settle_timeout=mode.settle_timeout,
+            detail_keys=DETAIL_KEYS,
         )
     else:
         controller = Jitter(mode.seed, max_delay=mode.max_delay, settle_timeout=mode.settle_timeout)

@@ -16,13 +16,21 @@ from typing import Any, Literal, get_args
 from reftask.faults import Fault
 from reftask.points import POINTS
 
+CRASH_DONE = "crash.done"
+"""Where a planned crash's restarting actor waits while the crashed actors die."""
+
 HARNESS_POINTS: dict[str, str] = {
     "runner.work": "the scenario runner's work between steps (an await of its own)",
     "cancel.fire": "a planned cancel, waiting for its window; always in play",
     "crash.fire": "a planned crash of the manager's process, waiting for its window; in play",
-    "crash.done": "the crashed manager's actors are gone; the restart has not begun",
+    CRASH_DONE: "the crashed manager's actors are gone; the restart has not begun",
 }
 """Points the harness itself reaches, beside the reference system's :data:`POINTS`."""
+
+DETAIL_KEYS = ("kind", "status", "via", "step")
+"""The info keys that tell two visits of one point apart in a decision's detail (a trace's
+``detail``, which a replay checks): the write's kind, the status written, the cancel's way in,
+the runner's step. Never ``task_id``, drawn afresh each run."""
 
 KNOWN_POINTS = frozenset(POINTS) | frozenset(HARNESS_POINTS)
 

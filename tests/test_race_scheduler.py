@@ -18,7 +18,7 @@ import pytest
 from harness.oracle import check_task
 from racetape import point
 from racetape._controlled import ControlledRuns, strategy_named
-from racetape._engine.scheduler import Schedule
+from racetape._engine.schedule import Schedule
 from reftask.faults import Fault
 from reftask.manager import RunContext, TaskManager
 from reftask.stores.base import SqlTaskStore

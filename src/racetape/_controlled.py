@@ -20,7 +20,8 @@ from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from racetape._engine.scheduler import Schedule, Scheduler, Strategy
+from racetape._engine.schedule import Schedule, Strategy
+from racetape._engine.scheduler import Scheduler
 from racetape._engine.strategies import FifoStrategy, PctStrategy, RandomStrategy, ReplayStrategy
 
 STRATEGY_NAMES = ("random", "pct", "fifo")

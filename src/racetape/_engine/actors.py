@@ -170,9 +170,10 @@ class Tracker:
     def on_finished(self, actor: Actor) -> None:
         """Hook: an actor ended (its task is done, or its job returned)."""
 
-    async def crash_others(self) -> None:
+    async def crash_others(self, *, then: str) -> None:
         """Kill every other live actor of the run, as if their process died, and return once
-        they are all gone. Only the calling actor (the one that restarts) survives."""
+        they are all gone. Only the calling actor (the one that restarts) survives; where the
+        controller holds it meanwhile, it is at the point named ``then``."""
         raise NotImplementedError
 
     def _victims(self) -> list[Actor]:

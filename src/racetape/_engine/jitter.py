@@ -26,7 +26,7 @@ from racetape._engine.actors import (
     current_actor,
     thread_actor,
 )
-from racetape._engine.scheduler import Gate, Schedule, _gate_of_info
+from racetape._engine.schedule import Gate, Schedule
 
 STATISTICAL_NOTE = (
     "jitter mode: the seed fixes the delays, not the interleaving; OS scheduling decides the rest,"
@@ -70,13 +70,11 @@ class Jitter(Tracker):
         if actor.crashed:
             raise SimulatedCrash()
         self._observe(actor, point, info)
-        gate = _gate_of_info(info)
+        gate = next((g for g in self.gates if g.guards(actor.name, point, info)), None)
         if gate is not None:
-            opened = getattr(gate, "opened", None)
-            if isinstance(opened, asyncio.Event):
-                actor.point = point  # a crash cancels an actor still waiting for its window
-                await opened.wait()
-                actor.point = None
+            actor.point = point  # a crash cancels an actor still waiting for its window
+            await gate.wait_open()
+            actor.point = None
             await asyncio.sleep(self._delay(actor, scale=4.0))
             self.note("fire", actor, landing=gate.landing({a.name for a in self.live()}))
             return
@@ -101,9 +99,10 @@ class Jitter(Tracker):
         if actor.crashed:
             raise SimulatedCrash()
 
-    async def crash_others(self) -> None:
-        """Mark every other actor crashed: each dies at its next point (an actor waiting for a
-        window is cancelled instead); return once they are all gone."""
+    async def crash_others(self, *, then: str) -> None:
+        """Mark every other actor crashed (``then`` is unused: nothing is held here): each dies
+        at its next point (an actor waiting for a window is cancelled instead); return once
+        they are all gone."""
         victims = self._victims()
         for victim in victims:
             if victim.point is not None and victim.task is not None:

@@ -20,7 +20,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from racetape._engine.scheduler import Candidate, StrategyRefused
+from racetape._engine.schedule import Candidate, StrategyRefused
 
 STRATEGIES = ("random", "pct", "exhaustive", "jitter")
 """The strategies ``racetape run --strategy`` accepts (``jitter`` is the uncontrolled mode)."""
