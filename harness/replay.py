@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.adapters import Database
-from harness.run import Controlled, Jittered, RunResult, execute
+from harness.run import RunResult, execute
 from harness.traces import Trace, describe_kinds, kinds_of
 from racetape._engine.jitter import DEFAULT_MAX_DELAY
 from racetape._engine.strategies import ReplayStrategy
+from racetape._target import Controlled, Jittered
 from reftask.models import EventRecord
 
 

@@ -28,11 +28,12 @@ from typing import Any
 
 from harness.adapters import Database
 from harness.files import write_json_atomic
-from harness.run import Controlled, Jittered, Mode, RunResult, execute
+from harness.run import RunResult, execute
 from harness.scenario import Scenario
 from harness.traces import trace_document
 from racetape._engine.jitter import DEFAULT_MAX_DELAY
 from racetape._engine.strategies import PctStrategy, PrefixStrategy, RandomStrategy, next_prefix
+from racetape._target import Controlled, Jittered, Mode
 from reftask.faults import Fault, fault_set_label
 
 

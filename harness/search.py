@@ -24,11 +24,12 @@ from hypothesis.database import ExampleDatabase, InMemoryExampleDatabase
 
 from harness.adapters import Database
 from harness.files import write_json_atomic
-from harness.run import Controlled, RunResult, execute
+from harness.run import RunResult, execute
 from harness.scenario import Scenario
 from harness.shapes import named, scenario_file, scenario_shapes
 from harness.traces import trace_document
 from racetape._engine.drawn import DrawnStrategy, PropertyDatabase, deviations, seeded
+from racetape._target import Controlled
 from reftask.faults import Fault
 from reftask.stores.base import SqlTaskStore
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.database import ExampleDatabase, InMemoryExampleDatabase
 
 from harness.adapters import Database
-from harness.run import Controlled, RunResult, execute
+from harness.run import RunResult, execute
 from harness.traces import Trace, describe_kinds, kinds_of, trace_document
 from racetape._engine.drawn import (
     DrawnStrategy,
@@ -32,6 +32,7 @@ from racetape._engine.drawn import (
     seeded,
 )
 from racetape._engine.strategies import ReplayStrategy
+from racetape._target import Controlled
 from reftask.stores.base import SqlTaskStore
 
 SHRUNK_STRATEGY = "hypothesis"

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from harness.results import possible_windows
-from harness.run import Controlled, execute
+from harness.run import execute
 from harness.runner import Group, Settings, explore, run_seed
 from harness.scenario import Scenario, find_scenarios, resolve_scenario
 from racetape._engine.strategies import PctStrategy, RandomStrategy
+from racetape._target import Controlled
 from reftask.faults import Fault
 from tests.conftest import StoreFactory
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from harness.run import Controlled, Jittered, RunResult, execute
+from harness.run import RunResult, execute
 from harness.runner import run_seed
 from harness.scenario import Scenario, find_scenarios, parse_scenario, resolve_scenario
 from racetape import point
@@ -26,6 +26,7 @@ from racetape._engine.strategies import (
     RandomStrategy,
     next_prefix,
 )
+from racetape._target import Controlled, Jittered
 from reftask.faults import Fault
 from reftask.manager import Reporter
 from reftask.models import EventKind
