@@ -50,10 +50,9 @@ from typing import Any, TypeVar
 from harness.adapters import PG_SESSION, Database
 from harness.oracle import check_task
 from harness.run import execute
-from harness.runner import run_seed
 from harness.scenario import Scenario, resolve_scenario
 from racetape import point, point_blocking
-from racetape._engine.strategies import RandomStrategy
+from racetape._engine.strategies import RandomStrategy, run_seed
 from racetape._target import Controlled, Jittered, Mode
 from reftask.faults import Fault
 from reftask.manager import RunContext, TaskManager

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
-import hashlib
 import multiprocessing
 import multiprocessing.util
 import signal
@@ -32,7 +31,7 @@ from harness.run import RunResult, execute
 from harness.scenario import Scenario
 from harness.traces import trace_document
 from racetape._engine.jitter import DEFAULT_MAX_DELAY
-from racetape._engine.strategies import PctStrategy, PrefixStrategy, RandomStrategy, next_prefix
+from racetape._engine.strategies import PrefixStrategy, next_prefix, per_run_strategy, run_seed
 from racetape._target import Controlled, Jittered, Mode
 from reftask.faults import Fault, fault_set_label
 
@@ -100,11 +99,6 @@ class GroupResult:
     traces: list[str] = field(default_factory=list)
 
 
-def run_seed(seed: int, index: int) -> int:
-    digest = hashlib.sha256(f"racetape:{seed}:{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
-
-
 def shard_indices(runs: int, shard: tuple[int, int]) -> list[int]:
     k, n = shard
     return [i for i in range(runs) if i % n == k - 1]
@@ -113,11 +107,8 @@ def shard_indices(runs: int, shard: tuple[int, int]) -> list[int]:
 def mode_for(strategy: str, seed: int, settings: Settings) -> Mode:
     if strategy == "jitter":
         return Jittered(seed, max_delay=settings.jitter_max_delay)
-    if strategy == "random":
-        return Controlled(RandomStrategy(seed), settings.settle_timeout)
-    if strategy == "pct":
-        return Controlled(PctStrategy(seed, depth=settings.pct_depth), settings.settle_timeout)
-    raise ValueError(f"strategy {strategy!r} has no per-run mode")
+    chosen = per_run_strategy(strategy, seed, pct_depth=settings.pct_depth)
+    return Controlled(chosen, settings.settle_timeout)
 
 
 def _record(

@@ -9,9 +9,9 @@ import pytest
 
 from harness.results import possible_windows
 from harness.run import execute
-from harness.runner import Group, Settings, explore, run_seed
+from harness.runner import Group, Settings, explore
 from harness.scenario import Scenario, find_scenarios, resolve_scenario
-from racetape._engine.strategies import PctStrategy, RandomStrategy
+from racetape._engine.strategies import PctStrategy, RandomStrategy, run_seed
 from racetape._target import Controlled
 from reftask.faults import Fault
 from tests.conftest import StoreFactory

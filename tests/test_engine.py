@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from harness.run import RunResult, execute
-from harness.runner import run_seed
 from harness.scenario import Scenario, find_scenarios, parse_scenario, resolve_scenario
 from racetape import point
 from racetape._engine.actors import TrackedExecutor, install_loop_hooks
@@ -25,6 +24,7 @@ from racetape._engine.strategies import (
     PrefixStrategy,
     RandomStrategy,
     next_prefix,
+    run_seed,
 )
 from racetape._target import Controlled, Jittered
 from reftask.faults import Fault

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from harness.oracle import StrandKind
 from harness.run import RunResult, ScenarioRun, ScenarioTarget
-from harness.runner import run_seed
 from harness.scenario import resolve_scenario
 from harness.traces import trace_document, trace_from_dict
-from racetape._engine.strategies import FifoStrategy, RandomStrategy
+from racetape._engine.strategies import FifoStrategy, RandomStrategy, run_seed
 from racetape._target import Controlled, Target, play
 from reftask.faults import Fault
 from tests.conftest import StoreFactory

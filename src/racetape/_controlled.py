@@ -22,20 +22,7 @@ from typing import Any
 
 from racetape._engine.schedule import Schedule, Strategy
 from racetape._engine.scheduler import Scheduler
-from racetape._engine.strategies import FifoStrategy, PctStrategy, RandomStrategy, ReplayStrategy
-
-STRATEGY_NAMES = ("random", "pct", "fifo")
-
-
-def strategy_named(name: str, seed: int, *, pct_depth: int = 3) -> Strategy:
-    """The strategy ``name`` (one of :data:`STRATEGY_NAMES`), seeded."""
-    if name == "random":
-        return RandomStrategy(seed)
-    if name == "pct":
-        return PctStrategy(seed, depth=pct_depth)
-    if name == "fifo":
-        return FifoStrategy()
-    raise ValueError(f"unknown strategy {name!r}; strategies: {', '.join(STRATEGY_NAMES)}")
+from racetape._engine.strategies import ReplayStrategy, per_run_strategy
 
 
 @dataclass(frozen=True)
@@ -53,7 +40,7 @@ class ControlledRuns:
         points: Iterable[str] | None = None,
     ) -> Schedule:
         """Run ``main`` once; ``points`` limits the decisions to those points (default: all)."""
-        chosen = strategy_named(strategy, seed) if isinstance(strategy, str) else strategy
+        chosen = per_run_strategy(strategy, seed) if isinstance(strategy, str) else strategy
         scheduler = Scheduler(chosen, in_play=points, settle_timeout=self.settle_timeout)
         return await scheduler.run(main)
 
