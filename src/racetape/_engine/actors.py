@@ -122,6 +122,10 @@ class Tracker:
         self.changed = asyncio.Event()
         self.started_at = time.perf_counter()
         self.timeline: list[dict[str, Any]] = []
+        # Task actors that ended with an exception of their own, "name: Type: message" (not
+        # the engine's RunAborted or SimulatedCrash, nor a cancellation), in the order they
+        # ended: the failures of a run whose target judges by exceptions.
+        self.errors: list[str] = []
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -156,6 +160,8 @@ class Tracker:
         # rather than in asyncio's "exception was never retrieved" log.
         if not task.cancelled() and (exc := task.exception()) is not None:
             self.note("raised", actor, error=type(exc).__name__)
+            if not isinstance(exc, RunAborted | SimulatedCrash):
+                self.errors.append(f"{actor.name}: {type(exc).__name__}: {exc}")
         self.finished(actor)
 
     def finished(self, actor: Actor) -> None:

@@ -128,5 +128,5 @@ class Jitter(Tracker):
             for actor in self.live():
                 if actor.task is not None:
                     actor.task.cancel()
-        schedule.timeline = self.timeline
+        schedule.timeline, schedule.errors = self.timeline, self.errors
         return schedule

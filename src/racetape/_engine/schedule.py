@@ -103,6 +103,7 @@ class Schedule:
     outcome: Ending = "settled"
     problem: str | None = None
     timeline: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # task actors that raised (see Tracker)
 
     @property
     def choices(self) -> list[str]:

@@ -125,7 +125,7 @@ class Scheduler(Tracker):
         finally:
             if self.live():
                 await self._abort()
-            schedule.timeline = self.timeline
+            schedule.timeline, schedule.errors = self.timeline, self.errors
         return schedule
 
     async def _settle(self) -> None:
