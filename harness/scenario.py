@@ -1,8 +1,10 @@
-"""Scenarios: TOML files in ``scenarios/``, one race or stress shape each; data, not code.
+"""Scenarios: TOML files, one race or stress shape each; data, not code. The catalog is
+``harness/scenarios/`` (package data); a ``scenarios/`` folder in the current directory comes
+first.
 
 Loading validates everything: an unknown key, a wrong type, an unknown point, fault or cancel
 window is a :class:`ScenarioError` whose one-line message names the file, the key and what is
-allowed. See ``scenarios/README.md`` for the format.
+allowed. See ``harness/scenarios/README.md`` for the format.
 """
 
 from __future__ import annotations
@@ -310,8 +312,9 @@ def load_scenario(path: Path) -> Scenario:
 
 
 def default_scenario_dir() -> Path:
-    """The project's ``scenarios/`` folder (beside the ``harness`` package in a checkout)."""
-    return Path(__file__).resolve().parent.parent / "scenarios"
+    """The catalog: the ``scenarios`` folder inside the ``harness`` package (package data, so an
+    installed racetape finds it as a checkout does)."""
+    return Path(__file__).resolve().parent / "scenarios"
 
 
 def scenario_dirs() -> list[Path]:
