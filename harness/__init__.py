@@ -5,3 +5,7 @@ It drives reftask through racetape's engine (:mod:`racetape`), which knows nothi
 SQLite or Postgres. The runner and CLI are thin layers over the library API that the tests call
 directly.
 """
+
+from harness.regression import check_recorded_interleaving
+
+__all__ = ["check_recorded_interleaving"]
