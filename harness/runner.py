@@ -31,7 +31,7 @@ from harness.run import RunResult, execute
 from harness.scenario import Scenario
 from harness.traces import trace_document
 from racetape._engine.jitter import DEFAULT_MAX_DELAY
-from racetape._engine.strategies import PrefixStrategy, next_prefix, per_run_strategy, run_seed
+from racetape._engine.strategies import ExhaustiveSearch, per_run_strategy, run_seed
 from racetape._target import Controlled, Jittered, Mode
 from reftask.faults import Fault, fault_set_label
 
@@ -167,7 +167,7 @@ async def run_indices(
     return records
 
 
-async def explore(
+async def run_exhaustive(
     db: Database,
     group: Group,
     settings: Settings,
@@ -181,9 +181,11 @@ async def explore(
     """
     store = await db.store(group.faults)
     records: list[RunRecord] = []
-    prefix: list[int] | None = []
-    while prefix is not None and len(records) < settings.runs and not should_stop():
-        strategy = PrefixStrategy(prefix)
+    search = ExhaustiveSearch()
+    while len(records) < settings.runs and not should_stop():
+        strategy = search.next_strategy()
+        if strategy is None:
+            break
         result = await execute(
             store, group.scenario, group.faults, Controlled(strategy, settings.settle_timeout)
         )
@@ -197,8 +199,8 @@ async def explore(
         on_record(record)
         if result.schedule.outcome == "diverged":
             break
-        prefix = next_prefix(strategy.taken)
-    return records, prefix is None
+        search.ran(strategy)
+    return records, search.exhausted
 
 
 # -- jobs: in this process or over worker processes ------------------------------------------
@@ -406,7 +408,7 @@ def run_groups(
     interrupted = False
     try:
         exhaustive = [g for g in groups if g.strategy == "exhaustive"]
-        interrupted = _run_exhaustive(exhaustive, settings, results, keep, over_budget)
+        interrupted = _run_exhaustive_groups(exhaustive, settings, results, keep, over_budget)
         if not interrupted:
             size = max(1, min(25, len(indices) // (settings.workers * 4) or 1))
             if settings.budget is not None:
@@ -437,7 +439,7 @@ def run_groups(
     return [results[g] for g in groups]
 
 
-def _run_exhaustive(
+def _run_exhaustive_groups(
     groups: Sequence[Group],
     settings: Settings,
     results: dict[Group, GroupResult],
@@ -449,7 +451,7 @@ def _run_exhaustive(
 
     async def work(database: Callable[[str], Database]) -> None:
         for group in groups:
-            _, exhausted = await explore(
+            _, exhausted = await run_exhaustive(
                 database(group.adapter),
                 group,
                 settings,
