@@ -30,7 +30,7 @@ from harness.files import write_json_atomic
 from harness.run import RunResult, execute
 from harness.scenario import Scenario
 from harness.traces import trace_document
-from racetape._engine.jitter import DEFAULT_MAX_DELAY
+from racetape._engine.jitter import JITTER_MAX_DELAY
 from racetape._engine.strategies import ExhaustiveSearch, per_run_strategy, run_seed
 from racetape._target import Controlled, Jittered, Mode
 from reftask.faults import Fault, fault_set_label
@@ -65,7 +65,7 @@ class Settings:
     budget: float | None = None
     settle_timeout: float = 10.0
     pct_depth: int = 3
-    jitter_max_delay: float = DEFAULT_MAX_DELAY
+    jitter_max_delay: float = JITTER_MAX_DELAY
     max_traces: int = 5
     traces_dir: Path = Path("reports/traces")
     pg_dsn: str | None = None

@@ -12,6 +12,7 @@ racetape's own wheel holds, which is the point.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -21,6 +22,7 @@ from pathlib import Path
 import racetape
 
 PROJECT = Path(__file__).resolve().parent.parent
+NOT_SOURCE = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "reports")
 
 
 def _run(command: list[str], cwd: Path, env: dict[str, str]) -> str:
@@ -45,9 +47,13 @@ def test_a_plain_install_runs_the_catalog_from_an_empty_folder(tmp_path: Path) -
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     empty = tmp_path / "empty"
     empty.mkdir()
+    # Built from a copy: setuptools builds in the source folder (build/, *.egg-info), and a
+    # stale build/ there would put modules since deleted into the wheel.
+    source = tmp_path / "source"
+    shutil.copytree(PROJECT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
     _run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
-         "--no-deps", str(PROJECT)],
+         "--no-deps", str(source)],
         cwd=empty,
         env=env,
     )  # fmt: skip

@@ -18,7 +18,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from racetape._engine.jitter import DEFAULT_MAX_DELAY, Jitter
+from racetape._engine.jitter import JITTER_MAX_DELAY, Jitter
 from racetape._engine.schedule import Gate, Schedule, Strategy
 from racetape._engine.scheduler import Scheduler
 
@@ -79,7 +79,7 @@ class Jittered:
     """Jitter mode: seeded delays, real OS scheduling."""
 
     seed: int
-    max_delay: float = DEFAULT_MAX_DELAY
+    max_delay: float = JITTER_MAX_DELAY
     settle_timeout: float = 30.0
 
 

@@ -34,13 +34,13 @@ STATISTICAL_NOTE = (
 )
 
 
-DEFAULT_MAX_DELAY = 0.002
+JITTER_MAX_DELAY = 0.002
 """The longest delay, in seconds, jitter mode sleeps at a point unless told otherwise."""
 
 
 class Jitter(Tracker):
     def __init__(
-        self, seed: int, *, max_delay: float = DEFAULT_MAX_DELAY, settle_timeout: float = 30.0
+        self, seed: int, *, max_delay: float = JITTER_MAX_DELAY, settle_timeout: float = 30.0
     ):
         super().__init__()
         self.seed = seed
