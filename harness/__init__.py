@@ -1,5 +1,11 @@
-"""racetape's harness: the scenario engine, its strategies, the strand oracle, the runner and CLI.
+"""racetape's reference harness around reftask: scenarios, cancel windows, the strand oracle, the
+runner, matrix, bench, stress, reports and the CLI.
 
-The engine drives the named control points of :mod:`reftask.control`; it knows nothing of SQLite
-or Postgres. The runner and CLI are thin layers over the library API that the tests call directly.
+It drives reftask through racetape's engine (:mod:`racetape`), which knows nothing of reftask,
+SQLite or Postgres. The runner and CLI are thin layers over the library API that the tests call
+directly.
 """
+
+from harness.regression import check_recorded_interleaving
+
+__all__ = ["check_recorded_interleaving"]

@@ -50,11 +50,11 @@ from typing import Any, TypeVar
 from harness.adapters import PG_SESSION, Database
 from harness.bench_unmodified import unmodified_figures
 from harness.oracle import check_task
-from harness.run import Controlled, Jittered, Mode, execute
-from harness.runner import run_seed
+from harness.run import execute
 from harness.scenario import Scenario, resolve_scenario
-from racetape._control import checkpoint, checkpoint_blocking
-from racetape._engine.strategies import RandomStrategy
+from racetape import point, point_blocking
+from racetape._engine.strategies import RandomStrategy, run_seed
+from racetape._target import Controlled, Jittered, Mode
 from reftask.faults import Fault
 from reftask.manager import RunContext, TaskManager
 from reftask.models import EventKind, TaskStatus
@@ -449,11 +449,11 @@ def ratios(figures: dict[str, Figure]) -> dict[str, Any]:
 # -- control points with no controller --------------------------------------------------------
 
 
-def _empty(point: str, /, **info: object) -> None:
+def _empty(name: str, /, **info: object) -> None:
     """What a control point would cost if it were free: a call with the same arguments."""
 
 
-async def _empty_async(point: str, /, **info: object) -> None:
+async def _empty_async(name: str, /, **info: object) -> None:
     """The coroutine twin of :func:`_empty`."""
 
 
@@ -468,7 +468,7 @@ def _calls(point: Callable[..., None], number: int, task_id: str) -> float:
 async def _awaits(
     point: Callable[..., Coroutine[Any, Any, None]], number: int, task_id: str
 ) -> float:
-    """Seconds for ``number`` awaits of ``point``, as the reference code awaits a checkpoint."""
+    """Seconds for ``number`` awaits of ``point``, as the reference code awaits a point."""
     began = time.perf_counter()
     for _ in range(number):
         await point("append.begin", task_id=task_id, kind="progress", acquires=task_id)
@@ -478,9 +478,10 @@ async def _awaits(
 def control_point_cost(number: int = 100_000, repeat: int = 7) -> dict[str, Any]:
     """Nanoseconds per control point with no controller installed, best of ``repeat``.
 
-    ``checkpoint`` is awaited in a coroutine on a running loop, as the reference code does;
-    ``checkpoint_blocking`` is called. Each has an empty baseline with the same signature and
-    arguments, so ``*_over_empty_ns`` is what the point itself costs.
+    :func:`racetape.point` is awaited in a coroutine on a running loop, as the reference code
+    does; :func:`racetape.point_blocking` is called (the document keeps its keys,
+    ``checkpoint_*``). Each has an empty baseline with the same signature and arguments, so
+    ``*_over_empty_ns`` is what the point itself costs.
     """
     task_id = uuid.uuid4().hex
 
@@ -488,14 +489,14 @@ def control_point_cost(number: int = 100_000, repeat: int = 7) -> dict[str, Any]
     async def awaited() -> tuple[float, float]:
         point_s, empty_s = [], []
         for _ in range(repeat):
-            point_s.append(await _awaits(checkpoint, number, task_id))
+            point_s.append(await _awaits(point, number, task_id))
             empty_s.append(await _awaits(_empty_async, number, task_id))
         return min(point_s), min(empty_s)
 
     checkpoint_s, empty_coroutine_s = asyncio.run(awaited())
     blocking, empty = [], []
     for _ in range(repeat):
-        blocking.append(_calls(checkpoint_blocking, number, task_id))
+        blocking.append(_calls(point_blocking, number, task_id))
         empty.append(_calls(_empty, number, task_id))
     blocking_s, empty_s = min(blocking), min(empty)
 

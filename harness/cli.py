@@ -37,12 +37,7 @@ from reftask.stores.base import StoreUnavailableError
 DEFAULT_RUNS = 200
 DEFAULT_JSON = Path("reports/result.json")
 
-STRATEGY_HELP = {
-    "random": "controlled; uniform among the actors that may go, seeded",
-    "pct": "controlled; probabilistic concurrency testing (priorities, depth change points)",
-    "exhaustive": "controlled; every schedule depth first, --runs bounds the count",
-    "jitter": "uncontrolled; seeded delays at the points, real OS scheduling (statistical)",
-}
+STRATEGY_HELP = {name: entry.help for name, entry in STRATEGIES.items() if entry.in_cli}
 ADAPTER_HELP = {
     "sqlite": "aiosqlite on a temporary database file (the default)",
     "postgres": "asyncpg; RACETAPE_PG_DSN or --pg-dsn (default 127.0.0.1:5432, user postgres)",
@@ -149,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--strategy",
         action="append",
-        choices=STRATEGIES,
+        choices=list(STRATEGY_HELP),
         default=[],
         help="how interleavings are chosen; repeat; default: random",
     )

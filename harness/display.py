@@ -20,7 +20,7 @@ from harness.shapes import describe_shape
 from harness.shrink import Shrunk
 from harness.traces import describe_kinds, kinds_of, outcome_of, violation_lines
 from racetape._engine.drawn import deviations
-from racetape._engine.scheduler import Decision
+from racetape._engine.schedule import Decision
 from reftask.faults import fault_set_label
 
 if TYPE_CHECKING:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.adapters import Database
-from harness.run import Controlled, Jittered, RunResult, execute
+from harness.run import RunResult, execute
 from harness.traces import Trace, describe_kinds, kinds_of
-from racetape._engine.jitter import DEFAULT_MAX_DELAY
+from racetape._engine.jitter import JITTER_MAX_DELAY
 from racetape._engine.strategies import ReplayStrategy
+from racetape._target import Controlled, Jittered
 from reftask.models import EventRecord
 
 
@@ -71,7 +72,7 @@ async def replay(
         mode = (
             Controlled(strategy)
             if trace.controlled
-            else Jittered(trace.run_seed, max_delay=trace.jitter_max_delay or DEFAULT_MAX_DELAY)
+            else Jittered(trace.run_seed, max_delay=trace.jitter_max_delay or JITTER_MAX_DELAY)
         )
         result = await execute(store, trace.scenario, trace.faults, mode)
         tapes = {n: await store.list_events(t) for n, t in enumerate(result.task_ids, start=1)}

@@ -1,47 +1,30 @@
 """One run: a fresh task (or several), the scenario's runner and cancel plan, drain, oracle.
 
-:func:`execute` is the library call every mode, strategy, test and CLI command goes through.
+:class:`ScenarioTarget` is the reference harness's side of racetape's target seam
+(:mod:`racetape._target`): it builds each run's root coroutine and judges the settled run with
+the strand oracle. :func:`execute` is the library call every mode, strategy, test and CLI
+command goes through.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from harness.oracle import Violation, check_task
-from harness.scenario import CancelVia, RunnerShape, Scenario
+from harness.scenario import CRASH_DONE, DETAIL_KEYS, CancelVia, RunnerShape, Scenario
 from harness.windows import Window
-from racetape._control import checkpoint
+from racetape import point
 from racetape._engine.actors import current_tracker
-from racetape._engine.jitter import DEFAULT_MAX_DELAY, Jitter
-from racetape._engine.scheduler import Schedule, Scheduler, Strategy
+from racetape._engine.schedule import Schedule
+from racetape._target import Mode, play
 from reftask.faults import Fault
 from reftask.manager import RunContext, Runner, TaskFailed, TaskManager
 from reftask.store import TaskStore
 from reftask.stores.base import SqlTaskStore
-
-
-@dataclass(frozen=True)
-class Controlled:
-    """Controlled mode with this strategy (one instance per run)."""
-
-    strategy: Strategy
-    settle_timeout: float = 10.0
-
-
-@dataclass(frozen=True)
-class Jittered:
-    """Jitter mode: seeded delays, real OS scheduling."""
-
-    seed: int
-    max_delay: float = DEFAULT_MAX_DELAY
-    settle_timeout: float = 30.0
-
-
-Mode = Controlled | Jittered
 
 
 @dataclass
@@ -78,7 +61,7 @@ def make_runner(shape: RunnerShape, started: set[str]) -> Runner:
         detached = []
         for step in range(1, shape.progress + 1):
             for _ in range(shape.work):
-                await checkpoint("runner.work", task_id=ctx.task_id, step=step)
+                await point("runner.work", task_id=ctx.task_id, step=step)
             ctx.token.raise_if_cancelled()
             if shape.detached:
                 detached.append(asyncio.create_task(ctx.reporter.progress(step=step)))
@@ -95,7 +78,7 @@ def make_runner(shape: RunnerShape, started: set[str]) -> Runner:
 
 async def cancel(manager: TaskManager, window: Window, via: CancelVia) -> None:
     """A planned cancel: waits at ``cancel.fire`` until its window lets it go, then cancels."""
-    await checkpoint("cancel.fire", task_id=window.task_id, gate=window, via=via)
+    await point("cancel.fire", task_id=window.task_id, plan=window.key, via=via)
     await manager.cancel(window.task_id, via=via)
 
 
@@ -108,10 +91,10 @@ async def crash(
     Only this run's: runs share a database, and a restart that also repaired what earlier runs
     left (a fault can leave a task unfinished for good) would make a run's decisions depend on
     the runs before it, and a trace replay differently from how it was recorded."""
-    await checkpoint("crash.fire", task_id=window.task_id, gate=window)
+    await point("crash.fire", task_id=window.task_id, plan=window.key)
     tracker = current_tracker()
     assert tracker is not None, "a crash plan runs only under racetape's controllers"
-    await tracker.crash_others()
+    await tracker.crash_others(then=CRASH_DONE)
     await TaskManager(store, faults=faults).restart_cleanup(among=task_ids)
 
 
@@ -137,38 +120,81 @@ async def drive(
         asyncio.create_task(crash(manager.store, faults, crash_window, task_ids))  # noqa: RUF006
 
 
+def target_description(scenario: Scenario, faults: frozenset[Fault]) -> dict[str, Any]:
+    """What a trace records of a :class:`ScenarioTarget`: the scenario itself and the faults
+    (the adapter is the caller's: it is the store's kind, not the target's)."""
+    return {"scenario": scenario.to_toml_dict(), "faults": sorted(f.value for f in faults)}
+
+
+class ScenarioTarget:
+    """A scenario on an open store with a fault set: the reference harness's
+    :class:`racetape._target.Target`. Each run gets fresh task ids, windows and manager."""
+
+    def __init__(self, store: SqlTaskStore, scenario: Scenario, faults: frozenset[Fault]) -> None:
+        self.store = store
+        self.scenario = scenario
+        self.faults = faults
+
+    @property
+    def in_play(self) -> frozenset[str] | None:
+        return self.scenario.points
+
+    @property
+    def detail_keys(self) -> Sequence[str]:
+        return DETAIL_KEYS
+
+    def new_run(self) -> ScenarioRun:
+        return ScenarioRun(self)
+
+    def describe(self) -> dict[str, Any]:
+        return target_description(self.scenario, self.faults)
+
+
+class ScenarioRun:
+    """One run of a :class:`ScenarioTarget`: its tasks, its planned cancels and crash, and the
+    oracle's verdict on every task once the run settled."""
+
+    def __init__(self, target: ScenarioTarget) -> None:
+        scenario = target.scenario
+        self.target = target
+        self.task_ids = [uuid.uuid4().hex for _ in range(scenario.tasks)]
+        self.cancels = [
+            (Window(plan, self.task_ids[plan.task - 1], f"cancel{i}"), plan.via)
+            for i, plan in enumerate(scenario.cancels, start=1)
+        ]
+        self.crash_window = None
+        if scenario.crash is not None:
+            self.crash_window = Window(
+                scenario.crash, self.task_ids[scenario.crash.task - 1], "crash"
+            )
+        self.started: set[str] = set()
+        self.violations: list[Violation] = []
+
+    @property
+    def gates(self) -> list[Window]:
+        crash = [self.crash_window] if self.crash_window is not None else []
+        return [w for w, _ in self.cancels] + crash
+
+    def main(self) -> Coroutine[Any, Any, None]:
+        target = self.target
+        manager = TaskManager(target.store, faults=target.faults)
+        runner = make_runner(target.scenario.runner, self.started)
+        return drive(manager, runner, self.task_ids, self.cancels, self.crash_window, target.faults)
+
+    async def judge(self, schedule: Schedule) -> list[Violation]:
+        for task_id in self.task_ids:
+            row = await self.target.store.get_task(task_id)
+            tape = await self.target.store.list_events(task_id)
+            self.violations += check_task(row, tape, runner_started=task_id in self.started)
+        return self.violations
+
+
 async def execute(
     store: SqlTaskStore, scenario: Scenario, faults: frozenset[Fault], mode: Mode
 ) -> RunResult:
     """Run the scenario once on ``store`` (opened with ``faults``) and judge it once it settled."""
-    started_at = time.perf_counter()
-    task_ids = [uuid.uuid4().hex for _ in range(scenario.tasks)]
-    cancels = [(Window(plan, task_ids[plan.task - 1]), plan.via) for plan in scenario.cancels]
-    crash_window = None
-    if scenario.crash is not None:
-        crash_window = Window(scenario.crash, task_ids[scenario.crash.task - 1])
-    windows = [w for w, _ in cancels] + ([crash_window] if crash_window else [])
-    controller: Scheduler | Jitter
-    if isinstance(mode, Controlled):
-        controller = Scheduler(
-            mode.strategy, in_play=scenario.points, settle_timeout=mode.settle_timeout
-        )
-    else:
-        controller = Jitter(mode.seed, max_delay=mode.max_delay, settle_timeout=mode.settle_timeout)
-    for window in windows:
-        controller.watch(window)
-    manager = TaskManager(store, faults=faults)
-    started: set[str] = set()
-    runner = make_runner(scenario.runner, started)
-    schedule = await controller.run(drive(manager, runner, task_ids, cancels, crash_window, faults))
-    violations: list[Violation] = []
-    if schedule.outcome == "settled":
-        for task_id in task_ids:
-            row = await store.get_task(task_id)
-            tape = await store.list_events(task_id)
-            violations += check_task(row, tape, runner_started=task_id in started)
+    played = await play(ScenarioTarget(store, scenario, faults), mode)
+    run, schedule = played.run, played.schedule
     landings = [d.landing for d in schedule.decisions if d.landing is not None]
     landings += [e["landing"] for e in schedule.timeline if e["event"] == "fire"]
-    return RunResult(
-        violations, schedule, task_ids, landings, time.perf_counter() - started_at, started
-    )
+    return RunResult(run.violations, schedule, run.task_ids, landings, played.elapsed, run.started)

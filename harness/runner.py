@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
-import hashlib
 import multiprocessing
 import multiprocessing.util
 import signal
@@ -28,11 +27,12 @@ from typing import Any
 
 from harness.adapters import Database
 from harness.files import write_json_atomic
-from harness.run import Controlled, Jittered, Mode, RunResult, execute
+from harness.run import RunResult, execute
 from harness.scenario import Scenario
 from harness.traces import trace_document
-from racetape._engine.jitter import DEFAULT_MAX_DELAY
-from racetape._engine.strategies import PctStrategy, PrefixStrategy, RandomStrategy, next_prefix
+from racetape._engine.jitter import JITTER_MAX_DELAY
+from racetape._engine.strategies import ExhaustiveSearch, per_run_strategy, run_seed
+from racetape._target import Controlled, Jittered, Mode
 from reftask.faults import Fault, fault_set_label
 
 
@@ -65,7 +65,7 @@ class Settings:
     budget: float | None = None
     settle_timeout: float = 10.0
     pct_depth: int = 3
-    jitter_max_delay: float = DEFAULT_MAX_DELAY
+    jitter_max_delay: float = JITTER_MAX_DELAY
     max_traces: int = 5
     traces_dir: Path = Path("reports/traces")
     pg_dsn: str | None = None
@@ -99,11 +99,6 @@ class GroupResult:
     traces: list[str] = field(default_factory=list)
 
 
-def run_seed(seed: int, index: int) -> int:
-    digest = hashlib.sha256(f"racetape:{seed}:{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
-
-
 def shard_indices(runs: int, shard: tuple[int, int]) -> list[int]:
     k, n = shard
     return [i for i in range(runs) if i % n == k - 1]
@@ -112,11 +107,8 @@ def shard_indices(runs: int, shard: tuple[int, int]) -> list[int]:
 def mode_for(strategy: str, seed: int, settings: Settings) -> Mode:
     if strategy == "jitter":
         return Jittered(seed, max_delay=settings.jitter_max_delay)
-    if strategy == "random":
-        return Controlled(RandomStrategy(seed), settings.settle_timeout)
-    if strategy == "pct":
-        return Controlled(PctStrategy(seed, depth=settings.pct_depth), settings.settle_timeout)
-    raise ValueError(f"strategy {strategy!r} has no per-run mode")
+    chosen = per_run_strategy(strategy, seed, pct_depth=settings.pct_depth)
+    return Controlled(chosen, settings.settle_timeout)
 
 
 def _record(
@@ -175,7 +167,7 @@ async def run_indices(
     return records
 
 
-async def explore(
+async def run_exhaustive(
     db: Database,
     group: Group,
     settings: Settings,
@@ -189,9 +181,11 @@ async def explore(
     """
     store = await db.store(group.faults)
     records: list[RunRecord] = []
-    prefix: list[int] | None = []
-    while prefix is not None and len(records) < settings.runs and not should_stop():
-        strategy = PrefixStrategy(prefix)
+    search = ExhaustiveSearch()
+    while len(records) < settings.runs and not should_stop():
+        strategy = search.next_strategy()
+        if strategy is None:
+            break
         result = await execute(
             store, group.scenario, group.faults, Controlled(strategy, settings.settle_timeout)
         )
@@ -205,8 +199,8 @@ async def explore(
         on_record(record)
         if result.schedule.outcome == "diverged":
             break
-        prefix = next_prefix(strategy.taken)
-    return records, prefix is None
+        search.ran(strategy)
+    return records, search.exhausted
 
 
 # -- jobs: in this process or over worker processes ------------------------------------------
@@ -414,7 +408,7 @@ def run_groups(
     interrupted = False
     try:
         exhaustive = [g for g in groups if g.strategy == "exhaustive"]
-        interrupted = _run_exhaustive(exhaustive, settings, results, keep, over_budget)
+        interrupted = _run_exhaustive_groups(exhaustive, settings, results, keep, over_budget)
         if not interrupted:
             size = max(1, min(25, len(indices) // (settings.workers * 4) or 1))
             if settings.budget is not None:
@@ -445,7 +439,7 @@ def run_groups(
     return [results[g] for g in groups]
 
 
-def _run_exhaustive(
+def _run_exhaustive_groups(
     groups: Sequence[Group],
     settings: Settings,
     results: dict[Group, GroupResult],
@@ -457,7 +451,7 @@ def _run_exhaustive(
 
     async def work(database: Callable[[str], Database]) -> None:
         for group in groups:
-            _, exhausted = await explore(
+            _, exhausted = await run_exhaustive(
                 database(group.adapter),
                 group,
                 settings,

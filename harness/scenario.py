@@ -1,8 +1,10 @@
-"""Scenarios: TOML files in ``scenarios/``, one race or stress shape each; data, not code.
+"""Scenarios: TOML files, one race or stress shape each; data, not code. The catalog is
+``harness/scenarios/`` (package data); a ``scenarios/`` folder in the current directory comes
+first.
 
 Loading validates everything: an unknown key, a wrong type, an unknown point, fault or cancel
 window is a :class:`ScenarioError` whose one-line message names the file, the key and what is
-allowed. See ``scenarios/README.md`` for the format.
+allowed. See ``harness/scenarios/README.md`` for the format.
 """
 
 from __future__ import annotations
@@ -13,16 +15,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from racetape._control import POINTS
 from reftask.faults import Fault
+from reftask.points import POINTS
+
+CRASH_DONE = "crash.done"
+"""Where a planned crash's restarting actor waits while the crashed actors die."""
 
 HARNESS_POINTS: dict[str, str] = {
     "runner.work": "the scenario runner's work between steps (an await of its own)",
     "cancel.fire": "a planned cancel, waiting for its window; always in play",
     "crash.fire": "a planned crash of the manager's process, waiting for its window; in play",
-    "crash.done": "the crashed manager's actors are gone; the restart has not begun",
+    CRASH_DONE: "the crashed manager's actors are gone; the restart has not begun",
 }
 """Points the harness itself reaches, beside the reference system's :data:`POINTS`."""
+
+DETAIL_KEYS = ("kind", "status", "via", "step")
+"""The info keys that tell two visits of one point apart in a decision's detail (a trace's
+``detail``, which a replay checks): the write's kind, the status written, the cancel's way in,
+the runner's step. Never ``task_id``, drawn afresh each run."""
 
 KNOWN_POINTS = frozenset(POINTS) | frozenset(HARNESS_POINTS)
 
@@ -302,8 +312,9 @@ def load_scenario(path: Path) -> Scenario:
 
 
 def default_scenario_dir() -> Path:
-    """The project's ``scenarios/`` folder (beside the ``harness`` package in a checkout)."""
-    return Path(__file__).resolve().parent.parent / "scenarios"
+    """The catalog: the ``scenarios`` folder inside the ``harness`` package (package data, so an
+    installed racetape finds it as a checkout does)."""
+    return Path(__file__).resolve().parent / "scenarios"
 
 
 def scenario_dirs() -> list[Path]:

@@ -1,10 +1,10 @@
 """``racetape explore``: Hypothesis searches scenario shapes and schedules together.
 
 Each example draws a shape (:func:`harness.shapes.scenario_shapes`) and then the run's
-decisions (:class:`harness.drawn.DrawnStrategy`) from one ``st.data()``, runs it on one open
-store, and fails if the run strands or hangs. Each distinct failure (its set of strand kinds) is
-a bug of its own for Hypothesis, which shrinks shape and schedule together and replays the
-smallest example of each last: those runs become the findings. The catalog files are never
+decisions (:class:`racetape._engine.drawn.DrawnStrategy`) from one ``st.data()``, runs it on one
+open store, and fails if the run strands or hangs. Each distinct failure (its set of strand
+kinds) is a bug of its own for Hypothesis, which shrinks shape and schedule together and replays
+the smallest example of each last: those runs become the findings. The catalog files are never
 read: what is found is what the search reached.
 
 Failures are kept in Hypothesis's example database, namespaced by adapter and faults, and
@@ -24,11 +24,12 @@ from hypothesis.database import ExampleDatabase, InMemoryExampleDatabase
 
 from harness.adapters import Database
 from harness.files import write_json_atomic
-from harness.run import Controlled, RunResult, execute
+from harness.run import RunResult, execute
 from harness.scenario import Scenario
 from harness.shapes import named, scenario_file, scenario_shapes
 from harness.traces import trace_document
 from racetape._engine.drawn import DrawnStrategy, PropertyDatabase, deviations, seeded
+from racetape._target import Controlled
 from reftask.faults import Fault
 from reftask.stores.base import SqlTaskStore
 

@@ -33,8 +33,8 @@ from harness.scenario import (
     Scenario,
     parse_scenario,
 )
-from racetape._control import POINTS
 from reftask.faults import Fault, fault_set_label
+from reftask.points import POINTS
 
 MAX_TASKS = 2
 MAX_PROGRESS = 3

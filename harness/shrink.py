@@ -3,11 +3,11 @@ still strand the same way.
 
 The property Hypothesis searches for is "this run strands with the same kinds, on the same
 tasks, as the recorded one". The recorded run is translated into the choices a
-:class:`~harness.drawn.DrawnStrategy` would draw to make it again, and handed to Hypothesis as
-the first example of its database; Hypothesis then shrinks it (phases reuse and shrink only) and
-replays the smallest failing example last, which is the run kept here. Any controlled trace can
-be shrunk, whatever strategy recorded it; a jitter trace records delays, not decisions, and
-cannot.
+:class:`~racetape._engine.drawn.DrawnStrategy` would draw to make it again, and handed to
+Hypothesis as the first example of its database; Hypothesis then shrinks it (phases reuse and
+shrink only) and replays the smallest failing example last, which is the run kept here. Any
+controlled trace can be shrunk, whatever strategy recorded it; a jitter trace records delays,
+not decisions, and cannot.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.database import ExampleDatabase, InMemoryExampleDatabase
 
 from harness.adapters import Database
-from harness.run import Controlled, RunResult, execute
+from harness.run import RunResult, execute
 from harness.traces import Trace, describe_kinds, kinds_of, trace_document
 from racetape._engine.drawn import (
     DrawnStrategy,
@@ -32,6 +32,7 @@ from racetape._engine.drawn import (
     seeded,
 )
 from racetape._engine.strategies import ReplayStrategy
+from racetape._target import Controlled
 from reftask.stores.base import SqlTaskStore
 
 SHRUNK_STRATEGY = "hypothesis"

@@ -3,7 +3,7 @@
 A trace embeds the scenario itself (not a path to it), the adapter, the faults, the mode and its
 seeds, the decision list, and the outcome it led to. Replaying a controlled trace follows the
 decision list and reaches the same interleaving; replaying a jitter trace reuses its seed, which
-fixes the delays only (see :mod:`harness.jitter`).
+fixes the delays only (see :mod:`racetape._engine.jitter`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from harness.adapters import ADAPTERS
 from harness.files import read_json
-from harness.run import RunResult
+from harness.run import RunResult, target_description
 from harness.scenario import Scenario, ScenarioError, parse_scenario
 from reftask.faults import Fault, UnknownFaultError, parse_faults
 
@@ -99,9 +99,8 @@ def trace_document(
 ) -> dict[str, Any]:
     return {
         "schema": TRACE_SCHEMA,
-        "scenario": scenario.to_toml_dict(),
+        **target_description(scenario, faults),
         "adapter": adapter,
-        "faults": sorted(f.value for f in faults),
         "strategy": strategy,
         "seed": seed,
         "run": run,

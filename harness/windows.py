@@ -29,9 +29,9 @@ import asyncio
 from collections import Counter
 from typing import Protocol
 
-from harness.scenario import Scenario
+from harness.scenario import DETAIL_KEYS, Scenario
 from racetape._control import PointInfo
-from racetape._engine.scheduler import describe
+from racetape._engine.schedule import describe
 
 WRITE_POINTS = ("write.enter", "append.begin", "append.locked", "append.done")
 SUB_WINDOWS = dict(
@@ -53,9 +53,13 @@ class Plan(Protocol):
 
 
 class Window:
-    def __init__(self, plan: Plan, task_id: str) -> None:
+    """One plan's gate (see :class:`racetape._engine.schedule.Gate`). It guards the actor that
+    reaches a point with ``plan=key``: keys are unique within a run."""
+
+    def __init__(self, plan: Plan, task_id: str, key: str) -> None:
         self.plan = plan
         self.task_id = task_id
+        self.key = key
         self.opened = asyncio.Event()  # for the jitter controller, which waits instead of gating
         self._writes: Counter[str] = Counter()
         self._write_of: dict[str, str] = {}  # write actor -> "kind#n"
@@ -68,6 +72,12 @@ class Window:
     @property
     def is_open(self) -> bool:
         return self.opened.is_set()
+
+    async def wait_open(self) -> None:
+        await self.opened.wait()
+
+    def guards(self, actor: str, point: str, info: PointInfo) -> bool:
+        return info.get("plan") == self.key
 
     def observe(self, actor: str, point: str, info: PointInfo) -> None:
         if info.get("task_id") != self.task_id:
@@ -123,7 +133,7 @@ class Window:
             actor = writes[-1]
             return f"{self._write_of[actor]}:{SUB_WINDOWS[self._where[actor][0]]}"
         point, info = self._where[run]
-        return f"run:{describe(point, info)}"
+        return f"run:{describe(point, info, DETAIL_KEYS)}"
 
 
 def possible_landings(scenario: Scenario, plan: Plan) -> list[str] | None:
@@ -148,7 +158,7 @@ def possible_landings(scenario: Scenario, plan: Plan) -> list[str] | None:
         return [f"{kind}#{n}:{sub}" for point, sub in SUB_WINDOWS.items() if decided(point)]
 
     def run(point: str, **info: object) -> list[str]:
-        return [f"run:{describe(point, info)}"] if decided(point) else []
+        return [f"run:{describe(point, info, DETAIL_KEYS)}"] if decided(point) else []
 
     shape = scenario.runner
     final = _FINAL_STATUS[shape.outcome]

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from harness.oracle import check_task
-from racetape._control import controlled
+from racetape._control import under_controller
 from reftask.faults import Fault
 from reftask.manager import RunContext, TaskManager
 from reftask.models import EventKind, NewEvent, TaskRecord, TaskStatus
@@ -66,7 +66,7 @@ async def concurrent_appends_keep_seq_unique(open_store: StoreFactory, faults: F
     await store_a.create_task(task_id)
     gates = Gates()
     held = gates.hold("append.locked", task_id=task_id)
-    with controlled(gates):
+    with under_controller(gates):
         first = asyncio.create_task(store_a.append_event(task_id, _progress(1)))
         await held.arrived()
         second = asyncio.create_task(store_b.append_event(task_id, _progress(2)))
@@ -90,7 +90,7 @@ async def late_progress_lands_after_cancel(open_store: StoreFactory, faults: Fau
     gates = Gates()
     thread_held = gates.hold("write.enter", kind="progress")
     late_write = gates.hold("append.done", kind="progress")
-    with controlled(gates):
+    with under_controller(gates):
         task_id = await manager.submit(one_progress)
     await thread_held.arrived()
     assert await manager.cancel(task_id)
@@ -127,7 +127,7 @@ async def final_comes_after_terminal_status(open_store: StoreFactory, faults: Fa
     thread_held = gates.hold("write.enter", kind="progress")
     final_held = gates.hold("final.appended")
     late_write = gates.hold("append.done", kind="progress")
-    with controlled(gates):
+    with under_controller(gates):
         task_id = await manager.submit(one_progress)
     await thread_held.arrived()
     await manager.cancel(task_id)
@@ -158,7 +158,7 @@ async def cancel_while_finishing_changes_nothing(open_store: StoreFactory, fault
     manager = TaskManager(store, faults=faults)
     gates = Gates()
     finishing = gates.hold("status.committed", status="SUCCEEDED")
-    with controlled(gates):
+    with under_controller(gates):
         task_id = await manager.submit(one_progress)
     await finishing.arrived()
     await manager.cancel(task_id)

@@ -1,6 +1,6 @@
 """A small controller for deterministic tests: it records points and holds the ones asked for.
 
-It honours the lock contract of :mod:`reftask.control`: an actor at a point that ``acquires`` a
+It honours the lock contract of :mod:`racetape._control`: an actor at a point that ``acquires`` a
 lock another actor ``holds`` waits in the controller (visibly, see :meth:`Gates.lock_waiters`)
 instead of blocking inside the database.
 """

@@ -15,7 +15,8 @@ import pytest
 from harness import bench
 from harness.adapters import Database
 from harness.oracle import check_task
-from racetape._control import checkpoint, controlled
+from racetape import point
+from racetape._control import under_controller
 from reftask.models import EventKind, NewEvent
 from reftask.stores.sqlite import SqliteStore
 from tests.test_cli import racetape
@@ -143,9 +144,9 @@ def test_the_floor_makes_the_store_calls_of_one_run_and_reaches_no_control_point
         recorder = Recorder()
         try:
             store = await db.store()
-            with controlled(recorder):
+            with under_controller(recorder):
                 task_id = await bench.bare_run(store)
-                await checkpoint("probe")  # the recorder is live: it sees this one
+                await point("probe")  # the recorder is live: it sees this one
             row, tape = await store.get_task(task_id), await store.list_events(task_id)
             return recorder.points, row.status.value, [e.kind for e in tape]
         finally:

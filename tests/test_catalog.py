@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from harness.results import possible_windows
-from harness.run import Controlled, execute
-from harness.runner import Group, Settings, explore, run_seed
+from harness.run import execute
+from harness.runner import Group, Settings, run_exhaustive
 from harness.scenario import Scenario, find_scenarios, resolve_scenario
-from racetape._engine.strategies import PctStrategy, RandomStrategy
+from racetape._engine.strategies import PctStrategy, RandomStrategy, run_seed
+from racetape._target import Controlled
 from reftask.faults import Fault
 from tests.conftest import StoreFactory
 
@@ -62,12 +63,12 @@ async def test_exhaustive_covers_every_cancel_window(
     group = Group(scenario, adapter, frozenset(), "exhaustive")
 
     class OneDatabase:
-        """explore() asks a Database for its store; this one hands out the test's store."""
+        """run_exhaustive() asks a Database for its store; this one hands out the test's store."""
 
         async def store(self, faults: frozenset[Fault]) -> object:
             return await store_factory()
 
-    records, exhausted = await explore(OneDatabase(), group, Settings(runs=500))  # type: ignore[arg-type]
+    records, exhausted = await run_exhaustive(OneDatabase(), group, Settings(runs=500))  # type: ignore[arg-type]
     assert exhausted
     covered = {landing for record in records for landing in record.landings}
     assert covered == set(possible_windows(scenario) or [])

@@ -1,4 +1,5 @@
-"""Control points: free without a controller, seen from the loop and from worker threads."""
+"""Control points: free without a controller, seen from the loop and from worker threads; reftask's
+catalog names exactly the points its code reaches."""
 
 from __future__ import annotations
 
@@ -10,15 +11,10 @@ from pathlib import Path
 import pytest
 
 import reftask
-from racetape._control import (
-    POINTS,
-    PointInfo,
-    checkpoint,
-    checkpoint_blocking,
-    controlled,
-    current_controller,
-)
+from racetape import point, point_blocking
+from racetape._control import PointInfo, current_controller, under_controller
 from reftask.manager import TaskManager
+from reftask.points import POINTS
 from reftask.stores.base import SqlTaskStore
 from tests.checks import one_progress, wait_for_final
 
@@ -43,26 +39,26 @@ class Recorder:
 
 def test_without_controller_a_point_never_suspends() -> None:
     assert current_controller() is None
-    point = checkpoint("run.before_try", task_id="x")
+    reached = point("run.before_try", task_id="x")
     with pytest.raises(StopIteration):  # it finished in its first step: it never yielded
-        point.send(None)
-    with controlled(None):
-        checkpoint_blocking("write.enter", task_id="x")  # returns: no controller to block in
+        reached.send(None)
+    with under_controller(None):
+        point_blocking("write.enter", task_id="x")  # returns: no controller to block in
     assert current_controller() is None
 
 
 async def test_controller_sees_every_point_of_a_run_on_the_right_side(store: SqlTaskStore) -> None:
     recorder = Recorder()
     manager = TaskManager(store)
-    with controlled(recorder):
+    with under_controller(recorder):
         task_id = await manager.submit(one_progress)
     await wait_for_final(manager, task_id, 10)
     names = [p for p, _, _ in recorder.seen]
     assert names[:3] == ["create.begin", "create.done", "run.before_try"]
     assert names[-1] == "final.appended"
     assert names.count("write.enter") == 2  # task_started and one progress
-    for point, side, info in recorder.seen:
-        assert side == POINTS[point].side, f"{point} reached on the {side}"
+    for name, side, info in recorder.seen:
+        assert side == POINTS[name].side, f"{name} reached on the {side}"
         assert info["task_id"] == task_id
     writes = [info["kind"] for p, _, info in recorder.seen if p == "write.enter"]
     assert writes == ["task_started", "progress"]
@@ -73,7 +69,7 @@ async def test_controller_sees_every_point_of_a_run_on_the_right_side(store: Sql
 async def test_controller_is_scoped_to_its_context(store: SqlTaskStore) -> None:
     recorder = Recorder()
     manager = TaskManager(store)
-    with controlled(recorder):
+    with under_controller(recorder):
         pass
     task_id = await manager.submit(one_progress)
     await wait_for_final(manager, task_id, 10)
@@ -87,7 +83,7 @@ async def test_a_controller_can_raise_at_a_point(store: SqlTaskStore) -> None:
                 raise LookupError("refused")
 
     manager = TaskManager(store)
-    with controlled(Refuses()), pytest.raises(LookupError):
+    with under_controller(Refuses()), pytest.raises(LookupError):
         await manager.store.set_status("anything", reftask.TaskStatus.RUNNING)
 
 
@@ -98,7 +94,7 @@ def _point_names_in_source() -> set[str]:
             if (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Name)
-                and node.func.id in ("checkpoint", "checkpoint_blocking")
+                and node.func.id in ("point", "point_blocking")
                 and node.args
                 and isinstance(node.args[0], ast.Constant)
                 and isinstance(node.args[0].value, str)

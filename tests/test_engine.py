@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
-from harness.run import Controlled, Jittered, RunResult, execute
-from harness.runner import run_seed
+from harness.run import RunResult, execute
 from harness.scenario import Scenario, find_scenarios, parse_scenario, resolve_scenario
-from racetape._control import checkpoint
+from racetape import point
 from racetape._engine.actors import TrackedExecutor, install_loop_hooks
 from racetape._engine.jitter import Jitter
 from racetape._engine.scheduler import Scheduler
@@ -25,7 +24,9 @@ from racetape._engine.strategies import (
     PrefixStrategy,
     RandomStrategy,
     next_prefix,
+    run_seed,
 )
+from racetape._target import Controlled, Jittered
 from reftask.faults import Fault
 from reftask.manager import Reporter
 from reftask.models import EventKind
@@ -191,7 +192,7 @@ async def test_an_actor_that_waits_on_another_is_reported_hung_with_its_name() -
     never = asyncio.Event()
 
     async def waits_forever() -> None:
-        await checkpoint("runner.work", task_id="t")
+        await point("runner.work", task_id="t")
         await never.wait()
 
     scheduler = Scheduler(FifoStrategy(), settle_timeout=0.3)
@@ -205,17 +206,17 @@ async def test_an_actor_that_waits_on_another_is_reported_hung_with_its_name() -
 
 
 async def test_an_actor_is_not_let_go_into_a_lock_another_holds() -> None:
-    """The lock contract of reftask.control, on a toy pair of actors."""
+    """The lock contract of racetape._control, on a toy pair of actors."""
     order: list[str] = []
 
     async def holder() -> None:
-        await checkpoint("append.begin", task_id="t", acquires="L")
-        await checkpoint("append.locked", task_id="t", holds="L")
+        await point("append.begin", task_id="t", acquires="L")
+        await point("append.locked", task_id="t", holds="L")
         order.append("holder commits")
-        await checkpoint("append.done", task_id="t")
+        await point("append.done", task_id="t")
 
     async def other() -> None:
-        await checkpoint("status.begin", task_id="t", acquires="L")
+        await point("status.begin", task_id="t", acquires="L")
         order.append("other takes the lock")
 
     async def main() -> None:

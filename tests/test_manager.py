@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from racetape._control import controlled
+from racetape._control import under_controller
 from reftask.faults import Fault
 from reftask.manager import RunContext, TaskFailed, TaskManager
 from reftask.models import TaskStatus, UnknownTaskError
@@ -65,7 +65,7 @@ async def test_token_cancel_ends_cancelled(store: SqlTaskStore) -> None:
     manager = TaskManager(store)
     gates = Gates()
     first_write = gates.hold("write.enter", kind="progress")
-    with controlled(gates):
+    with under_controller(gates):
         task_id = await manager.submit(three_progress)
     await first_write.arrived()
     assert await manager.cancel(task_id, via="token")
@@ -103,7 +103,7 @@ async def test_worker_thread_outlives_its_cancelled_awaiter(store_factory: Store
     gates = Gates()
     thread_held = gates.hold("write.enter", kind="progress")
     landed = gates.hold("append.done", kind="progress")
-    with controlled(gates):
+    with under_controller(gates):
         task_id = await manager.submit(one_progress)
     await thread_held.arrived()
     await manager.cancel(task_id)

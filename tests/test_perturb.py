@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from harness.run import Controlled, execute
-from harness.runner import run_seed
+from harness.run import execute
 from harness.scenario import resolve_scenario
 from racetape._engine.perturb import Perturbation, PerturbingEventLoop, derive_seed
 from racetape._engine.scheduler import Scheduler
-from racetape._engine.strategies import FifoStrategy, RandomStrategy
+from racetape._engine.strategies import FifoStrategy, RandomStrategy, run_seed
+from racetape._target import Controlled
 from reftask.stores.sqlite import SqliteStore
 
 

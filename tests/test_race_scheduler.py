@@ -16,8 +16,10 @@ import asyncio
 import pytest
 
 from harness.oracle import check_task
-from racetape._controlled import ControlledRuns, point, strategy_named
-from racetape._engine.scheduler import Schedule
+from racetape import point
+from racetape._controlled import ControlledRuns
+from racetape._engine.schedule import Schedule
+from racetape._engine.strategies import per_run_strategy
 from reftask.faults import Fault
 from reftask.manager import RunContext, TaskManager
 from reftask.stores.base import SqlTaskStore
@@ -109,7 +111,9 @@ async def test_with_the_guard_the_same_seeds_find_nothing(
 
 
 def test_strategies_are_named_and_an_unknown_name_says_which_exist() -> None:
-    assert strategy_named("pct", 3).name == "pct"
-    assert strategy_named("fifo", 0).name == "fifo"
+    assert per_run_strategy("pct", 3).name == "pct"
+    assert per_run_strategy("fifo", 0).name == "fifo"
     with pytest.raises(ValueError, match="strategies: random, pct, fifo"):
-        strategy_named("dfs", 0)
+        per_run_strategy("dfs", 0)
+    with pytest.raises(ValueError, match="'exhaustive' has no per-run strategy"):
+        per_run_strategy("exhaustive", 0)

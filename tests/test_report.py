@@ -5,6 +5,7 @@ The HTML page in a real browser is in ``test_report_browser.py``.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import copy
 import json
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 
+import harness
 from harness.cli import main
 from harness.replay import replay
 from harness.report import (
@@ -338,6 +340,14 @@ def test_emitted_test_fails_on_the_faulty_manager_and_passes_on_the_fixed_one(
     emitted = tmp_path / "test_late_progress_race.py"
     assert main(["replay", str(trace), "--emit-test", str(emitted)]) == 0
     assert "TRACE = {" in emitted.read_text()
+    imported = [
+        (getattr(node, "module", None), alias.name)
+        for node in ast.walk(ast.parse(emitted.read_text()))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+        if getattr(node, "module", None) != "__future__"
+    ]
+    assert imported == [("harness", name) for name in harness.__all__]  # the public API only
     trace.unlink()  # standalone: the trace is inside the test
     faulty = _pytest(emitted)
     assert faulty.returncode == 1, faulty.stdout

@@ -20,13 +20,13 @@ import pytest
 from harness.adapters import Database
 from harness.cli import main
 from harness.replay import replay
-from harness.run import Controlled, RunResult, execute
-from harness.runner import run_seed
+from harness.run import RunResult, execute
 from harness.scenario import Scenario, parse_scenario, resolve_scenario
 from harness.shrink import SHRUNK_STRATEGY, ShrinkError, Shrunk, check_shrinkable, shrink_on
 from harness.traces import kinds_of, load_trace, trace_document
 from racetape._engine.drawn import deviations, drawn_choices
-from racetape._engine.strategies import RandomStrategy
+from racetape._engine.strategies import RandomStrategy, run_seed
+from racetape._target import Controlled
 from reftask.faults import Fault
 from tests.conftest import StoreLocation
 

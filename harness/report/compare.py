@@ -6,7 +6,7 @@ before/after of a fix as racetape models it (the fault switched on, then off), a
 shows both fault sets. A group found on one side only is listed, without a verdict.
 
 The CI gate: :attr:`Comparison.worse` is true when any pair got significantly worse (two-sided
-Fisher exact test at 95%; ``harness.stats.compare``).
+Fisher exact test at 95%; ``racetape._stats.compare``).
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """A found race as a permanent test: a standalone pytest file that replays one trace.
 
 The file embeds the whole trace (scenario, decisions, recorded outcome), so it needs nothing
-but an installed racetape. It replays the recorded decisions on the chosen adapter and asserts
-the invariant: the run settles and no task is stranded. The faults it switches on are the
+but an installed racetape, and it imports only the public
+:func:`harness.check_recorded_interleaving` (in ``harness.__all__``), so no move of the modules
+behind it breaks a committed test. It replays the recorded decisions on the chosen adapter and
+asserts the invariant: the run settles and no task is stranded. The faults it switches on are the
 recorded ones unless ``RACETAPE_FAULTS`` names others (``none`` for none): as emitted it fails
 on the faulty manager, and passes on a manager fixed so that interleaving strands nothing
 (``RACETAPE_FAULTS=none`` shows the fixed reference manager).

@@ -1,7 +1,7 @@
 """Per-group numbers every report shows: strands of runs, rate, exact bounds, the replay command.
 
 One place computes them, so the Markdown, HTML, JUnit and compare outputs cannot disagree.
-Bounds are exact Clopper-Pearson (:mod:`harness.stats`): the one-sided 95% upper bound is the
+Bounds are exact Clopper-Pearson (:mod:`racetape._stats`): the one-sided 95% upper bound is the
 number to quote beside "k of n" (0 of n gives about 3/n); the two-sided interval is for plots.
 """
 

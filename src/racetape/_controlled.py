@@ -3,14 +3,15 @@
 :class:`ControlledRuns` is what the pytest fixture ``race_scheduler`` gives a test. The test
 writes the scenario as a coroutine (set up a :class:`reftask.manager.TaskManager`, submit, start
 a canceller, ...) and runs it with a strategy and a seed; every task it spawns and every
-``asyncio.to_thread`` job is an actor, and the returned :class:`harness.scheduler.Schedule`
-holds the decisions (by actor name) and how the run ended. The same strategy and seed give the
-same decisions; :meth:`ControlledRuns.replay` repeats a recorded list.
+``asyncio.to_thread`` job is an actor, and the returned
+:class:`racetape._engine.scheduler.Schedule` holds the decisions (by actor name) and how the run
+ended. The same strategy and seed give the same decisions; :meth:`ControlledRuns.replay`
+repeats a recorded list.
 
-The scheduler's rules hold (see :mod:`harness.scheduler`): the coroutine must not await an actor
-it started (start it and return, as ``harness.run.drive`` does), and code with no control point
-runs as one step. :func:`point` adds a decision of the test's own, e.g. right before a cancel,
-so the strategy chooses when the cancel lands.
+The scheduler's rules hold (see :mod:`racetape._engine.scheduler`): the coroutine must not await
+an actor it started (start it and return, as ``harness.run.drive`` does), and code with no
+control point runs as one step. :func:`racetape.point` adds a decision of the test's own, e.g.
+right before a cancel, so the strategy chooses when the cancel lands.
 """
 
 from __future__ import annotations
@@ -19,29 +20,9 @@ from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from racetape._control import checkpoint
-from racetape._engine.scheduler import Schedule, Scheduler, Strategy
-from racetape._engine.strategies import FifoStrategy, PctStrategy, RandomStrategy, ReplayStrategy
-
-STRATEGY_NAMES = ("random", "pct", "fifo")
-
-
-def strategy_named(name: str, seed: int, *, pct_depth: int = 3) -> Strategy:
-    """The strategy ``name`` (one of :data:`STRATEGY_NAMES`), seeded."""
-    if name == "random":
-        return RandomStrategy(seed)
-    if name == "pct":
-        return PctStrategy(seed, depth=pct_depth)
-    if name == "fifo":
-        return FifoStrategy()
-    raise ValueError(f"unknown strategy {name!r}; strategies: {', '.join(STRATEGY_NAMES)}")
-
-
-async def point(name: str, /, **info: object) -> None:
-    """A decision point of the caller's own: under :class:`ControlledRuns` the caller waits here
-    until the strategy lets it go; anywhere else it returns at once."""
-    info.setdefault("task_id", None)
-    await checkpoint(name, **info)
+from racetape._engine.schedule import Schedule, Strategy
+from racetape._engine.scheduler import Scheduler
+from racetape._engine.strategies import ReplayStrategy, per_run_strategy
 
 
 @dataclass(frozen=True)
@@ -59,7 +40,7 @@ class ControlledRuns:
         points: Iterable[str] | None = None,
     ) -> Schedule:
         """Run ``main`` once; ``points`` limits the decisions to those points (default: all)."""
-        chosen = strategy_named(strategy, seed) if isinstance(strategy, str) else strategy
+        chosen = per_run_strategy(strategy, seed) if isinstance(strategy, str) else strategy
         scheduler = Scheduler(chosen, in_play=points, settle_timeout=self.settle_timeout)
         return await scheduler.run(main)
 

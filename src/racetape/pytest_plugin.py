@@ -228,7 +228,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def race_scheduler() -> ControlledRuns:
     """Runs a coroutine under racetape's controlled scheduler: ``await
     race_scheduler.run(main(), strategy="random", seed=3)`` returns the Schedule (decisions by
-    actor name, outcome); see :mod:`harness.controlled`."""
+    actor name, outcome); see :mod:`racetape._controlled`."""
     from racetape._controlled import ControlledRuns
 
     return ControlledRuns()

@@ -4,7 +4,7 @@ It is a small, real system: tasks stored in SQLite (aiosqlite) or Postgres (asyn
 per task whose last event is always ``final``, progress written from worker threads through
 ``asyncio.to_thread`` exactly as in the pull request racetape was built from, and named faults that
 put back the bugs that pull request found. It knows nothing of racetape's engine: it only calls
-the named control points of :mod:`reftask.control`.
+the named control points of :mod:`reftask.points`, through :func:`racetape.point`.
 """
 
 from reftask.faults import Fault, UnknownFaultError, parse_faults

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from racetape._control import checkpoint, checkpoint_blocking
+from racetape import point, point_blocking
 from reftask.faults import Fault
 from reftask.models import EventKind, NewEvent, TaskRecord, TaskStatus, UnknownTaskError
 from reftask.store import TaskStore
@@ -77,7 +77,7 @@ class Reporter:
 
     def _write(self, kind: EventKind, body: dict[str, Any]) -> int:
         """Runs in a worker thread."""
-        checkpoint_blocking("write.enter", task_id=self._task_id, kind=kind.value)
+        point_blocking("write.enter", task_id=self._task_id, kind=kind.value)
         event: NewEvent = {"kind": kind.value, "body": body}
         append = self._store.append_event(self._task_id, event)
         return asyncio.run_coroutine_threadsafe(append, self._loop).result()
@@ -144,7 +144,7 @@ class TaskManager:
             handle.token.cancel()
         else:
             handle.run_task.cancel()
-        await checkpoint("cancel.delivered", task_id=task_id, via=via)
+        await point("cancel.delivered", task_id=task_id, via=via)
         if (
             via == "task"
             and not handle.entered
@@ -198,7 +198,7 @@ class TaskManager:
             raise UnknownTaskError(task_id) from None
 
     async def _run(self, handle: _Handle) -> None:
-        await checkpoint("run.before_try", task_id=handle.task_id)
+        await point("run.before_try", task_id=handle.task_id)
         handle.entered = True
         reporter = Reporter(self._store, handle.task_id, asyncio.get_running_loop())
         try:
@@ -223,12 +223,12 @@ class TaskManager:
         final = _final(status, **body)
         if Fault.FINAL_BEFORE_STATUS in self._faults:
             await self._store.append_event(handle.task_id, final)
-            await checkpoint("final.appended", task_id=handle.task_id, status=status.value)
+            await point("final.appended", task_id=handle.task_id, status=status.value)
             await self._store.set_status(handle.task_id, status)
         else:
             await self._store.set_status(handle.task_id, status)
             await self._store.append_event(handle.task_id, final)
-            await checkpoint("final.appended", task_id=handle.task_id, status=status.value)
+            await point("final.appended", task_id=handle.task_id, status=status.value)
         handle.done.set()
 
 

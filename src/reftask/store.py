@@ -26,7 +26,7 @@ class TaskStore(Protocol):
     * ``list_unfinished`` returns the ids of the tasks a crash may have left unfinished, oldest
       first: rows still PENDING or RUNNING, and terminal rows with no ``final`` on their tape
       (the manager died between committing the status and appending ``final``).
-    * Every write reaches the control points of :mod:`reftask.control` (``create.*``,
+    * Every write reaches the control points of :mod:`reftask.points` (``create.*``,
       ``status.*``, ``append.*``), declaring the lock it takes with ``acquires`` and the lock it
       holds with ``holds``; each write ends at a point that holds no lock.
     * Operations on an unknown task id raise :class:`UnknownTaskError`.

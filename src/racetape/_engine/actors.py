@@ -99,8 +99,8 @@ class EngineError(RuntimeError):
 
 def _label(target: object) -> str:
     # asyncio.to_thread submits functools.partial(Context.run, func, ...): name the func. A
-    # wrapper that says what it wraps (``__wrapped__``, e.g. harness.perturb's delayed jobs) is
-    # named by what it wraps. Bounded: a wrapper may wrap itself.
+    # wrapper that says what it wraps (``__wrapped__``, e.g. racetape._engine.perturb's delayed
+    # jobs) is named by what it wraps. Bounded: a wrapper may wrap itself.
     for _ in range(32):
         if isinstance(target, functools.partial):
             owner = getattr(target.func, "__self__", None)
@@ -122,6 +122,10 @@ class Tracker:
         self.changed = asyncio.Event()
         self.started_at = time.perf_counter()
         self.timeline: list[dict[str, Any]] = []
+        # Task actors that ended with an exception of their own, "name: Type: message" (not
+        # the engine's RunAborted or SimulatedCrash, nor a cancellation), in the order they
+        # ended: the failures of a run whose target judges by exceptions.
+        self.errors: list[str] = []
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -156,6 +160,8 @@ class Tracker:
         # rather than in asyncio's "exception was never retrieved" log.
         if not task.cancelled() and (exc := task.exception()) is not None:
             self.note("raised", actor, error=type(exc).__name__)
+            if not isinstance(exc, RunAborted | SimulatedCrash):
+                self.errors.append(f"{actor.name}: {type(exc).__name__}: {exc}")
         self.finished(actor)
 
     def finished(self, actor: Actor) -> None:
@@ -170,9 +176,10 @@ class Tracker:
     def on_finished(self, actor: Actor) -> None:
         """Hook: an actor ended (its task is done, or its job returned)."""
 
-    async def crash_others(self) -> None:
+    async def crash_others(self, *, then: str) -> None:
         """Kill every other live actor of the run, as if their process died, and return once
-        they are all gone. Only the calling actor (the one that restarts) survives."""
+        they are all gone. Only the calling actor (the one that restarts) survives; where the
+        controller holds it meanwhile, it is at the point named ``then``."""
         raise NotImplementedError
 
     def _victims(self) -> list[Actor]:

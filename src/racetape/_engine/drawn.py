@@ -41,7 +41,7 @@ from hypothesis.database import (
     choices_to_bytes,
 )
 
-from racetape._engine.scheduler import Candidate, Decision
+from racetape._engine.schedule import Candidate, Decision
 
 DEFAULT_DB = Path(".hypothesis/racetape")
 """Where ``racetape explore`` keeps the failures it found (Hypothesis's directory format)."""

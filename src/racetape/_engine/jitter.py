@@ -16,7 +16,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from racetape._control import PointInfo, controlled
+from racetape._control import PointInfo, under_controller
 from racetape._engine.actors import (
     Actor,
     ActorState,
@@ -26,7 +26,7 @@ from racetape._engine.actors import (
     current_actor,
     thread_actor,
 )
-from racetape._engine.scheduler import Gate, Schedule, _gate_of_info
+from racetape._engine.schedule import Gate, Schedule
 
 STATISTICAL_NOTE = (
     "jitter mode: the seed fixes the delays, not the interleaving; OS scheduling decides the rest,"
@@ -34,13 +34,13 @@ STATISTICAL_NOTE = (
 )
 
 
-DEFAULT_MAX_DELAY = 0.002
+JITTER_MAX_DELAY = 0.002
 """The longest delay, in seconds, jitter mode sleeps at a point unless told otherwise."""
 
 
 class Jitter(Tracker):
     def __init__(
-        self, seed: int, *, max_delay: float = DEFAULT_MAX_DELAY, settle_timeout: float = 30.0
+        self, seed: int, *, max_delay: float = JITTER_MAX_DELAY, settle_timeout: float = 30.0
     ):
         super().__init__()
         self.seed = seed
@@ -70,13 +70,11 @@ class Jitter(Tracker):
         if actor.crashed:
             raise SimulatedCrash()
         self._observe(actor, point, info)
-        gate = _gate_of_info(info)
+        gate = next((g for g in self.gates if g.guards(actor.name, point, info)), None)
         if gate is not None:
-            opened = getattr(gate, "opened", None)
-            if isinstance(opened, asyncio.Event):
-                actor.point = point  # a crash cancels an actor still waiting for its window
-                await opened.wait()
-                actor.point = None
+            actor.point = point  # a crash cancels an actor still waiting for its window
+            await gate.wait_open()
+            actor.point = None
             await asyncio.sleep(self._delay(actor, scale=4.0))
             self.note("fire", actor, landing=gate.landing({a.name for a in self.live()}))
             return
@@ -101,9 +99,10 @@ class Jitter(Tracker):
         if actor.crashed:
             raise SimulatedCrash()
 
-    async def crash_others(self) -> None:
-        """Mark every other actor crashed: each dies at its next point (an actor waiting for a
-        window is cancelled instead); return once they are all gone."""
+    async def crash_others(self, *, then: str) -> None:
+        """Mark every other actor crashed (``then`` is unused: nothing is held here): each dies
+        at its next point (an actor waiting for a window is cancelled instead); return once
+        they are all gone."""
         victims = self._victims()
         for victim in victims:
             if victim.point is not None and victim.task is not None:
@@ -115,7 +114,7 @@ class Jitter(Tracker):
     async def run(self, main: Coroutine[Any, Any, None]) -> Schedule:
         """Run ``main`` and everything it spawns until all of it has ended (or the bound passes)."""
         schedule = Schedule()
-        with controlled(self):
+        with under_controller(self):
             self.start_root(main)
         try:
             async with asyncio.timeout(self.settle_timeout):
@@ -129,5 +128,5 @@ class Jitter(Tracker):
             for actor in self.live():
                 if actor.task is not None:
                     actor.task.cancel()
-        schedule.timeline = self.timeline
+        schedule.timeline, schedule.errors = self.timeline, self.errors
         return schedule

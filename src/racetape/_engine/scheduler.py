@@ -38,10 +38,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any
 
-from racetape._control import PointInfo, controlled
+from racetape._control import PointInfo, under_controller
 from racetape._engine.actors import (
     Actor,
     ActorState,
@@ -52,87 +51,15 @@ from racetape._engine.actors import (
     current_actor,
     thread_actor,
 )
-
-DETAIL_KEYS = ("kind", "status", "via", "step")
-
-
-def describe(point: str, info: PointInfo) -> str:
-    """A point and the parts of its info that do not change from run to run."""
-    parts = [f"{k}={info[k]}" for k in DETAIL_KEYS if k in info]
-    return f"{point}({', '.join(parts)})" if parts else point
-
-
-class Gate(Protocol):
-    """A gated actor's condition: a planned cancel waiting for its window."""
-
-    @property
-    def is_open(self) -> bool: ...
-
-    def observe(self, actor: str, point: str, info: PointInfo) -> None:
-        """Called for every point any actor reaches, in order."""
-
-    def must_precede(self, actor: str, point: str, info: PointInfo) -> bool:
-        """True if the gated actor must go before ``actor`` may leave ``point``."""
-
-    def wants_decision(self, actor: str, point: str, info: PointInfo) -> bool:
-        """True if ``actor`` at ``point`` must be a decision for this gate (its window edges)."""
-
-    def landing(self, live: set[str]) -> str:
-        """Where the gated actor lands when it goes now (a cancel window, for coverage)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    actor: str
-    detail: str  # the point it waits at, with what tells it apart (see describe)
-    waiting_since: int
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    step: int
-    actor: str
-    detail: str
-    enabled: tuple[str, ...]
-    landing: str | None = None  # set when a gated actor (a planned cancel) went
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "step": self.step,
-            "actor": self.actor,
-            "detail": self.detail,
-            "enabled": list(self.enabled),
-        }
-        if self.landing is not None:
-            data["landing"] = self.landing
-        return data
-
-
-class Strategy(Protocol):
-    name: str
-
-    def choose(self, step: int, enabled: Sequence[Candidate]) -> Candidate: ...
-
-
-class StrategyRefused(Exception):
-    """A strategy cannot continue (a replay diverged from its recording); the message says why."""
-
-
-Outcome = Literal["settled", "hung", "deadlock", "diverged"]
-
-
-@dataclass
-class Schedule:
-    """What one controlled run did: its decisions, and how it ended."""
-
-    decisions: list[Decision] = field(default_factory=list)
-    outcome: Outcome = "settled"
-    problem: str | None = None
-    timeline: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def choices(self) -> list[str]:
-        return [d.actor for d in self.decisions]
+from racetape._engine.schedule import (
+    Candidate,
+    Decision,
+    Gate,
+    Schedule,
+    Strategy,
+    StrategyRefused,
+    describe,
+)
 
 
 class _Stalled(Exception):
@@ -146,10 +73,12 @@ class Scheduler(Tracker):
         *,
         in_play: Iterable[str] | None = None,
         settle_timeout: float = 10.0,
+        detail_keys: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.strategy = strategy
         self.in_play = None if in_play is None else frozenset(in_play)
+        self.detail_keys = tuple(detail_keys)
         self.settle_timeout = settle_timeout
         self.gates: list[Gate] = []
         self.step = 0
@@ -159,11 +88,20 @@ class Scheduler(Tracker):
         """Let ``gate`` observe every point from the start of the run."""
         self.gates.append(gate)
 
+    def _gate_for(self, actor: str, point: str, info: PointInfo) -> Gate | None:
+        return next((g for g in self.gates if g.guards(actor, point, info)), None)
+
+    def _gate_of(self, actor: Actor) -> Gate | None:
+        """The gate holding ``actor`` back where it waits, if any."""
+        if actor.point is None:
+            return None
+        return self._gate_for(actor.name, actor.point, actor.info)
+
     # -- the decision loop -----------------------------------------------------------------------
 
     async def run(self, main: Coroutine[Any, Any, None]) -> Schedule:
         schedule = Schedule()
-        with controlled(self):
+        with under_controller(self):
             self.start_root(main)
         try:
             while True:
@@ -187,7 +125,7 @@ class Scheduler(Tracker):
         finally:
             if self.live():
                 await self._abort()
-            schedule.timeline = self.timeline
+            schedule.timeline, schedule.errors = self.timeline, self.errors
         return schedule
 
     async def _settle(self) -> None:
@@ -225,7 +163,7 @@ class Scheduler(Tracker):
         """The parked actors that may go now, first come first."""
         parked = [a for a in self.actors if a.state is ActorState.PARKED]
         open_gates = [
-            (a, gate) for a in parked if (gate := _gate_of(a)) is not None and gate.is_open
+            (a, gate) for a in parked if (gate := self._gate_of(a)) is not None and gate.is_open
         ]
         candidates = []
         for actor in parked:
@@ -233,7 +171,7 @@ class Scheduler(Tracker):
             wanted = actor.info.get("acquires")
             if wanted and any(o is not actor and o.holding == wanted for o in self.actors):
                 continue
-            gate = _gate_of(actor)
+            gate = self._gate_of(actor)
             if gate is not None and not gate.is_open:
                 continue
             if any(
@@ -246,16 +184,20 @@ class Scheduler(Tracker):
 
     def _late_gates(self) -> list[Candidate]:
         """Nothing else can go: gated actors whose window never opened go now, late."""
-        late = [a for a in self.actors if a.state is ActorState.PARKED and _gate_of(a) is not None]
+        late = [
+            a for a in self.actors if a.state is ActorState.PARKED and self._gate_of(a) is not None
+        ]
         return sorted((self._candidate(a) for a in late), key=lambda c: (c.waiting_since, c.actor))
 
     def _candidate(self, actor: Actor) -> Candidate:
         assert actor.point is not None
-        return Candidate(actor.name, describe(actor.point, actor.info), actor.parked_step)
+        return Candidate(
+            actor.name, describe(actor.point, actor.info, self.detail_keys), actor.parked_step
+        )
 
     def _release(self, choice: Candidate, candidates: Sequence[Candidate]) -> Decision:
         actor = next(a for a in self.actors if a.name == choice.actor)
-        gate = _gate_of(actor)
+        gate = self._gate_of(actor)
         landing = None
         if gate is not None:
             landing = gate.landing({a.name for a in self.live()})
@@ -305,10 +247,11 @@ class Scheduler(Tracker):
         if pending:
             await asyncio.wait(pending, timeout=grace)
 
-    async def crash_others(self) -> None:
+    async def crash_others(self, *, then: str) -> None:
         """Every other actor is parked (nothing runs while an actor runs its step): raise the
-        crash at its point, then park here until the next decision, by which time the victims
-        have died (each runs to its end at once: no handler catches the crash)."""
+        crash at its point, then park at the point ``then`` until the next decision, by which
+        time the victims have died (each runs to its end at once: no handler catches the
+        crash)."""
         for victim in self._victims():
             if victim.wake is not None and not victim.wake.done():
                 victim.wake.set_exception(SimulatedCrash())
@@ -321,7 +264,7 @@ class Scheduler(Tracker):
         me = current_actor.get()
         assert me is not None
         wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._park(me, "crash.done", {"task_id": None}, wake, None)
+        self._park(me, then, {}, wake, None)
         await wake
 
     # -- the controller side: points reached by actors -----------------------------------------
@@ -331,7 +274,11 @@ class Scheduler(Tracker):
             gate.observe(actor.name, point, info)
 
     def _decides(self, actor: Actor, point: str, info: PointInfo) -> bool:
-        if _gate_of_info(info) is not None or self.in_play is None or point in self.in_play:
+        if (
+            self._gate_for(actor.name, point, info) is not None
+            or self.in_play is None
+            or point in self.in_play
+        ):
             return True
         if any(gate.wants_decision(actor.name, point, info) for gate in self.gates):
             return True
@@ -371,7 +318,7 @@ class Scheduler(Tracker):
         actor.cancels_seen = actor.task.cancelling() if actor.task is not None else 0
         actor.wake, actor.wake_thread = wake, wake_thread
         event = "park" if state is ActorState.PARKED else "wait turn"
-        self.note(event, actor, point=describe(point, info))
+        self.note(event, actor, point=describe(point, info, self.detail_keys))
         self.changed.set()
 
     def _arrive(
@@ -398,7 +345,7 @@ class Scheduler(Tracker):
         actor.holding = (
             acquires if isinstance(acquires, str) else (holds if isinstance(holds, str) else None)
         )
-        self.note("pass", actor, point=describe(point, info))
+        self.note("pass", actor, point=describe(point, info, self.detail_keys))
 
     def _resume(self, actor: Actor) -> None:
         """Nothing runs: a READY actor goes on, unless its point became a decision meanwhile
@@ -474,12 +421,3 @@ class Scheduler(Tracker):
         for waiter in self.actors:
             if waiter.state is ActorState.BLOCKED and waiter.blocked_on is actor:
                 waiter.state, waiter.blocked_on = ActorState.RUNNABLE, None
-
-
-def _gate_of_info(info: PointInfo) -> Gate | None:
-    gate = info.get("gate")
-    return gate if gate is not None and hasattr(gate, "must_precede") else None  # type: ignore[return-value]
-
-
-def _gate_of(actor: Actor) -> Gate | None:
-    return _gate_of_info(actor.info)

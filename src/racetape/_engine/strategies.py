@@ -1,7 +1,7 @@
 """Strategies: how the scheduler picks among the actors that may go.
 
 Each strategy serves one run, and is deterministic in its seed and the candidates it is shown.
-Candidates come first come, first served (see :mod:`harness.scheduler`), so ``fifo`` is the
+Candidates come first come, first served (see :mod:`racetape._engine.scheduler`), so ``fifo`` is the
 order with no deviations; the others deviate from it:
 
 * ``random``: uniform among the candidates, seeded.
@@ -12,18 +12,22 @@ order with no deviations; the others deviate from it:
 * ``replay``: the names recorded by an earlier run, in order; refuses if one is not a candidate.
 * ``exhaustive``: depth-first over every choice. :class:`PrefixStrategy` serves one run of it
   (a forced prefix, then the first candidate) and :func:`next_prefix` walks the tree.
+
+:data:`STRATEGIES` is the one list of them: name, help, and how a run's strategy is made; the
+CLI, the runner, the pytest fixture and the library's ``check`` calls all read it. A
+:class:`Search` hands out the strategy of each next run of a campaign, or says it is done:
+seeded strategies never are; the exhaustive search is once the tree is walked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from racetape._engine.scheduler import Candidate, StrategyRefused
-
-STRATEGIES = ("random", "pct", "exhaustive", "jitter")
-"""The strategies ``racetape run --strategy`` accepts (``jitter`` is the uncontrolled mode)."""
+from racetape._engine.schedule import Candidate, Strategy, StrategyRefused
 
 
 class FifoStrategy:
@@ -146,3 +150,115 @@ def next_prefix(taken: Sequence[tuple[int, int]]) -> list[int] | None:
         if index + 1 < width:
             return [i for i, _ in taken[:depth]] + [index + 1]
     return None
+
+
+def run_seed(seed: int, index: int) -> int:
+    """The seed of run ``index`` of a campaign seeded ``seed``: independent of every other run's
+    and of how the runs are split over shards and workers."""
+    digest = hashlib.sha256(f"racetape:{seed}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+@dataclass(frozen=True)
+class StrategyEntry:
+    """One strategy's row in :data:`STRATEGIES`."""
+
+    help: str
+    per_run: Callable[[int, int], Strategy] | None
+    """(the run's seed, pct depth) -> that run's strategy; None for the exhaustive search
+    (:class:`ExhaustiveSearch`) and for jitter, which is a mode, not a strategy."""
+    in_cli: bool = True  # offered by ``racetape run --strategy``
+
+
+STRATEGIES: dict[str, StrategyEntry] = {
+    "random": StrategyEntry(
+        "controlled; uniform among the actors that may go, seeded",
+        lambda seed, depth: RandomStrategy(seed),
+    ),
+    "pct": StrategyEntry(
+        "controlled; probabilistic concurrency testing (priorities, depth change points)",
+        lambda seed, depth: PctStrategy(seed, depth=depth),
+    ),
+    "exhaustive": StrategyEntry(
+        "controlled; every schedule depth first, --runs bounds the count", None
+    ),
+    "jitter": StrategyEntry(
+        "uncontrolled; seeded delays at the points, real OS scheduling (statistical)", None
+    ),
+    "fifo": StrategyEntry(
+        "controlled; first come, first served: no deviation, the same schedule every run",
+        lambda seed, depth: FifoStrategy(),
+        in_cli=False,
+    ),
+}
+
+CONTROLLED = tuple(name for name in STRATEGIES if name != "jitter")
+"""The strategies of controlled mode (``jitter`` is the uncontrolled mode)."""
+
+
+def per_run_strategy(name: str, seed: int, *, pct_depth: int = 3) -> Strategy:
+    """The strategy of one run seeded ``seed``; ValueError naming the ones that exist."""
+    entry = STRATEGIES.get(name)
+    if entry is not None and entry.per_run is not None:
+        return entry.per_run(seed, pct_depth)
+    if entry is not None:
+        raise ValueError(f"strategy {name!r} has no per-run strategy (a search or a mode)")
+    known = ", ".join(n for n, e in STRATEGIES.items() if e.per_run is not None)
+    raise ValueError(f"unknown strategy {name!r}; strategies: {known}")
+
+
+class Search(Protocol):
+    """Hands out the strategy of a campaign's next run, or None once it has none left."""
+
+    name: str
+
+    def next_strategy(self) -> Strategy | None: ...
+
+    def ran(self, strategy: Strategy) -> None:
+        """The run ``strategy`` served is over (the exhaustive search learns its tree here)."""
+
+
+class SeededSearch:
+    """Run ``i`` gets the entry's strategy seeded :func:`run_seed` (seed, i); never done."""
+
+    def __init__(self, name: str, seed: int, *, pct_depth: int = 3) -> None:
+        per_run_strategy(name, seed, pct_depth=pct_depth)  # an unknown name fails here
+        self.name, self._seed, self._depth, self._index = name, seed, pct_depth, 0
+
+    def next_strategy(self) -> Strategy:
+        strategy = per_run_strategy(
+            self.name, run_seed(self._seed, self._index), pct_depth=self._depth
+        )
+        self._index += 1
+        return strategy
+
+    def ran(self, strategy: Strategy) -> None:
+        pass
+
+
+class ExhaustiveSearch:
+    """Depth first over every schedule: each run's :class:`PrefixStrategy` follows the next
+    prefix of the tree; done when no choice is left at any level."""
+
+    name = "exhaustive"
+
+    def __init__(self) -> None:
+        self._prefix: list[int] | None = []
+
+    def next_strategy(self) -> PrefixStrategy | None:
+        return None if self._prefix is None else PrefixStrategy(self._prefix)
+
+    def ran(self, strategy: Strategy) -> None:
+        assert isinstance(strategy, PrefixStrategy), "the exhaustive search serves its own runs"
+        self._prefix = next_prefix(strategy.taken)
+
+    @property
+    def exhausted(self) -> bool:
+        return self._prefix is None
+
+
+def search_named(name: str, seed: int, *, pct_depth: int = 3) -> Search:
+    """The search for ``racetape``'s strategy ``name`` (a controlled one)."""
+    if name == "exhaustive":
+        return ExhaustiveSearch()
+    return SeededSearch(name, seed, pct_depth=pct_depth)

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from racetape._control import checkpoint
+from racetape import point
 from reftask.faults import Fault
 from reftask.models import (
     TERMINAL_STATUS_VALUES,
@@ -88,34 +88,34 @@ class SqlTaskStore(ABC):
     # -- the contract --------------------------------------------------------------------------
 
     async def create_task(self, task_id: str) -> TaskRecord:
-        await checkpoint("create.begin", task_id=task_id, acquires=self._create_lock(task_id))
+        await point("create.begin", task_id=task_id, acquires=self._create_lock(task_id))
         now = time.time()
         await self._insert_task(task_id, now)
-        await checkpoint("create.done", task_id=task_id)
+        await point("create.done", task_id=task_id)
         return TaskRecord(task_id, TaskStatus.PENDING, now, now)
 
     async def set_status(self, task_id: str, status: TaskStatus) -> None:
-        await checkpoint(
+        await point(
             "status.begin", task_id=task_id, status=str(status), acquires=self._lock_name(task_id)
         )
         if not await self._update_status(task_id, status, time.time()):
             raise UnknownTaskError(task_id)
-        await checkpoint("status.committed", task_id=task_id, status=str(status))
+        await point("status.committed", task_id=task_id, status=str(status))
 
     async def append_event(self, task_id: str, event: NewEvent) -> int:
         kind = event["kind"]
         lock = self._lock_name(task_id) if self._locked_append else None
-        await checkpoint("append.begin", task_id=task_id, kind=kind, acquires=lock)
+        await point("append.begin", task_id=task_id, kind=kind, acquires=lock)
         async with self._append_transaction(task_id, locked=lock is not None) as tx:
             status, max_seq = await tx.read_status_and_max_seq()
             if status is None:
                 raise UnknownTaskError(task_id)
-            await checkpoint("append.locked", task_id=task_id, kind=kind, holds=lock)
+            await point("append.locked", task_id=task_id, kind=kind, holds=lock)
             dropped = self._guard and kind != EventKind.FINAL and status in TERMINAL_STATUS_VALUES
             if not dropped:
                 seq, ts = max_seq + 1, time.time()
                 await tx.insert(seq, kind, event["body"], ts)
-        await checkpoint("append.done", task_id=task_id, kind=kind, dropped=dropped)
+        await point("append.done", task_id=task_id, kind=kind, dropped=dropped)
         if dropped:
             logger.debug(
                 "dropped %s event for task %s: row already %s, final stays last",

@@ -1,0 +1,62 @@
+"""``racetape``, the command: a thin dispatcher over the commands its providers register.
+
+A provider is any installed distribution with entries in the entry-point group
+``racetape.commands``: the entry's name is a command, its value a callable
+``main(argv: list[str]) -> int`` that is handed the whole command line (command name first)
+and parses it itself. The reference harness registers ``run``, ``replay``, ``report``, ...
+(see ``pyproject.toml``). racetape itself knows only ``version`` and the help; it never imports
+a provider until its command is asked for, so the library stands alone and a provider can be
+installed, or not, without racetape knowing its name.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points, version
+from typing import cast
+
+GROUP = "racetape.commands"
+
+Command = Callable[[list[str]], int]
+
+
+def commands() -> dict[str, str]:
+    """Every registered command, and the ``module:function`` that runs it, by name."""
+    return {ep.name: ep.value for ep in entry_points(group=GROUP)}
+
+
+def _load(name: str) -> Command:
+    (entry,) = entry_points(group=GROUP, name=name)
+    return cast("Command", entry.load())
+
+
+def _usage(registered: dict[str, str]) -> str:
+    names = ", ".join(sorted(registered)) or "none installed"
+    return (
+        "usage: racetape COMMAND [ARGS ...]   (racetape COMMAND --help for its flags)\n"
+        f"commands: {names}; version\n"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    registered = commands()
+    name = args[0] if args else None
+    if name is not None and name in registered:
+        return _load(name)(args)
+    if name in ("version", "--version"):
+        print(f"racetape {version('racetape')}")
+        return 0
+    if name in ("-h", "--help"):
+        print(
+            "Deterministic race reproduction and stress harness.\n\n" + _usage(registered), end=""
+        )
+        return 0
+    problem = "a command is required" if name is None else f"unknown command {name!r}"
+    print(_usage(registered) + f"racetape: error: {problem}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
