@@ -48,7 +48,7 @@ def test_exhaustive_search_counts_every_schedule_and_the_failing_ones() -> None:
     owner; a task fails where the other's set (its first release) falls between its own set
     and its assert (its first and second releases): every order but a1 a2 b1 b2 and b1 b2 a1
     a2, so 4 of 6. Atomic, the second to check sees the first's claim: 0 of 6."""
-    racy = racetape.check_exhaustive(lambda: claim_race(atomic=False))
+    racy = racetape.check_exhaustive(lambda: claim_race(atomic=False), engine="points")
     assert racy.exhausted is True
     assert len(racy.runs) == 6
     assert len(racy.failures) == 4
@@ -61,7 +61,7 @@ def test_exhaustive_search_counts_every_schedule_and_the_failing_ones() -> None:
         ("main/claim2", "main/claim2", "main/claim1", "main/claim1"),
     }
 
-    atomic = racetape.check_exhaustive(lambda: claim_race(atomic=True))
+    atomic = racetape.check_exhaustive(lambda: claim_race(atomic=True), engine="points")
     assert (len(atomic.runs), len(atomic.failures), atomic.exhausted) == (6, 0, True)
 
 
@@ -71,8 +71,8 @@ def test_random_and_pct_find_the_race_and_a_seed_gives_the_same_schedules() -> N
     first task demoted after its set): 1 - C(46,2)/C(48,2) = 8% of runs, so 100 runs. Either
     way the seed fixes every decision: a second call is the same, run for run."""
     for check, runs in ((racetape.check_random, 20), (racetape.check_pct, 100)):
-        first = check(lambda: claim_race(atomic=False), runs=runs, seed=7)
-        again = check(lambda: claim_race(atomic=False), runs=runs, seed=7)
+        first = check(lambda: claim_race(atomic=False), runs=runs, seed=7, engine="points")
+        again = check(lambda: claim_race(atomic=False), runs=runs, seed=7, engine="points")
         assert first.failures, check.__name__
         assert [r.decisions for r in first.runs] == [r.decisions for r in again.runs]
         assert [r.failures for r in first.runs] == [r.failures for r in again.runs]
@@ -81,15 +81,19 @@ def test_random_and_pct_find_the_race_and_a_seed_gives_the_same_schedules() -> N
 
 
 def test_a_failing_schedule_replays_to_the_same_failure() -> None:
-    found = racetape.check_random(lambda: claim_race(atomic=False), runs=20, seed=1)
+    found = racetape.check_random(
+        lambda: claim_race(atomic=False), runs=20, seed=1, engine="points"
+    )
     failing = found.failures[0]
-    replayed = racetape.replay(lambda: claim_race(atomic=False), failing.decisions)
+    replayed = racetape.replay(lambda: claim_race(atomic=False), failing.decisions, engine="points")
     assert replayed.failures == failing.failures
     assert [d.to_json() for d in replayed.schedule.decisions] == [
         d.to_json() for d in failing.schedule.decisions
     ]
     # On the fixed program the same decisions still make a schedule, and it passes.
-    assert not racetape.replay(lambda: claim_race(atomic=True), ["main/claim1"]).failed
+    assert not racetape.replay(
+        lambda: claim_race(atomic=True), ["main/claim1"], engine="points"
+    ).failed
 
 
 @dataclass
@@ -164,7 +168,7 @@ def test_a_run_that_hangs_is_a_failure_and_is_not_judged() -> None:
     async def main() -> None:
         asyncio.create_task(waits_forever())  # noqa: RUF006
 
-    report = racetape.check_random(main, runs=1, settle_timeout=0.2).runs[0]
+    report = racetape.check_random(main, runs=1, settle_timeout=0.2, engine="points").runs[0]
     assert report.schedule.outcome == "hung"
     assert report.failed
     assert "main/waits_forever1" in report.failures[0]

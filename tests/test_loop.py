@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from racetape._engine.checking import check, replay, run_once
+from racetape import check, replay
+from racetape._engine.checking import Main, run_once
 from racetape._engine.deviations import Deviations, ScheduleError, parse_schedule
 from racetape._engine.loop import ControlledLoop, Deadlock, Hung
 
@@ -45,36 +46,36 @@ async def lost_stop_fixed() -> None:
     ("main", "error"), [(bug_one, AssertionError), (lost_stop, TimeoutError)], ids=["bug1", "stop"]
 )
 def test_each_base_seed_finds_the_race_within_five_runs_and_its_schedule_replays(
-    main: object, error: type[BaseException]
+    main: Main, error: type[BaseException]
 ) -> None:
     for seed in BASE_SEEDS:
-        checked = check(main, runs=5, seed=seed, stop_at_first=True)  # type: ignore[arg-type]
-        assert checked.failures, f"base seed {seed}: no failure in 5 runs ({checked.verdict})"
+        checked = check(main, runs=5, seed=seed, stop_at_first_failure=True)
+        assert checked.failures, f"base seed {seed}: no failure in 5 runs ({checked.covered})"
         first = checked.failures[0]
         assert isinstance(first.error, error), first.error
-        assert first.execution.deviations, "a race needs a deviation from first come first served"
+        assert first.deviations, "a race needs a deviation from first come first served"
     # The printed schedule (the last seed's) replays its failure, decision for decision.
     for _ in range(100):
-        again = replay(main, first.token)  # type: ignore[arg-type]
+        again = replay(main, first.token)
         assert isinstance(again.error, error)
-        assert again.execution.decisions == first.execution.decisions
+        assert again.schedule.decisions == first.schedule.decisions
 
 
 @pytest.mark.parametrize("main", [bug_one_fixed, lost_stop_fixed], ids=["bug1", "stop"])
 def test_the_fixed_twins_pass_every_schedule_the_search_reaches_and_2000_random_runs(
-    main: object,
+    main: Main,
 ) -> None:
-    searched = check(main, runs=2000)  # type: ignore[arg-type]
+    searched = check(main, runs=2000)
     assert not searched.failures, searched.failures[0].error
     assert searched.runs, "the search ran"
     runs = 2000 if main is lost_stop_fixed else 300  # the sqlite twin's runs cost 40 ms each
-    sampled = check(main, runs=runs, search="random")  # type: ignore[arg-type]
+    sampled = check(main, runs=runs, strategy="random")
     assert not sampled.failures, sampled.failures[0].error
 
 
 @pytest.mark.parametrize("name", sorted(promises.PROGRAMS))
 def test_a_correct_program_never_fails_in_2000_controlled_runs(name: str) -> None:
-    checked = check(promises.PROGRAMS[name], runs=2000, search="random", seed=7)
+    checked = check(promises.PROGRAMS[name], runs=2000, strategy="random", seed=7)
     assert not checked.failures, f"{checked.failures[0].token}: {checked.failures[0].error!r}"
     assert len(checked.runs) == 2000
     assert checked.clean
@@ -91,7 +92,7 @@ def test_a_search_over_a_hand_started_thread_says_it_is_partly_uncontrolled() ->
         await done
         thread.join()
 
-    checked = check(main, runs=50, search="exhaustive")
+    checked = check(main, runs=50, strategy="exhaustive")
     assert not checked.failures
     assert not checked.clean, "never call code clean that the loop did not control"
     assert any("thread" in what for what in checked.partly_uncontrolled), (
@@ -126,7 +127,7 @@ def test_a_timeout_never_fires_past_a_worker_thread_job_still_running() -> None:
     async def main() -> str:
         return await asyncio.wait_for(asyncio.to_thread(slow), 30)
 
-    checked = check(main, runs=20, search="random")
+    checked = check(main, runs=20, strategy="random")
     assert not checked.failures, checked.failures[0].error
 
 
@@ -165,7 +166,7 @@ def test_a_job_body_that_waits_on_the_loop_is_parked_not_hung() -> None:
 
         return await asyncio.to_thread(body)
 
-    checked = check(main, runs=100, search="random")
+    checked = check(main, runs=100, strategy="random")
     assert not checked.failures, checked.failures[0].error
     assert checked.clean
 
@@ -242,3 +243,14 @@ def test_time_moves_while_the_loop_is_busy_so_a_busy_poll_reaches_its_deadline()
 
     run = run_once(main, Deviations())
     assert run.error is None, run.error
+
+
+def test_the_public_check_runs_a_coroutine_factory_on_the_loop_and_names_a_deadlock() -> None:
+    async def main() -> None:
+        await asyncio.Event().wait()
+
+    checked = check(main, runs=3)
+    assert checked.exhausted is True, "one schedule, and the search says it tried it"
+    (run,) = checked.runs
+    assert run.schedule.outcome == "deadlock"
+    assert "Deadlock: nothing can happen" in run.failures[0]

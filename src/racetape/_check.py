@@ -2,32 +2,45 @@
 program many times under a strategy and a seed, and get every run's schedule and the failures;
 replay a recorded decision list.
 
-A program is a coroutine factory (each call builds one run's root coroutine, with state of its
-own) or, for a program that judges its own end state, a :class:`racetape._target.Target`. For
-a coroutine factory a run fails when a task actor ends with an exception of its own (an
-``assert`` in a task, say), or when the run does not settle: it hung, deadlocked or, replayed,
-diverged from its recording. A target's run fails when its judge returns failures, or when it
-does not settle.
+Two engines, one API:
 
-Each call runs its runs one after another on one event loop of its own (``asyncio.run``); call
-it from synchronous code (inside a running loop, use the ``race_scheduler`` fixture's
-:class:`racetape._controlled.ControlledRuns`). The root coroutine must not await the actors it
-starts (start them and return): see :mod:`racetape._engine.scheduler` for what an actor may
-wait on. The same program, strategy and seed give the same schedules on any machine.
+* a coroutine factory (each call builds one run's root coroutine: your own code, unmodified)
+  runs on the controlled event loop (:mod:`racetape._engine.loop`): every worker-thread job,
+  timer and foreign-thread callback is a decision. A run fails when the coroutine raises, or the
+  loop finds a deadlock or a hang. The default strategy is ``search``: fewest deviations from
+  first come, first served first. ``engine="points"`` runs it on the actor scheduler instead,
+  which decides only at named control points (:func:`racetape.point`);
+* a :class:`racetape._target.Target` (a program that judges its own end state: the reference
+  harness's scenarios) runs on the actor scheduler. A run fails when its judge returns failures,
+  or when it does not settle.
+
+Each call runs its runs one after another on event loops of its own; call it from synchronous
+code (inside a running loop, use the ``race_scheduler`` fixture's
+:class:`racetape._controlled.ControlledRuns`). The same program, strategy and seed give the same
+schedules on any machine, except where a run says it was partly uncontrolled.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from racetape._engine.schedule import Schedule, Strategy
-from racetape._engine.strategies import ExhaustiveSearch, ReplayStrategy, Search, search_named
+from racetape._engine.checking import Main, run_once
+from racetape._engine.deviations import (
+    Deviations,
+    Diverged,
+    format_schedule,
+    parse_schedule,
+    schedule_of,
+)
+from racetape._engine.loop import Deadlock, Hung
+from racetape._engine.schedule import Decision, Ending, Schedule, Strategy, StrategyRefused
+from racetape._engine.strategies import LOOP_STRATEGIES, ReplayStrategy, Search, search_named
 from racetape._target import Controlled, Target, TargetRun, play
 
-Program = Callable[[], Coroutine[Any, Any, None]] | Target[TargetRun]
+Program = Callable[[], Coroutine[Any, Any, Any]] | Target[TargetRun]
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,8 @@ class RunReport:
     index: int
     schedule: Schedule
     failures: tuple[str, ...]
+    error: BaseException | None = None  # the loop's: the exception the run ended with
+    uncontrolled: Mapping[str, int] = field(default_factory=dict)  # the loop's coverage
 
     @property
     def failed(self) -> bool:
@@ -47,6 +62,16 @@ class RunReport:
         """The decision list :func:`replay` takes to run this interleaving again."""
         return self.schedule.choices
 
+    @property
+    def token(self) -> str:
+        """The loop's schedule as a failure prints it (``"3.1"``): :func:`replay` takes it."""
+        return format_schedule(schedule_of(self.schedule.decisions))
+
+    @property
+    def deviations(self) -> list[Decision]:
+        """The decisions that did not go first come, first served."""
+        return [d for d in self.schedule.decisions if d.index]
+
 
 @dataclass(frozen=True)
 class Checked:
@@ -55,6 +80,21 @@ class Checked:
 
     runs: list[RunReport] = field(default_factory=list)
     exhausted: bool | None = None
+    covered: str = ""  # what the search's runs covered, in one clause
+
+    @property
+    def partly_uncontrolled(self) -> dict[str, int]:
+        """What no run could control, summed over the runs: a verdict is only this honest."""
+        found: dict[str, int] = {}
+        for run in self.runs:
+            for what, n in run.uncontrolled.items():
+                found[what] = found.get(what, 0) + n
+        return found
+
+    @property
+    def clean(self) -> bool:
+        """No failure and nothing uncontrolled: only then may the code be called clean."""
+        return not self.failures and not self.partly_uncontrolled
 
     @property
     def schedules(self) -> list[Schedule]:
@@ -117,25 +157,34 @@ async def _one(
 def check(
     program: Program,
     *,
-    strategy: str = "random",
+    strategy: str | None = None,
     runs: int = 100,
     seed: int = 0,
     pct_depth: int = 3,
+    engine: Engine | None = None,
     points: Iterable[str] | None = None,
     detail_keys: Sequence[str] = (),
     settle_timeout: float = 10.0,
     stop_at_first_failure: bool = False,
 ) -> Checked:
-    """Run ``program`` up to ``runs`` times under the strategy named ``strategy`` (``random``,
-    ``pct``, ``exhaustive``, ``fifo``; see ``racetape._engine.strategies.STRATEGIES``), run
-    ``i`` seeded from ``seed`` and ``i``. ``points`` limits the decisions to those points (a
-    target's own ``in_play`` wins); ``detail_keys`` names the info keys recorded beside each
-    decision."""
-    target = _target(program, points, detail_keys)
-    search: Search = search_named(strategy, seed, pct_depth=pct_depth)
+    """Run ``program`` up to ``runs`` times under the strategy named ``strategy`` (see
+    ``racetape._engine.strategies.STRATEGIES``; default ``search`` on the loop, ``random`` on
+    the actor scheduler), run ``i`` seeded from ``seed`` and ``i``. ``engine`` is ``"loop"``
+    (a coroutine factory's default) or ``"points"`` (a target's only one); ``points`` and
+    ``detail_keys`` are the actor scheduler's (which points are decisions, which info keys are
+    recorded beside them)."""
+    if runs < 1:
+        raise ValueError(f"runs must be at least 1, got {runs}")
+    engine = _engine_of(program, engine)
+    name = strategy or ("search" if engine == "loop" else "random")
+    if engine == "loop" and name not in LOOP_STRATEGIES:
+        raise ValueError(
+            f"strategy {name!r} does not run on the loop: {', '.join(LOOP_STRATEGIES)}"
+        )
+    search: Search = search_named(name, seed, pct_depth=pct_depth)
+    reports: list[RunReport] = []
 
-    async def campaign() -> list[RunReport]:
-        reports: list[RunReport] = []
+    async def campaign(target: Target[TargetRun]) -> None:
         for index in range(runs):
             chosen = search.next_strategy()
             if chosen is None:
@@ -144,11 +193,53 @@ def check(
             search.ran(chosen)
             if stop_at_first_failure and reports[-1].failed:
                 break
-        return reports
 
-    reports = asyncio.run(campaign())
-    exhausted = search.exhausted if isinstance(search, ExhaustiveSearch) else None
-    return Checked(reports, exhausted)
+    if engine == "loop":
+        for index in range(runs):
+            chosen = search.next_strategy()
+            if chosen is None:
+                break
+            reports.append(_on_loop(program, index, chosen, settle_timeout))  # type: ignore[arg-type]
+            search.ran(chosen)
+            if stop_at_first_failure and reports[-1].failed:
+                break
+    else:
+        asyncio.run(campaign(_target(program, points, detail_keys)))
+    exhausted = search.exhausted if name in ("exhaustive", "search") else None
+    return Checked(reports, exhausted, search.covered())
+
+
+Engine = Literal["loop", "points"]
+
+
+def _engine_of(program: Program, engine: Engine | None) -> Engine:
+    if engine not in (None, "loop", "points"):
+        raise ValueError(f"engine must be 'loop' or 'points', got {engine!r}")
+    if not callable(program):
+        if engine == "loop":
+            raise ValueError("a Target runs on the actor scheduler: engine='points'")
+        return "points"
+    return engine or "loop"
+
+
+def _on_loop(main: Main, index: int, strategy: Strategy, settle_timeout: float) -> RunReport:
+    run = run_once(main, strategy, settle_timeout=settle_timeout)
+    execution, error = run.execution, run.error
+    if isinstance(error, Deadlock):
+        outcome: Ending = "deadlock"
+    elif isinstance(error, Hung):
+        outcome = "hung"
+    elif isinstance(error, Diverged | StrategyRefused):
+        outcome = "diverged"
+    else:
+        outcome = "settled"
+    schedule = Schedule(
+        decisions=list(execution.decisions),
+        outcome=outcome,
+        problem=None if outcome == "settled" else str(error),
+    )
+    failures = () if error is None else (f"{type(error).__name__}: {error}",)
+    return RunReport(index, schedule, failures, error, dict(execution.uncontrolled))
 
 
 def check_random(program: Program, *, runs: int = 100, seed: int = 0, **options: Any) -> Checked:
@@ -171,13 +262,24 @@ def check_exhaustive(program: Program, *, max_runs: int = 10_000, **options: Any
 
 def replay(
     program: Program,
-    decisions: Sequence[str],
+    decisions: Sequence[str] | str,
     *,
+    engine: Engine | None = None,
     points: Iterable[str] | None = None,
     detail_keys: Sequence[str] = (),
     settle_timeout: float = 10.0,
 ) -> RunReport:
-    """Run ``program`` once with a recorded decision list (:attr:`RunReport.decisions`);
+    """Run ``program`` once with a recorded decision list (:attr:`RunReport.decisions`), or, on
+    the loop, the schedule a failure printed (:attr:`RunReport.token`, ``"3.1"``);
     ``diverged`` (a failure) if the program no longer offers those choices."""
+    engine = _engine_of(program, engine)
+    if isinstance(decisions, str):
+        if engine != "loop":
+            raise ValueError("a schedule string replays on the loop; give the decision list")
+        strategy: Strategy = Deviations(parse_schedule(decisions))
+    else:
+        strategy = ReplayStrategy(decisions)
+    if engine == "loop":
+        return _on_loop(program, 0, strategy, settle_timeout)  # type: ignore[arg-type]
     target = _target(program, points, detail_keys)
-    return asyncio.run(_one(target, 0, ReplayStrategy(decisions), settle_timeout))
+    return asyncio.run(_one(target, 0, strategy, settle_timeout))

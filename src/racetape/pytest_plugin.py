@@ -53,14 +53,15 @@ from racetape._engine.deviations import (
     parse_schedule,
     schedule_of,
 )
-from racetape._engine.loop import LOOP, ControlledLoop, Execution, Step, Strategy
+from racetape._engine.loop import LOOP, ControlledLoop, Execution, Strategy
 from racetape._engine.perturb import (
     DEFAULT_MAX_DELAY,
     Perturbation,
     PerturbingEventLoop,
     derive_seed,
 )
-from racetape._engine.searches import SEARCHES, Search, new_search
+from racetape._engine.schedule import Decision
+from racetape._engine.strategies import LOOP_STRATEGIES, STRATEGIES, Search, search_named
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -129,10 +130,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--race-strategy",
-        choices=tuple(SEARCHES),
+        choices=LOOP_STRATEGIES,
         default="search",
-        help="how controlled runs choose: "
-        + "; ".join(f"{kind.name}: {kind.help}" for kind in SEARCHES.values()),
+        help="how controlled runs choose (default search): "
+        + "; ".join(f"{name}: {STRATEGIES[name].help}" for name in LOOP_STRATEGIES),
     )
     group.addoption(
         "--race-replay",
@@ -257,6 +258,7 @@ class Tally:
 RUN_KEY = pytest.StashKey[RaceRun]()
 PERTURBATION_KEY = pytest.StashKey[Perturbation]()
 LOOP_KEY = pytest.StashKey["ControlledLoop"]()
+STRATEGY_KEY = pytest.StashKey["Strategy"]()
 
 
 def _node_words(config: pytest.Config, test: str) -> str:
@@ -422,18 +424,18 @@ class _Controlled:
                 pytest.skip(f"racetape: an earlier run failed; {self.failed[run.test]}")
             search = self.searches.get(run.test)
             if search is None:
-                search = self.searches[run.test] = new_search(self.strategy, run.seed)
-            strategy = search.next()
+                search = self.searches[run.test] = search_named(self.strategy, run.seed)
+            strategy = search.next_strategy()
             if strategy is None:
-                pytest.skip(f"racetape: nothing left to try: {search.verdict()}")
+                pytest.skip(f"racetape: nothing left to try: {search.covered()}")
+            item.stash[STRATEGY_KEY] = strategy
         self._activate(strategy, item)
 
     def end(self, item: pytest.Item, run: RaceRun) -> None:
-        loop = item.stash.get(LOOP_KEY, None)
+        strategy = item.stash.get(STRATEGY_KEY, None)
         search = self.searches.get(run.test)
-        if loop is not None and search is not None and run.index is not None:
-            decisions = loop.execution.decisions
-            search.record(schedule_of(decisions), decisions)
+        if strategy is not None and search is not None:
+            search.ran(strategy)
         self._activate(None, None)
 
     def replay_command(self, test: str, schedule: Schedule) -> str:
@@ -466,7 +468,7 @@ class _Controlled:
         notes = set(loop.execution.uncontrolled) if loop is not None else set()
         run = item.stash.get(RUN_KEY, None)
         search = self.searches.get(run.test) if run is not None else None
-        return notes, search.verdict() if search is not None else ""
+        return notes, search.covered() if search is not None else ""
 
     def summary(self, tallies: Mapping[str, Tally]) -> list[str]:
         from rich.table import Table
@@ -490,7 +492,7 @@ class _Controlled:
         return lines
 
 
-def _deviation_lines(deviations: list[Step]) -> list[str]:
+def _deviation_lines(deviations: list[Decision]) -> list[str]:
     if not deviations:
         return ["it fails with no deviation from first come, first served"]
     lines = ["the decisions that deviate from first come, first served:"]

@@ -22,9 +22,9 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from racetape._engine.loop import ControlledRunError, Step
+from racetape._engine.loop import LOOP, ControlledRunError
+from racetape._engine.schedule import Candidate, Decision, Strategy
 
 Schedule = tuple[tuple[int, int], ...]
 """Deviations from first come, first served: (decision step, candidate index), steps ascending."""
@@ -68,9 +68,9 @@ def parse_schedule(text: str) -> Schedule:
     return pairs
 
 
-def schedule_of(decisions: Sequence[Step]) -> Schedule:
+def schedule_of(decisions: Sequence[Decision]) -> Schedule:
     """The deviations a run's decisions took: what replays it."""
-    return tuple((d.step, d.index) for d in decisions if d.index != 0)
+    return tuple((d.step, d.index) for d in decisions if d.index)
 
 
 @dataclass
@@ -88,23 +88,37 @@ class Deviations:
     name: str = "replay"
     lenient: bool = False
     diverged: list[int] = field(default_factory=list)
+    taken: list[Decision] = field(default_factory=list)  # what it chose, for a search to learn
     _at: dict[int, int] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._at = dict(self.schedule)
 
-    def choose(self, step: int, enabled: Sequence[Any]) -> Any:
+    def choose(self, step: int, enabled: Sequence[Candidate]) -> Candidate:
         index = self._at.get(step, 0)
         if index >= len(enabled) and self.lenient:
             self.diverged.append(step)
-            return enabled[0]
+            index = 0
         if index >= len(enabled):
             raise Diverged(
                 f"schedule {format_schedule(self.schedule)} diverged at decision {step}: it"
                 f" takes candidate {index}, but only {len(enabled)} were offered"
                 f" ({', '.join(c.actor for c in enabled)})"
             )
-        return enabled[index]
+        chosen = enabled[index]
+        # The loop offers its own next step as "step" between two callbacks of a turn.
+        mid_turn = any(c.actor == LOOP and c.detail == "step" for c in enabled)
+        self.taken.append(
+            Decision(
+                step,
+                chosen.actor,
+                chosen.detail,
+                tuple(c.actor for c in enabled),
+                index=index,
+                mid_turn=mid_turn,
+            )
+        )
+        return chosen
 
 
 class DeviationSearch:
@@ -127,17 +141,23 @@ class DeviationSearch:
         self._levels: dict[int, list[tuple[int, float, Schedule]]] = {0: [(0, 0.0, ())]}
         self._cost: dict[Schedule, int] = {(): 0}
         self.bound = 0  # the highest cost handed out so far
+        self.runs = 0
 
-    def next(self) -> Deviations | None:
+    name = "search"
+
+    def next_strategy(self) -> Deviations | None:
         for level in sorted(self._levels):
             waiting = self._levels[level]
             if waiting:
                 self.bound = max(self.bound, level)
+                self.runs += 1
                 return Deviations(heapq.heappop(waiting)[2], name="search", lenient=True)
         return None
 
-    def record(self, schedule: Schedule, decisions: Sequence[Step]) -> None:
-        """After a run of ``schedule``: one more deviation at any later decision is a child."""
+    def ran(self, strategy: Strategy) -> None:
+        """After a run: one more deviation at any of its later decisions is a child."""
+        assert isinstance(strategy, Deviations), "the deviation search serves its own runs"
+        schedule, decisions = strategy.schedule, strategy.taken
         last = schedule[-1][0] if schedule else -1
         cost = self._cost.get(schedule, len(schedule))
         refused: dict[str, int] = {}  # how often each actor was offered and not taken
@@ -158,6 +178,11 @@ class DeviationSearch:
                 self._cost[child] = child_cost
                 level = self._levels.setdefault(child_cost, [])
                 heapq.heappush(level, (waited, self._rng.random(), child))
+
+    def covered(self) -> str:
+        if self.exhausted:
+            return f"every schedule ({self.runs}): complete"
+        return f"{self.runs} schedules, fewest deviations first: all below cost {self.bound}"
 
     @property
     def exhausted(self) -> bool:

@@ -64,11 +64,14 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from types import FrameType
-from typing import Any, Protocol, TypeVar, TypeVarTuple
+from typing import Any, TypeVar, TypeVarTuple
+
+from racetape._engine.schedule import Candidate, Decision
+from racetape._engine.schedule import Strategy as _Strategy
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -98,49 +101,8 @@ LOOP = "loop"
 """The actor name of the loop's own next step."""
 
 
-class Choice(Protocol):
-    """What a strategy is shown: ``actor`` names who moves, ``detail`` what it does."""
-
-    @property
-    def actor(self) -> str: ...
-
-    @property
-    def detail(self) -> str: ...
-
-
-class Strategy(Protocol):
-    """Picks one of two or more candidates; deterministic in its seed and what it is shown."""
-
-    def choose(self, step: int, enabled: Sequence[Any]) -> Any: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    actor: str
-    detail: str
-    waiting_since: int
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One decision: which candidate went, at which choice, among how many."""
-
-    step: int
-    actor: str
-    detail: str
-    index: int
-    enabled: tuple[str, ...]
-    mid_turn: bool = False  # between two callbacks of a turn, not at its start
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "actor": self.actor,
-            "detail": self.detail,
-            "index": self.index,
-            "enabled": list(self.enabled),
-            "mid_turn": self.mid_turn,
-        }
+Strategy = _Strategy
+"""A strategy picks one of two or more :class:`Candidate`s (see ``racetape._engine.strategies``)."""
 
 
 class ControlledRunError(RuntimeError):
@@ -159,7 +121,7 @@ class Hung(ControlledRunError):
 class Execution:
     """What one controlled run did: its decisions, and what the loop could not control."""
 
-    decisions: list[Step] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
     uncontrolled: dict[str, int] = field(default_factory=dict)
     jobs: int = 0
     timers: int = 0
@@ -170,7 +132,7 @@ class Execution:
         return bool(self.uncontrolled)
 
     @property
-    def deviations(self) -> list[Step]:
+    def deviations(self) -> list[Decision]:
         """The decisions that did not take the first candidate (first come, first served)."""
         return [d for d in self.decisions if d.index != 0]
 
@@ -775,13 +737,13 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         chosen = self.strategy.choose(step, candidates)
         index = candidates.index(chosen)
         self.execution.decisions.append(
-            Step(
+            Decision(
                 step,
                 chosen.actor,
                 chosen.detail,
-                index,
                 tuple(c.actor for c in candidates),
-                mid_turn,
+                index=index,
+                mid_turn=mid_turn,
             )
         )
         action = options[index][1]
@@ -941,5 +903,4 @@ __all__ = [
     "Deadlock",
     "Execution",
     "Hung",
-    "Step",
 ]

@@ -66,6 +66,8 @@ class Decision:
     detail: str
     enabled: tuple[str, ...]
     landing: str | None = None  # set when a gated actor (a planned action) went
+    index: int | None = None  # which candidate went (0: first come, first served); the loop's
+    mid_turn: bool = False  # the loop's: between two callbacks of a turn, not at its start
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -76,6 +78,9 @@ class Decision:
         }
         if self.landing is not None:
             data["landing"] = self.landing
+        if self.index is not None:
+            data["index"] = self.index
+            data["mid_turn"] = self.mid_turn
         return data
 
 

@@ -182,6 +182,13 @@ STRATEGIES: dict[str, StrategyEntry] = {
     "exhaustive": StrategyEntry(
         "controlled; every schedule depth first, --runs bounds the count", None
     ),
+    "search": StrategyEntry(
+        "controlled; fewest deviations from first come, first served first (see"
+        " racetape._engine.deviations): a race between two events in the first runs, and a"
+        " search that says when it has tried everything",
+        None,
+        in_cli=False,
+    ),
     "jitter": StrategyEntry(
         "uncontrolled; seeded delays at the points, real OS scheduling (statistical)", None
     ),
@@ -193,6 +200,9 @@ STRATEGIES: dict[str, StrategyEntry] = {
 }
 
 CONTROLLED = tuple(name for name in STRATEGIES if name != "jitter")
+LOOP_STRATEGIES = ("search", "random", "pct", "exhaustive")
+"""What the controlled loop (``pytest --race-strategy``, ``racetape.check`` on a coroutine
+factory) offers; ``search`` first, its default."""
 """The strategies of controlled mode (``jitter`` is the uncontrolled mode)."""
 
 
@@ -217,6 +227,15 @@ class Search(Protocol):
     def ran(self, strategy: Strategy) -> None:
         """The run ``strategy`` served is over (the exhaustive search learns its tree here)."""
 
+    @property
+    def exhausted(self) -> bool:
+        """Every schedule the search can reach has been handed out."""
+        ...
+
+    def covered(self) -> str:
+        """What the runs handed out so far cover, in one clause (for a verdict)."""
+        ...
+
 
 class SeededSearch:
     """Run ``i`` gets the entry's strategy seeded :func:`run_seed` (seed, i); never done."""
@@ -235,6 +254,11 @@ class SeededSearch:
     def ran(self, strategy: Strategy) -> None:
         pass
 
+    exhausted = False
+
+    def covered(self) -> str:
+        return f"{self._index} {self.name} schedules (a sample: no bound)"
+
 
 class ExhaustiveSearch:
     """Depth first over every schedule: each run's :class:`PrefixStrategy` follows the next
@@ -244,9 +268,13 @@ class ExhaustiveSearch:
 
     def __init__(self) -> None:
         self._prefix: list[int] | None = []
+        self._runs = 0
 
     def next_strategy(self) -> PrefixStrategy | None:
-        return None if self._prefix is None else PrefixStrategy(self._prefix)
+        if self._prefix is None:
+            return None
+        self._runs += 1
+        return PrefixStrategy(self._prefix)
 
     def ran(self, strategy: Strategy) -> None:
         assert isinstance(strategy, PrefixStrategy), "the exhaustive search serves its own runs"
@@ -256,9 +284,18 @@ class ExhaustiveSearch:
     def exhausted(self) -> bool:
         return self._prefix is None
 
+    def covered(self) -> str:
+        if self.exhausted:
+            return f"every schedule ({self._runs}): complete"
+        return f"the first {self._runs} schedules, depth first (not complete)"
+
 
 def search_named(name: str, seed: int, *, pct_depth: int = 3) -> Search:
     """The search for ``racetape``'s strategy ``name`` (a controlled one)."""
     if name == "exhaustive":
         return ExhaustiveSearch()
+    if name == "search":
+        from racetape._engine.deviations import DeviationSearch
+
+        return DeviationSearch(seed)
     return SeededSearch(name, seed, pct_depth=pct_depth)
