@@ -32,6 +32,12 @@ from reftask.manager import Reporter
 from reftask.models import EventKind
 from tests.conftest import StoreFactory
 
+# These tests drive racetape's own actor engine, which installs its task factory and executor
+# on the running loop and keeps its own time: racing them on the controlled loop would race
+# the engine, not code under test (pytest --race-runs leaves them alone).
+pytestmark = pytest.mark.race(runs=0)
+
+
 GUARD_OFF = frozenset({Fault.NO_TERMINAL_GUARD})
 
 
