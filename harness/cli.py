@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument(
         "--strategy",
         action="append",
-        choices=("random", "pct", "jitter"),
+        choices=[name for name in STRATEGY_HELP if name != "exhaustive"],  # seeds, not a walk
         default=[],
         help="repeat; default: random and pct",
     )
@@ -485,7 +485,7 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     pg_dsn = _pg_dsn(args, [adapter])
     replayed = asyncio.run(replay(trace, adapter=adapter, pg_dsn=pg_dsn))
     display.print_replay(replayed, display.console())
-    failed = replayed.result.violations or replayed.result.hung or replayed.finding
+    failed = replayed.result.violations or replayed.result.unsettled or replayed.finding
     return 1 if failed else 0
 
 

@@ -37,7 +37,9 @@ class RunResult:
     runner_started: set[str] = field(default_factory=set)
 
     @property
-    def hung(self) -> bool:
+    def unsettled(self) -> bool:
+        """The run did not settle: it hung, deadlocked or (replayed) diverged. Result documents
+        count these runs under ``hung``."""
         return self.schedule.outcome != "settled"
 
     @property

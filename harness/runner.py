@@ -116,7 +116,7 @@ def _record(
 ) -> RunRecord:
     kinds = tuple(sorted({str(v.kind) for v in result.violations}))
     trace = None
-    if keep_trace and (kinds or result.hung):
+    if keep_trace and (kinds or result.unsettled):
         trace = trace_document(
             scenario=group.scenario,
             adapter=group.adapter,
@@ -131,7 +131,7 @@ def _record(
     return RunRecord(
         index,
         kinds,
-        result.hung,
+        result.unsettled,
         result.schedule.problem,
         tuple(result.landings),
         len(result.schedule.decisions),

@@ -43,7 +43,7 @@ class Stranded(Exception):
 
 def failure_of(result: RunResult) -> tuple[str, ...]:
     """The failure a run shows: its strand kinds, or how it did not settle (empty if sound)."""
-    if result.hung:
+    if result.unsettled:
         return (str(result.schedule.outcome),)
     return tuple(sorted({str(v.kind) for v in result.violations}))
 

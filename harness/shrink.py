@@ -137,8 +137,8 @@ def shrink_on(
         return loop.run(execute(store, scenario, faults, Controlled(strategy)))
 
     before = run(ReplayStrategy(trace.decisions, details=trace.details))
-    if before.hung or kinds_of(before) != wanted:
-        got = before.schedule.problem if before.hung else describe_kinds(kinds_of(before))
+    if before.unsettled or kinds_of(before) != wanted:
+        got = before.schedule.problem if before.unsettled else describe_kinds(kinds_of(before))
         raise ShrinkError(
             f"{trace.source}: decisions: run again on {adapter} they give {got}, not the"
             f" recorded {describe_kinds(wanted)}; shrink it on the adapter it was recorded on"
@@ -149,7 +149,7 @@ def shrink_on(
     def strands_the_same_way(data: st.DataObject) -> None:
         result = run(DrawnStrategy(data))
         kept.append(result)
-        if not result.hung and kinds_of(result) == wanted:
+        if not result.unsettled and kinds_of(result) == wanted:
             raise _SameStrand(describe_kinds(wanted))
 
     namespace = json.dumps(

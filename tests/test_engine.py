@@ -74,7 +74,7 @@ async def test_fault_free_manager_never_strands_over_two_thousand_controlled_run
                 result = await execute(
                     store, scenario, frozenset(), Controlled(strategy_type(run_seed(7, index)))
                 )
-                assert not result.hung, result.schedule.problem
+                assert not result.unsettled, result.schedule.problem
                 assert not result.violations, (scenario.name, index, result.violations)
                 windows.update(result.landings)
                 total += 1
@@ -132,7 +132,7 @@ async def test_every_catalog_scenario_is_deterministic_with_each_fault_it_catche
                 for _ in range(4):
                     mode = Controlled(strategy_type(run_seed(5, index)))
                     result = await execute(store, scenario, fault_set, mode)
-                    assert not result.hung, result.schedule.problem
+                    assert not result.unsettled, result.schedule.problem
                     seen.add((tuple(result.schedule.choices), tuple(kinds(result))))
                 assert len(seen) == 1, (sorted(fault_set), strategy_type.__name__, seen)
 
@@ -168,7 +168,7 @@ async def test_exhaustive_explores_exactly_the_schedules_counted_by_hand(
         strategy = PrefixStrategy(prefix)
         result = await execute(store, scenario, frozenset(), Controlled(strategy))
         assert not result.violations
-        assert not result.hung
+        assert not result.unsettled
         schedules.append(tuple(result.schedule.choices))
         prefix = next_prefix(strategy.taken)
     assert len(schedules) == (2 + progress) + 1
@@ -188,7 +188,7 @@ async def test_jitter_finds_the_late_write_with_the_fault_and_nothing_without(
         result = await execute(faulty, scenario, GUARD_OFF, Jittered(seed))
         found += bool(result.violations)
         result = await execute(fixed, scenario, frozenset(), Jittered(seed))
-        assert not result.hung
+        assert not result.unsettled
         clean += not result.violations
     assert found > 0
     assert clean == 150

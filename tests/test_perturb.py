@@ -315,7 +315,7 @@ def test_the_engines_decisions_do_not_depend_on_when_a_worker_thread_starts(
             try:
                 mode = Controlled(RandomStrategy(run_seed(5, 1)))
                 result = await execute(store, scenario, frozenset(), mode)
-                assert not result.hung, result.schedule.problem
+                assert not result.unsettled, result.schedule.problem
                 return tuple(result.schedule.choices)
             finally:
                 await store.close()
