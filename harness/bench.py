@@ -51,6 +51,7 @@ from harness.adapters import PG_SESSION, Database
 from harness.oracle import check_task
 from harness.run import Controlled, Jittered, Mode, execute
 from harness.runner import run_seed
+from harness.scaling import scaling_adapter
 from harness.scenario import Scenario, resolve_scenario
 from harness.strategies import RandomStrategy
 from reftask.control import checkpoint, checkpoint_blocking
@@ -580,11 +581,13 @@ def run_bench(
     runs: int,
     seeds: int,
     memory: Sequence[int] = (),
+    scaling: int | None = None,
     pg_dsn: str | None = None,
     command: str = "racetape bench",
     log: Log = lambda line: None,
 ) -> dict[str, Any]:
-    """Every figure of every adapter (and peak RSS after ``memory`` runs): the JSON document."""
+    """Every figure of every adapter (and peak RSS after ``memory`` runs, and the scaling
+    figure of a job of ``scaling`` runs, :mod:`harness.scaling`): the JSON document."""
     load_before = machine_load()
     log("control points with no controller")
     control_points = control_point_cost()
@@ -598,6 +601,8 @@ def run_bench(
         }
         if memory:
             entry["memory"] = memory_profile(adapter, memory, pg_dsn=pg_dsn, log=log)
+        if scaling:
+            entry["scaling"] = scaling_adapter(adapter, scaling, pg_dsn=pg_dsn, log=log)
         rendered.append(entry)
     return {
         "schema": "racetape.bench/1",
@@ -605,7 +610,7 @@ def run_bench(
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": command,
         "scenario": SCENARIO,
-        "settings": {"runs": runs, "seeds": seeds, "warmup_runs": WARMUP_RUNS},
+        "settings": {"runs": runs, "seeds": seeds, "warmup_runs": WARMUP_RUNS, "scaling": scaling},
         "machine": {
             "cpus": os.cpu_count(),
             "load_before": load_before,

@@ -416,19 +416,8 @@ def run_groups(
         exhaustive = [g for g in groups if g.strategy == "exhaustive"]
         interrupted = _run_exhaustive(exhaustive, settings, results, keep, over_budget)
         if not interrupted:
-            size = max(1, min(25, len(indices) // (settings.workers * 4) or 1))
-            if settings.budget is not None:
-                size = min(size, 5)  # small rounds, so that a short budget reaches every group
-            # Chunks go out one group after another in turn: a budget that runs out then leaves
-            # every group with about as many runs as the others, not the last groups with none.
-            jobs = [
-                Job(group, settings, tuple(indices[i : i + size]), settings.max_traces)
-                for i in range(0, len(indices), size)
-                for group in groups
-                if group.strategy != "exhaustive"
-            ]
             interrupted = run_jobs(
-                jobs,
+                spread_jobs(groups, indices, settings),
                 workers=settings.workers,
                 pg_dsn=settings.pg_dsn,
                 on_records=lambda job, records: keep(job.group, records),
@@ -443,6 +432,23 @@ def run_groups(
             result.stopped = "interrupted" if interrupted else ("budget" if over_budget() else None)
         result.traces = _write_traces(result, settings)
     return [results[g] for g in groups]
+
+
+def spread_jobs(groups: Sequence[Group], indices: Sequence[int], settings: Settings) -> list[Job]:
+    """The per-run groups' ``indices`` in chunks, handed out one group after another in turn.
+
+    In turn, so that a budget that runs out leaves every group with about as many runs as the
+    others, not the last groups with none.
+    """
+    size = max(1, min(25, len(indices) // (settings.workers * 4) or 1))
+    if settings.budget is not None:
+        size = min(size, 5)  # small rounds, so that a short budget reaches every group
+    return [
+        Job(group, settings, tuple(indices[i : i + size]), settings.max_traces)
+        for i in range(0, len(indices), size)
+        for group in groups
+        if group.strategy != "exhaustive"
+    ]
 
 
 def _run_exhaustive(
