@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
+from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 
+from reftask.manager import TaskManager
 from reftask.models import EventKind, NewEvent, TaskStatus, UnknownTaskError
 from reftask.stores.base import SqlTaskStore
-from tests import checks
+from reftask.stores.postgres import PostgresStore
+from reftask.stores.sqlite import SqliteStore
+from tests import checks, plans
 from tests.checks import unique_id
-from tests.conftest import StoreFactory
+from tests.conftest import StoreFactory, StoreLocation
 
 
 @pytest.mark.parametrize("check", checks.ALL_CHECKS, ids=lambda c: c.__name__)
@@ -101,6 +107,82 @@ async def test_list_unfinished(store: SqlTaskStore) -> None:
         running,
         unfinalized,
     ]
+
+
+async def test_list_unfinished_among_only_those_ids(store: SqlTaskStore) -> None:
+    """Only the given ids, oldest first whatever order they come in; unknown ids are ignored."""
+    older, newer, finished, elsewhere = (unique_id(n) for n in ("o", "n", "f", "e"))
+    for task_id in (older, newer, finished, elsewhere):
+        await store.create_task(task_id)
+    await store.set_status(finished, TaskStatus.SUCCEEDED)
+    await store.append_event(finished, {"kind": EventKind.FINAL, "body": {"status": "SUCCEEDED"}})
+    among = [newer, "no-such-task", finished, older]
+    assert await store.list_unfinished(among) == [older, newer]
+    assert await store.list_unfinished(set(among)) == [older, newer]
+    assert await store.list_unfinished([]) == []
+    assert elsewhere in await store.list_unfinished()
+
+
+@pytest.fixture
+async def large_store(store_location: StoreLocation) -> AsyncIterator[SqlTaskStore]:
+    """A store on a database made large on purpose: it already holds
+    :data:`tests.plans.FILLER_TASKS` finished tasks of others (Postgres: in a schema of its own,
+    analysed, dropped afterwards)."""
+    store: SqlTaskStore
+    if store_location.sqlite_path is not None:
+        store = await SqliteStore.open(store_location.sqlite_path)
+        plans.fill_sqlite(store_location.sqlite_path, plans.FILLER_TASKS)
+        yield store
+        await store.close()
+        return
+    assert store_location.pg_dsn is not None
+    schema = f"rt_large_{uuid.uuid4().hex[:12]}"
+    store = await PostgresStore.open(
+        store_location.pg_dsn, schema=schema, max_connections=plans.PG_CONNECTIONS
+    )
+    try:
+        await plans.fill_postgres(store_location.pg_dsn, schema, plans.FILLER_TASKS)
+        yield store
+    finally:
+        await store.close()
+        conn = await asyncpg.connect(store_location.pg_dsn)
+        try:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        finally:
+            await conn.close()
+
+
+async def test_restart_cleanup_among_reads_only_the_given_tasks_rows(
+    large_store: SqlTaskStore, store_location: StoreLocation
+) -> None:
+    """On a database holding 20,000 other tasks, no statement restart_cleanup(among=...) sends
+    reads a whole table: each is answered by index probes of the given tasks (the plan says so).
+
+    The same check on the unscoped form, which must read every task, finds its scan: the check
+    sees a whole-table read when there is one (it is what the old query did for ``among`` too).
+    """
+    assert isinstance(large_store, SqliteStore | PostgresStore)
+    pending, running, unfinalized, finished = (unique_id(n) for n in ("p", "r", "u", "f"))
+    for task_id in (pending, running, unfinalized, finished):
+        await large_store.create_task(task_id)
+    await large_store.set_status(running, TaskStatus.RUNNING)
+    await large_store.append_event(running, {"kind": EventKind.TASK_STARTED, "body": {}})
+    for task_id in (unfinalized, finished):
+        await large_store.set_status(task_id, TaskStatus.SUCCEEDED)
+    await large_store.append_event(
+        finished, {"kind": EventKind.FINAL, "body": {"status": "SUCCEEDED"}}
+    )
+    repaired: list[str] = []
+
+    async def cleanup() -> None:
+        among = [pending, running, unfinalized, finished]
+        repaired.extend(await TaskManager(large_store).restart_cleanup(among=among))
+
+    dsn = store_location.pg_dsn or ""
+    scans = await plans.full_scans(large_store, cleanup, pg_dsn=dsn)
+    assert repaired == [pending, running, unfinalized]
+    assert scans == []
+    assert await plans.full_scans(large_store, large_store.list_unfinished, pg_dsn=dsn)
 
 
 async def test_concurrent_appends_from_many_connections_are_unique(
