@@ -26,6 +26,7 @@ from typing import Any
 import aiosqlite
 import asyncpg
 
+from harness.scenario import MAX_OPEN_APPENDS
 from reftask.stores.postgres import PostgresStore
 from reftask.stores.sqlite import SqliteStore
 
@@ -33,8 +34,9 @@ TABLES = ("tasks", "events")
 FILLER_TASKS = 20_000
 """How many other tasks a database made large on purpose holds: enough that a whole-table read
 costs the planner far more than a probe per id, so only a statement with no index path scans."""
-PG_CONNECTIONS = 4
-"""The pool size of a store whose statements are captured (:func:`postgres_statements`)."""
+PG_CONNECTIONS = MAX_OPEN_APPENDS + 8
+"""The pool size of a store whose statements are captured (:func:`postgres_statements`): as
+many as racetape's own stores have, so that a controlled run never waits for a connection."""
 PLANNED = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b", re.IGNORECASE)
 
 # A finished task's tape: task_started, two progress, final.

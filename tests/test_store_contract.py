@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 
 from reftask.manager import TaskManager
@@ -121,35 +118,6 @@ async def test_list_unfinished_among_only_those_ids(store: SqlTaskStore) -> None
     assert await store.list_unfinished(set(among)) == [older, newer]
     assert await store.list_unfinished([]) == []
     assert elsewhere in await store.list_unfinished()
-
-
-@pytest.fixture
-async def large_store(store_location: StoreLocation) -> AsyncIterator[SqlTaskStore]:
-    """A store on a database made large on purpose: it already holds
-    :data:`tests.plans.FILLER_TASKS` finished tasks of others (Postgres: in a schema of its own,
-    analysed, dropped afterwards)."""
-    store: SqlTaskStore
-    if store_location.sqlite_path is not None:
-        store = await SqliteStore.open(store_location.sqlite_path)
-        plans.fill_sqlite(store_location.sqlite_path, plans.FILLER_TASKS)
-        yield store
-        await store.close()
-        return
-    assert store_location.pg_dsn is not None
-    schema = f"rt_large_{uuid.uuid4().hex[:12]}"
-    store = await PostgresStore.open(
-        store_location.pg_dsn, schema=schema, max_connections=plans.PG_CONNECTIONS
-    )
-    try:
-        await plans.fill_postgres(store_location.pg_dsn, schema, plans.FILLER_TASKS)
-        yield store
-    finally:
-        await store.close()
-        conn = await asyncpg.connect(store_location.pg_dsn)
-        try:
-            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        finally:
-            await conn.close()
 
 
 async def test_restart_cleanup_among_reads_only_the_given_tasks_rows(
