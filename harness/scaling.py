@@ -148,8 +148,7 @@ async def _long_job(
         timeline.seconds.append(now - last)
         timeline.strands += record.stranded
         timeline.hung += record.hung
-        results[group].records.append(record)
-        results[group].elapsed += record.elapsed
+        results[group].add(record, settings.max_traces)
         last, done = now, done + 1
         if now - logged >= log_every:
             logged = now

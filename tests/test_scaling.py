@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from harness import scaling
+from harness.bench import GUARD_OFF
 from harness.run import Controlled, RunResult, execute
-from harness.runner import run_seed
-from harness.scenario import Scenario, find_scenarios
+from harness.runner import Group, Settings, run_groups, run_seed
+from harness.scenario import Scenario, find_scenarios, resolve_scenario
 from harness.strategies import RandomStrategy
 from reftask.stores.base import SqlTaskStore
 from reftask.stores.postgres import PostgresStore
@@ -125,3 +126,18 @@ def test_bench_scaling_prints_the_figure_and_writes_it_in_the_document(
     for row in figure["scenarios"]:
         assert row["scenario"] in done.stdout
     assert "last/first" in done.stdout
+
+
+def test_a_long_failing_job_holds_only_the_traces_it_writes(tmp_path: Path) -> None:
+    """60 runs of late-progress without the guard, in chunks of 15, two traces kept: each chunk
+    keeps its first two failing runs' traces, but the group holds only the two of the lowest
+    run indices (the two it writes), not two per chunk."""
+    group = Group(resolve_scenario("late-progress"), "sqlite", GUARD_OFF, "random")
+    settings = Settings(runs=60, max_traces=2, traces_dir=tmp_path / "traces")
+    (result,) = run_groups([group], settings)
+    failing = [r.index for r in result.records if r.stranded]
+    assert len(failing) > 8  # more chunks failed than two traces each would fit in
+    assert [r.index for r in result.records if r.trace is not None] == failing[:2]
+    assert [Path(t).name for t in result.traces] == [
+        f"{group.slug}--run{index}.json" for index in failing[:2]
+    ]
