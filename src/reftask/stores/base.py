@@ -84,12 +84,12 @@ class SqlTaskStore(ABC):
         """The tasks a crash may have left unfinished, oldest first (the contract is
         :meth:`reftask.store.TaskStore.list_unfinished`'s).
 
-        Cost: with ``among``, one primary-key probe per given id and one probe of the
-        ``events_final`` index per unfinished-looking row, whatever else the database holds; a
-        run that repairs its own tasks pays the same on an empty database and on a full one.
-        Without ``among`` (a manager's start-up), a pass over every task row in the database,
-        each with one probe of ``events_final``: linear in the tasks ever stored, paid once
-        per start-up, never per run.
+        Cost: with ``among``, one primary-key probe per given id, and one probe of the
+        ``events_final`` index per given task whose row is terminal, whatever else the database
+        holds: a run that repairs its own tasks pays the same on an empty database and on a full
+        one. Without ``among`` (a manager's start-up), a pass over every task row in the
+        database, with that probe for each terminal one: linear in the tasks ever stored, so
+        right for a start-up and wrong for anything done once per run.
         """
 
     @abstractmethod
