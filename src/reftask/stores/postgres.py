@@ -38,8 +38,12 @@ CREATE TABLE IF NOT EXISTS events (
     ts double precision NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_task_seq ON events (task_id, seq);
-CREATE INDEX IF NOT EXISTS tasks_unfinished ON tasks (status)
-    WHERE status IN ('PENDING', 'RUNNING');
+-- No index on status: nothing looks a task up by its status alone (list_unfinished probes ids,
+-- or reads every row at a start-up), and an index on it would make every status update a
+-- non-HOT update, a dead row version and new index entries per update left for a VACUUM that
+-- may never come (autovacuum can be off); HOT updates are pruned in place. An older schema's
+-- index goes.
+DROP INDEX IF EXISTS tasks_unfinished;
 -- Whether a task has its final, in one probe that reads no event row (list_unfinished).
 CREATE INDEX IF NOT EXISTS events_final ON events (task_id, kind) WHERE kind = 'final';
 """

@@ -39,8 +39,10 @@ CREATE TABLE IF NOT EXISTS events (
     ts REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_task_seq ON events (task_id, seq);
-CREATE INDEX IF NOT EXISTS tasks_unfinished ON tasks (status)
-    WHERE status IN ('PENDING', 'RUNNING');
+-- No index on status: nothing looks a task up by its status alone (list_unfinished probes ids,
+-- or reads every row at a start-up), and each status update would write it too. An older
+-- file's index goes.
+DROP INDEX IF EXISTS tasks_unfinished;
 -- Whether a task has its final, in one probe that reads no event row (list_unfinished).
 CREATE INDEX IF NOT EXISTS events_final ON events (task_id, kind) WHERE kind = 'final';
 """
