@@ -14,10 +14,16 @@ run, not only the run itself. Where a scenario ran fewer than ``2 * window`` run
 half of its runs, so the two never overlap. A ratio well under 1 means the scenario's runs grew
 slower as the database filled: their cost depends on the runs before them.
 
-Also the database's size at the end (the SQLite file and its WAL; the Postgres schema's tables
-with their indexes and TOAST, and their dead rows). Timing is wall clock: the figure is a ratio
-within one job, so the machine's load falls on both windows, but a change of load between them
-moves it (the document records the load before and after).
+Timing is wall clock, and the two windows are minutes apart: on a shared machine a change of
+load between them moves that ratio as much as anything the database does (the document records
+the load before and after). So the job ends with a check the load cannot move, side by side:
+each scenario's next ``side`` runs (the same seeds twice) on the full database and on a fresh,
+empty one, in alternating chunks of ``SIDE_CHUNK``, so both see the same moments of the machine.
+``full_over_fresh`` is the full database's runs/s over the fresh one's: under 1 by more than the
+noise means a run costs more for the runs before it.
+
+Also the database's size at the end of the job (the SQLite file and its WAL; the Postgres
+schema's tables with their indexes and TOAST, and their dead rows).
 """
 
 from __future__ import annotations
@@ -37,9 +43,12 @@ from rich.table import Table
 from harness.adapters import Database
 from harness.runner import Group, GroupResult, RunRecord, Settings, run_indices, spread_jobs
 from harness.scenario import Scenario, find_scenarios
-from harness.stress import stress_groups
+from harness.stress import STRESS_STRATEGIES, stress_groups
 
 WINDOW = 1000
+SIDE = 400
+"""Runs per scenario on each database in the side-by-side check."""
+SIDE_CHUNK = 10
 TARGET = 1 / 1.2
 """The target: a scenario's last window at no less than this fraction of its first's runs/s."""
 
@@ -166,6 +175,47 @@ async def _long_job(
     return timelines, time.perf_counter() - began
 
 
+async def _side_by_side(
+    full: Database,
+    fresh: Database,
+    groups: Sequence[Group],
+    settings: Settings,
+    runs: int,
+) -> dict[str, dict[str, float]]:
+    """Each scenario's ``runs`` more runs on ``full`` and, with the same seeds, on ``fresh``, in
+    alternating chunks: the seconds each database took, by scenario."""
+    seconds = {g.scenario.name: {"full": 0.0, "fresh": 0.0, "runs": 0.0} for g in groups}
+    await fresh.store()  # opened (schema, first connection) before any timing
+    per_group = max(1, runs // len(STRESS_STRATEGIES))  # a scenario's, split over strategies
+    first = settings.runs  # indices the long job did not use: seeds it did not run
+    for start in range(first, first + per_group, SIDE_CHUNK):
+        indices = range(start, min(start + SIDE_CHUNK, first + per_group))
+        for group in groups:
+            tally = seconds[group.scenario.name]
+            for key, db in (("full", full), ("fresh", fresh)):
+                began = time.perf_counter()
+                await run_indices(db, group, indices, settings, keep_traces=0)
+                tally[key] += time.perf_counter() - began
+            tally["runs"] += len(indices)
+    return seconds
+
+
+def side_rows(seconds: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
+    """Runs/s on the full and the fresh database per scenario, and full over fresh."""
+    rows = {}
+    for name, tally in seconds.items():
+        full = tally["runs"] / tally["full"] if tally["full"] else None
+        fresh = tally["runs"] / tally["fresh"] if tally["fresh"] else None
+        ratio = full / fresh if full and fresh else None
+        rows[name] = {
+            "side_runs": int(tally["runs"]),
+            "full_runs_per_s": None if full is None else round(full, 1),
+            "fresh_runs_per_s": None if fresh is None else round(fresh, 1),
+            "full_over_fresh": None if ratio is None else round(ratio, 3),
+        }
+    return rows
+
+
 def scaling_adapter(
     adapter: str,
     runs: int,
@@ -175,27 +225,36 @@ def scaling_adapter(
     window: int = WINDOW,
     scenarios: Sequence[Scenario] | None = None,
     seed: int = 0,
+    side: int = SIDE,
     log_every: float = 30.0,
 ) -> dict[str, Any]:
-    """The scaling figure of one adapter over a job of about ``runs`` runs (see the module)."""
+    """The scaling figure of one adapter over a job of about ``runs`` runs, then the side-by-side
+    check of ``side`` runs per scenario, at most as many as the job ran of each (see the module).
+    """
     groups = scaling_groups(scenarios if scenarios is not None else find_scenarios(), adapter)
     per_group = max(1, runs // len(groups))
+    side = min(side, per_group * len(STRESS_STRATEGIES))
     settings = Settings(runs=per_group, seed=seed, pg_dsn=pg_dsn)
-    db = Database.fresh(adapter, pg_dsn=pg_dsn)
+    db, fresh = Database.fresh(adapter, pg_dsn=pg_dsn), Database.fresh(adapter, pg_dsn=pg_dsn)
     log(f"{adapter}: scaling, {per_group * len(groups)} runs over {len(groups)} groups")
 
-    async def main() -> tuple[dict[str, Timeline], float, dict[str, Any]]:
+    async def main() -> tuple[dict[str, Timeline], float, dict[str, Any], dict[str, Any]]:
         try:
             timelines, seconds = await _long_job(db, groups, settings, log, log_every)
-            return timelines, seconds, await database_size(db)
+            size = await database_size(db)
+            log(f"{adapter}: side by side, {side} runs per scenario on the full and a fresh one")
+            beside = await _side_by_side(db, fresh, groups, settings, side)
+            return timelines, seconds, size, side_rows(beside)
         finally:
             await db.cleanup()
+            await fresh.cleanup()
 
     load_before = [round(x, 2) for x in os.getloadavg()]
-    timelines, seconds, size = asyncio.run(main())
+    timelines, seconds, size, beside = asyncio.run(main())
     done = sum(len(t.seconds) for t in timelines.values())
-    rows = scenario_rows(timelines, window)
+    rows = [{**row, **beside[row["scenario"]]} for row in scenario_rows(timelines, window)]
     ratios = [r["ratio"] for r in rows if r["ratio"] is not None]
+    side_ratios = [r["full_over_fresh"] for r in rows if r["full_over_fresh"] is not None]
     return {
         "adapter": adapter,
         "runs": done,
@@ -207,6 +266,9 @@ def scaling_adapter(
         "target_ratio": round(TARGET, 3),
         "meets_target": bool(ratios) and all(r["meets_target"] for r in rows if r["ratio"]),
         "worst_ratio": min(ratios) if ratios else None,
+        "side": side,
+        "side_meets_target": bool(side_ratios) and min(side_ratios) >= TARGET,
+        "worst_full_over_fresh": min(side_ratios) if side_ratios else None,
         "scenarios": rows,
         "database": {**size, "bytes_per_run": round(size["bytes"] / done, 1) if done else None},
         "load_before": load_before,
@@ -220,15 +282,21 @@ def scaling_table(result: dict[str, Any]) -> Table:
         title=f"racetape bench --scaling: {result['adapter']}, {result['runs']} runs in "
         f"{result['seconds']:.0f} s"
     )
-    for column in ("scenario", "runs", "window", "first runs/s", "last runs/s", "last/first"):
+    columns = ("scenario", "runs", "window", "first runs/s", "last runs/s", "last/first",
+               "full runs/s", "fresh runs/s", "full/fresh")  # fmt: skip
+    for column in columns:
         table.add_column(column)
     for row in result["scenarios"]:
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
         if row["meets_target"] is False:
-            ratio += " (below target)"
+            ratio += " (below)"
+        beside = "-" if row["full_over_fresh"] is None else f"{row['full_over_fresh']:.2f}"
+        if row["full_over_fresh"] is not None and row["full_over_fresh"] < result["target_ratio"]:
+            beside += " (below)"
         table.add_row(
             row["scenario"], str(row["runs"]), str(row["window"]),
             str(row["first_runs_per_s"] or "-"), str(row["last_runs_per_s"] or "-"), ratio,
+            str(row["full_runs_per_s"] or "-"), str(row["fresh_runs_per_s"] or "-"), beside,
         )  # fmt: skip
     database = result["database"]
     size = f"database {database['bytes'] / 2**20:.1f} MB ({database['bytes_per_run']} B a run"
@@ -237,8 +305,11 @@ def scaling_table(result: dict[str, Any]) -> Table:
     if "dead_rows" in database:
         size += f"; {database['dead_rows']} dead rows of {database['live_rows']}"
     verdict = "met" if result["meets_target"] else "not met"
+    side = "met" if result["side_meets_target"] else "not met"
     table.caption = (
-        f"{size}); target last/first >= {result['target_ratio']}: {verdict}"
-        f" (worst {result['worst_ratio']}); load {result['load_before']} -> {result['load_after']}"
+        f"{size}); target {result['target_ratio']}: last/first {verdict} (worst"
+        f" {result['worst_ratio']}), full/fresh over {result['side']} runs a scenario {side}"
+        f" (worst {result['worst_full_over_fresh']}); load {result['load_before']} ->"
+        f" {result['load_after']}"
     )
     return table

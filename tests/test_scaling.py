@@ -66,6 +66,19 @@ def test_window_shrinks_to_half_the_runs_so_the_windows_never_overlap() -> None:
     assert scaling.window_rates([0.1], 1000)["ratio"] is None
 
 
+def test_side_by_side_rows_set_the_full_database_against_the_fresh_one() -> None:
+    """10 runs in 2 s on the full database and in 1 s on the fresh one: 5 and 10 runs/s, 0.5."""
+    rows = scaling.side_rows({"s": {"full": 2.0, "fresh": 1.0, "runs": 10.0}})
+    assert rows == {
+        "s": {
+            "side_runs": 10,
+            "full_runs_per_s": 5.0,
+            "fresh_runs_per_s": 10.0,
+            "full_over_fresh": 0.5,
+        }
+    }
+
+
 def test_a_scenario_whose_last_runs_are_slower_than_the_target_allows_misses_it() -> None:
     """1/1.2 is the line: a ratio of 0.85 meets it, 0.8 does not."""
     timelines = {
@@ -84,7 +97,7 @@ def test_a_scenario_whose_last_runs_are_slower_than_the_target_allows_misses_it(
 def test_the_job_gives_every_scenario_its_share_under_both_stress_strategies() -> None:
     """52 runs over the catalog: every scenario under random and pct, 52 // groups runs each."""
     scenarios = find_scenarios()
-    result = scaling.scaling_adapter("sqlite", 52, pg_dsn=None, window=1000)
+    result = scaling.scaling_adapter("sqlite", 52, pg_dsn=None, window=1000, side=4)
     groups = 2 * len(scenarios)
     assert result["groups"] == groups
     assert result["strategies"] == ["pct", "random"]
@@ -96,7 +109,10 @@ def test_the_job_gives_every_scenario_its_share_under_both_stress_strategies() -
         assert row["ratio"] > 0
         assert row["strands"] == 0
         assert row["hung"] == 0
+        assert row["side_runs"] == 4  # two a strategy, on each database
+        assert row["full_over_fresh"] > 0
     assert result["runs"] == groups * result["runs_per_group"]
+    assert result["side"] == 4
     database = result["database"]
     assert database["bytes"] == database["file_bytes"] + database["wal_bytes"] > 0
 
