@@ -19,8 +19,8 @@ load between them moves that ratio as much as anything the database does (the do
 the load before and after). So the job ends with a check the load cannot move, side by side:
 each scenario's next ``side`` runs (the same seeds twice) on the full database and on a fresh,
 empty one, in alternating chunks of ``SIDE_CHUNK``, so both see the same moments of the machine.
-``full_over_fresh`` is the full database's runs/s over the fresh one's: under 1 by more than the
-noise means a run costs more for the runs before it.
+``full_over_fresh`` is the full database's runs/s over the fresh one's (the median over the chunk
+pairs): under 1 by more than the noise means a run costs more for the runs before it.
 
 Also the database's size at the end of the job (the SQLite file and its WAL; the Postgres
 schema's tables with their indexes and TOAST, and their dead rows).
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -175,43 +176,58 @@ async def _long_job(
     return timelines, time.perf_counter() - began
 
 
+@dataclass
+class Pairs:
+    """One scenario's side-by-side chunks: the seconds of each on the full and the fresh database
+    (the same seeds, one right after the other)."""
+
+    runs: list[int] = field(default_factory=list)
+    full: list[float] = field(default_factory=list)
+    fresh: list[float] = field(default_factory=list)
+
+
 async def _side_by_side(
     full: Database,
     fresh: Database,
     groups: Sequence[Group],
     settings: Settings,
     runs: int,
-) -> dict[str, dict[str, float]]:
-    """Each scenario's ``runs`` more runs on ``full`` and, with the same seeds, on ``fresh``, in
-    alternating chunks: the seconds each database took, by scenario."""
-    seconds = {g.scenario.name: {"full": 0.0, "fresh": 0.0, "runs": 0.0} for g in groups}
+) -> dict[str, Pairs]:
+    """Each scenario's ``runs`` more runs on ``full`` and, with the same seeds, on ``fresh``, a
+    chunk on one right after the same chunk on the other (which goes first alternates)."""
+    pairs = {g.scenario.name: Pairs() for g in groups}
     await fresh.store()  # opened (schema, first connection) before any timing
     per_group = max(1, runs // len(STRESS_STRATEGIES))  # a scenario's, split over strategies
     first = settings.runs  # indices the long job did not use: seeds it did not run
-    for start in range(first, first + per_group, SIDE_CHUNK):
+    for turn, start in enumerate(range(first, first + per_group, SIDE_CHUNK)):
         indices = range(start, min(start + SIDE_CHUNK, first + per_group))
         for group in groups:
-            tally = seconds[group.scenario.name]
-            for key, db in (("full", full), ("fresh", fresh)):
+            took = {}
+            order = (("full", full), ("fresh", fresh))
+            for key, db in order if turn % 2 == 0 else order[::-1]:
                 began = time.perf_counter()
                 await run_indices(db, group, indices, settings, keep_traces=0)
-                tally[key] += time.perf_counter() - began
-            tally["runs"] += len(indices)
-    return seconds
+                took[key] = time.perf_counter() - began
+            chunks = pairs[group.scenario.name]
+            chunks.runs.append(len(indices))
+            chunks.full.append(took["full"])
+            chunks.fresh.append(took["fresh"])
+    return pairs
 
 
-def side_rows(seconds: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
-    """Runs/s on the full and the fresh database per scenario, and full over fresh."""
+def side_rows(pairs: dict[str, Pairs]) -> dict[str, dict[str, Any]]:
+    """Runs/s on the full and the fresh database per scenario, and full over fresh: the median
+    over the chunk pairs of the fresh chunk's seconds over the full one's, so that a burst of
+    load on a few chunks (this machine is shared) moves it little."""
     rows = {}
-    for name, tally in seconds.items():
-        full = tally["runs"] / tally["full"] if tally["full"] else None
-        fresh = tally["runs"] / tally["fresh"] if tally["fresh"] else None
-        ratio = full / fresh if full and fresh else None
+    for name, chunks in pairs.items():
+        runs, full_s, fresh_s = sum(chunks.runs), sum(chunks.full), sum(chunks.fresh)
+        per_pair = [b / a for a, b in zip(chunks.full, chunks.fresh, strict=True) if a > 0]
         rows[name] = {
-            "side_runs": int(tally["runs"]),
-            "full_runs_per_s": None if full is None else round(full, 1),
-            "fresh_runs_per_s": None if fresh is None else round(fresh, 1),
-            "full_over_fresh": None if ratio is None else round(ratio, 3),
+            "side_runs": runs,
+            "full_runs_per_s": round(runs / full_s, 1) if full_s else None,
+            "fresh_runs_per_s": round(runs / fresh_s, 1) if fresh_s else None,
+            "full_over_fresh": round(statistics.median(per_pair), 3) if per_pair else None,
         }
     return rows
 

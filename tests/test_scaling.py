@@ -66,14 +66,15 @@ def test_window_shrinks_to_half_the_runs_so_the_windows_never_overlap() -> None:
     assert scaling.window_rates([0.1], 1000)["ratio"] is None
 
 
-def test_side_by_side_rows_set_the_full_database_against_the_fresh_one() -> None:
-    """10 runs in 2 s on the full database and in 1 s on the fresh one: 5 and 10 runs/s, 0.5."""
-    rows = scaling.side_rows({"s": {"full": 2.0, "fresh": 1.0, "runs": 10.0}})
-    assert rows == {
+def test_side_by_side_is_the_median_over_chunk_pairs() -> None:
+    """Three pairs of 10 runs: the full database half as fast in two, twice as fast in one burst
+    of load on the fresh side. Runs/s are over all 30 runs; full/fresh is the median pair, 0.5."""
+    pairs = scaling.Pairs(runs=[10, 10, 10], full=[2.0, 2.0, 1.0], fresh=[1.0, 1.0, 2.0])
+    assert scaling.side_rows({"s": pairs}) == {
         "s": {
-            "side_runs": 10,
-            "full_runs_per_s": 5.0,
-            "fresh_runs_per_s": 10.0,
+            "side_runs": 30,
+            "full_runs_per_s": 6.0,
+            "fresh_runs_per_s": 7.5,
             "full_over_fresh": 0.5,
         }
     }
