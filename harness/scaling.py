@@ -16,7 +16,10 @@ slower as the database filled: their cost depends on the runs before them.
 
 Timing is wall clock, and the two windows are minutes apart: on a shared machine a change of
 load between them moves that ratio as much as anything the database does (the document records
-the load before and after). So the job ends with a check the load cannot move, side by side:
+the load before and after). The windows' CPU time says more there (``cpu_ratio``, runs per CPU
+second, last over first: this process's CPU, every thread's, which on SQLite is all of a run's
+work and on Postgres only the client's). And the job ends with a check the load cannot move,
+side by side:
 each scenario's next ``side`` runs (the same seeds twice) on the full database and on a fresh,
 empty one, in alternating chunks of ``SIDE_CHUNK``, so both see the same moments of the machine.
 ``full_over_fresh`` is the full database's runs/s over the fresh one's (the median over the chunk
@@ -61,6 +64,7 @@ class Timeline:
     """Every finished run of one scenario, in the order the job finished them."""
 
     seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)  # this process's, every thread's
     strands: int = 0
     hung: int = 0
 
@@ -94,11 +98,13 @@ def scenario_rows(
     for name, timeline in timelines.items():
         rates = window_rates(timeline.seconds, window)
         met = None if rates["ratio"] is None else rates["ratio"] >= target
+        cpu = window_rates(timeline.cpu_seconds, window) if timeline.cpu_seconds else None
         rows.append(
             {
                 "scenario": name,
                 "runs": len(timeline.seconds),
                 **rates,
+                "cpu_ratio": cpu and cpu["ratio"],
                 "meets_target": met,
                 "strands": timeline.strands,
                 "hung": timeline.hung,
@@ -150,12 +156,15 @@ async def _long_job(
     total = sum(len(job.indices) for job in jobs)
     done = 0
     began = last = logged = time.perf_counter()
+    last_cpu = time.process_time()
 
     def on_record(group: Group, record: RunRecord) -> None:
-        nonlocal last, done, logged
-        now = time.perf_counter()
+        nonlocal last, last_cpu, done, logged
+        now, cpu_now = time.perf_counter(), time.process_time()
         timeline = timelines[group.scenario.name]
         timeline.seconds.append(now - last)
+        timeline.cpu_seconds.append(cpu_now - last_cpu)
+        last_cpu = cpu_now
         timeline.strands += record.stranded
         timeline.hung += record.hung
         results[group].add(record, settings.max_traces)
@@ -299,7 +308,7 @@ def scaling_table(result: dict[str, Any]) -> Table:
         f"{result['seconds']:.0f} s"
     )
     columns = ("scenario", "runs", "window", "first runs/s", "last runs/s", "last/first",
-               "full runs/s", "fresh runs/s", "full/fresh")  # fmt: skip
+               "cpu last/first", "full runs/s", "fresh runs/s", "full/fresh")  # fmt: skip
     for column in columns:
         table.add_column(column)
     for row in result["scenarios"]:
@@ -312,6 +321,7 @@ def scaling_table(result: dict[str, Any]) -> Table:
         table.add_row(
             row["scenario"], str(row["runs"]), str(row["window"]),
             str(row["first_runs_per_s"] or "-"), str(row["last_runs_per_s"] or "-"), ratio,
+            "-" if row["cpu_ratio"] is None else f"{row['cpu_ratio']:.2f}",
             str(row["full_runs_per_s"] or "-"), str(row["fresh_runs_per_s"] or "-"), beside,
         )  # fmt: skip
     database = result["database"]

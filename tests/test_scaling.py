@@ -93,6 +93,14 @@ def test_a_scenario_whose_last_runs_are_slower_than_the_target_allows_misses_it(
     assert rows["slowing"]["ratio"] == 0.8
     assert rows["slowing"]["meets_target"] is False
     assert rows["slight"]["meets_target"] is True
+    assert rows["steady"]["cpu_ratio"] is None  # no CPU time recorded
+
+
+def test_cpu_ratio_is_runs_per_cpu_second_last_over_first() -> None:
+    """Wall time steady, CPU time per run doubling: the CPU ratio says 0.5, the wall ratio 1."""
+    timeline = scaling.Timeline([0.1] * 4, cpu_seconds=[0.01, 0.01, 0.02, 0.02])
+    (row,) = scaling.scenario_rows({"s": timeline}, 2)
+    assert (row["ratio"], row["cpu_ratio"]) == (1.0, 0.5)
 
 
 def test_the_job_gives_every_scenario_its_share_under_both_stress_strategies() -> None:
@@ -108,6 +116,7 @@ def test_the_job_gives_every_scenario_its_share_under_both_stress_strategies() -
         assert row["runs"] == 2 * result["runs_per_group"]
         assert row["window"] == result["runs_per_group"]
         assert row["ratio"] > 0
+        assert row["cpu_ratio"] is None or row["cpu_ratio"] > 0  # None: a window took no CPU tick
         assert row["strands"] == 0
         assert row["hung"] == 0
         assert row["side_runs"] == 4  # two a strategy, on each database
