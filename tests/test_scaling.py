@@ -9,12 +9,14 @@ never for how fast.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness import scaling
+from harness.adapters import Database
 from harness.bench import GUARD_OFF
 from harness.run import Controlled, RunResult, execute
 from harness.runner import Group, Settings, run_groups, run_seed
@@ -167,3 +169,15 @@ def test_a_long_failing_job_holds_only_the_traces_it_writes(tmp_path: Path) -> N
     assert [Path(t).name for t in result.traces] == [
         f"{group.slug}--run{index}.json" for index in failing[:2]
     ]
+
+
+async def test_a_database_whose_folder_is_already_gone_cleans_up_without_error() -> None:
+    """A long job's temporary folder removed under it (a shared machine's /tmp gets cleaned):
+    cleanup still succeeds, so the figure of the runs that finished is not lost at the end."""
+    db = Database.fresh("sqlite")
+    store = await db.store()
+    await store.create_task("t")
+    assert db.sqlite_path is not None
+    shutil.rmtree(db.sqlite_path.parent)
+    await db.cleanup()
+    assert not db.sqlite_path.parent.exists()
