@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import uuid
@@ -100,4 +101,7 @@ class Database:
         if self.sqlite_path is not None:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{self.sqlite_path}{suffix}").unlink(missing_ok=True)
-            self.sqlite_path.parent.rmdir()
+            # Gone already (something else cleaned the temporary folder): nothing left to
+            # remove, and no reason to lose the results of the runs that used it.
+            with contextlib.suppress(FileNotFoundError):
+                self.sqlite_path.parent.rmdir()

@@ -51,6 +51,7 @@ from harness.adapters import PG_SESSION, Database
 from harness.bench_unmodified import unmodified_figures
 from harness.oracle import check_task
 from harness.run import execute
+from harness.scaling import scaling_adapter
 from harness.scenario import Scenario, resolve_scenario
 from racetape import point, point_blocking
 from racetape._engine.strategies import RandomStrategy, run_seed
@@ -582,11 +583,13 @@ def run_bench(
     runs: int,
     seeds: int,
     memory: Sequence[int] = (),
+    scaling: int | None = None,
     pg_dsn: str | None = None,
     command: str = "racetape bench",
     log: Log = lambda line: None,
 ) -> dict[str, Any]:
-    """Every figure of every adapter (and peak RSS after ``memory`` runs): the JSON document."""
+    """Every figure of every adapter (and peak RSS after ``memory`` runs, and the scaling
+    figure of a job of ``scaling`` runs, :mod:`harness.scaling`): the JSON document."""
     load_before = machine_load()
     log("control points with no controller")
     control_points = control_point_cost()
@@ -602,6 +605,8 @@ def run_bench(
         }
         if memory:
             entry["memory"] = memory_profile(adapter, memory, pg_dsn=pg_dsn, log=log)
+        if scaling:
+            entry["scaling"] = scaling_adapter(adapter, scaling, pg_dsn=pg_dsn, log=log)
         rendered.append(entry)
     return {
         "schema": "racetape.bench/1",
@@ -609,7 +614,7 @@ def run_bench(
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": command,
         "scenario": SCENARIO,
-        "settings": {"runs": runs, "seeds": seeds, "warmup_runs": WARMUP_RUNS},
+        "settings": {"runs": runs, "seeds": seeds, "warmup_runs": WARMUP_RUNS, "scaling": scaling},
         "machine": {
             "cpus": os.cpu_count(),
             "load_before": load_before,

@@ -25,6 +25,7 @@ from harness.pgserver import PostgresUnavailable, check_reachable
 from harness.replay import replay
 from harness.results import ResultError, load_result, result_document
 from harness.runner import Group, Settings, run_groups
+from harness.scaling import scaling_table
 from harness.scenario import ScenarioError, find_scenarios, resolve_scenario
 from harness.search import DEFAULT_EXAMPLES, explore_shapes, write_findings
 from harness.shrink import ShrinkError, check_shrinkable, shrink_trace
@@ -239,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ben.add_argument(
         "--memory", metavar="N,M,...", help="also measure peak RSS after N, M, ... controlled runs"
+    )
+    ben.add_argument(
+        "--scaling",
+        type=_positive(int, "--scaling"),
+        metavar="N",
+        help="also run a stress-shaped job of N runs: each scenario's first vs last 1,000 runs/s",
     )
     ben.add_argument("--json", type=Path, default=Path("reports/bench.json"), metavar="PATH")
     ben.add_argument("--pg-dsn", metavar="DSN")
@@ -548,6 +555,7 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         runs=args.runs,
         seeds=args.seeds,
         memory=checkpoints,
+        scaling=args.scaling,
         pg_dsn=pg_dsn,
         command=shlex.join(["racetape", *argv]),
         log=display.console(stderr=True).print,
@@ -556,6 +564,8 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     out = display.console()
     for adapter_result in doc["adapters"]:
         out.print(display.bench_table(adapter_result))
+        if "scaling" in adapter_result:
+            out.print(scaling_table(adapter_result["scaling"]))
     out.print(display.control_point_line(doc["control_points"]))
     out.print(unmodified_line(doc["unmodified"]))
     out.print(f"bench: {args.json}")

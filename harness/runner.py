@@ -20,7 +20,7 @@ import multiprocessing.util
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,25 @@ class GroupResult:
     stopped: str | None = None
     exhausted: bool | None = None
     traces: list[str] = field(default_factory=list)
+    # (run index, position in records) of every record still holding a trace, sorted.
+    _traced: list[tuple[int, int]] = field(default_factory=list, repr=False)
+
+    def add(self, record: RunRecord, max_traces: int) -> None:
+        """Keep ``record``, and its time. Of the traces, only those of the ``max_traces`` lowest
+        run indices stay (the ones :func:`_write_traces` writes): every job keeps its own first
+        failing runs' traces, and without this a long failing job would hold a trace document
+        for every chunk it ran, its memory growing with the runs before."""
+        if record.trace is not None:
+            self._traced.append((record.index, len(self.records)))
+            self._traced.sort()
+            if len(self._traced) > max_traces:
+                _, position = self._traced.pop()
+                if position == len(self.records):
+                    record = replace(record, trace=None)
+                else:
+                    self.records[position] = replace(self.records[position], trace=None)
+        self.records.append(record)
+        self.elapsed += record.elapsed
 
 
 def shard_indices(runs: int, shard: tuple[int, int]) -> list[int]:
@@ -153,6 +172,7 @@ async def run_indices(
     """Run ``indices`` of ``group`` one after another on ``db``; stop early if asked."""
     store = await db.store(group.faults)
     records: list[RunRecord] = []
+    kept = 0  # records holding a trace; a count, not a pass over the records: one per run
     for index in indices:
         if should_stop():
             break
@@ -160,8 +180,8 @@ async def run_indices(
         result = await execute(
             store, group.scenario, group.faults, mode_for(group.strategy, seed, settings)
         )
-        kept = sum(1 for r in records if r.trace is not None)
         record = _record(group, index, seed, result, settings, keep_trace=kept < keep_traces)
+        kept += record.trace is not None
         records.append(record)
         on_record(record)
     return records
@@ -181,6 +201,7 @@ async def run_exhaustive(
     """
     store = await db.store(group.faults)
     records: list[RunRecord] = []
+    kept = 0  # records holding a trace (see run_indices)
     search = ExhaustiveSearch()
     while len(records) < settings.runs and not should_stop():
         strategy = search.next_strategy()
@@ -189,11 +210,11 @@ async def run_exhaustive(
         result = await execute(
             store, group.scenario, group.faults, Controlled(strategy, settings.settle_timeout)
         )
-        kept = sum(1 for r in records if r.trace is not None)
         record = _record(
             group, len(records), 0, result, settings, keep_trace=kept < settings.max_traces
         )
         if record.trace is not None:
+            kept += 1
             record.trace["decision_indices"] = [i for i, _ in strategy.taken]
         records.append(record)
         on_record(record)
@@ -399,9 +420,8 @@ def run_groups(
     def keep(group: Group, records: list[RunRecord]) -> None:
         # The time spent in the group's own runs: groups take turns (and workers run side by
         # side), so the wall time from a group's first run to its last says nothing of it.
-        results[group].elapsed += sum(r.elapsed for r in records)
-        results[group].records.extend(records)
         for record in records:
+            results[group].add(record, settings.max_traces)
             progress.advance(group, record)
 
     progress.start(total)
@@ -410,19 +430,8 @@ def run_groups(
         exhaustive = [g for g in groups if g.strategy == "exhaustive"]
         interrupted = _run_exhaustive_groups(exhaustive, settings, results, keep, over_budget)
         if not interrupted:
-            size = max(1, min(25, len(indices) // (settings.workers * 4) or 1))
-            if settings.budget is not None:
-                size = min(size, 5)  # small rounds, so that a short budget reaches every group
-            # Chunks go out one group after another in turn: a budget that runs out then leaves
-            # every group with about as many runs as the others, not the last groups with none.
-            jobs = [
-                Job(group, settings, tuple(indices[i : i + size]), settings.max_traces)
-                for i in range(0, len(indices), size)
-                for group in groups
-                if group.strategy != "exhaustive"
-            ]
             interrupted = run_jobs(
-                jobs,
+                spread_jobs(groups, indices, settings),
                 workers=settings.workers,
                 pg_dsn=settings.pg_dsn,
                 on_records=lambda job, records: keep(job.group, records),
@@ -437,6 +446,23 @@ def run_groups(
             result.stopped = "interrupted" if interrupted else ("budget" if over_budget() else None)
         result.traces = _write_traces(result, settings)
     return [results[g] for g in groups]
+
+
+def spread_jobs(groups: Sequence[Group], indices: Sequence[int], settings: Settings) -> list[Job]:
+    """The per-run groups' ``indices`` in chunks, handed out one group after another in turn.
+
+    In turn, so that a budget that runs out leaves every group with about as many runs as the
+    others, not the last groups with none.
+    """
+    size = max(1, min(25, len(indices) // (settings.workers * 4) or 1))
+    if settings.budget is not None:
+        size = min(size, 5)  # small rounds, so that a short budget reaches every group
+    return [
+        Job(group, settings, tuple(indices[i : i + size]), settings.max_traces)
+        for i in range(0, len(indices), size)
+        for group in groups
+        if group.strategy != "exhaustive"
+    ]
 
 
 def _run_exhaustive_groups(

@@ -21,6 +21,7 @@ from reftask.faults import Fault
 from reftask.stores.base import SqlTaskStore
 from reftask.stores.postgres import PostgresStore
 from reftask.stores.sqlite import SqliteStore
+from tests import plans
 
 pytest_plugins = ["pytester"]  # tests/test_pytest_plugin.py runs pytest inside pytest
 
@@ -114,3 +115,32 @@ async def store_factory(store_location: StoreLocation) -> AsyncIterator[StoreFac
 @pytest.fixture
 async def store(store_factory: StoreFactory) -> SqlTaskStore:
     return await store_factory()
+
+
+@pytest.fixture
+async def large_store(store_location: StoreLocation) -> AsyncIterator[SqlTaskStore]:
+    """A store on a database made large on purpose: it already holds
+    :data:`tests.plans.FILLER_TASKS` finished tasks of others (Postgres: in a schema of its own,
+    analysed, dropped afterwards)."""
+    store: SqlTaskStore
+    if store_location.sqlite_path is not None:
+        store = await SqliteStore.open(store_location.sqlite_path)
+        plans.fill_sqlite(store_location.sqlite_path, plans.FILLER_TASKS)
+        yield store
+        await store.close()
+        return
+    assert store_location.pg_dsn is not None
+    schema = f"rt_large_{uuid.uuid4().hex[:12]}"
+    store = await PostgresStore.open(
+        store_location.pg_dsn, schema=schema, max_connections=plans.PG_CONNECTIONS
+    )
+    try:
+        await plans.fill_postgres(store_location.pg_dsn, schema, plans.FILLER_TASKS)
+        yield store
+    finally:
+        await store.close()
+        conn = await asyncpg.connect(store_location.pg_dsn)
+        try:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        finally:
+            await conn.close()

@@ -174,10 +174,14 @@ class TaskManager:
         was owed, with the status the row already has. Call it on a fresh manager at start-up;
         tasks this manager is running are left alone, and with ``among`` only those tasks are
         looked at (one crashed manager's share of a database that others use too).
+
+        Cost: with ``among``, the database reads only those tasks' rows (see
+        :meth:`reftask.store.TaskStore.list_unfinished`), so it costs the same whatever else the
+        database holds; without it, a pass over every task ever stored.
         """
         repaired = []
-        for task_id in await self._store.list_unfinished():
-            if task_id in self._handles or (among is not None and task_id not in among):
+        for task_id in await self._store.list_unfinished(among):
+            if task_id in self._handles:
                 continue
             row = await self._store.get_task(task_id)
             if not row.terminal:

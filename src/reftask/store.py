@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Protocol
 
 from reftask.models import EventRecord, NewEvent, TaskRecord, TaskStatus
@@ -25,7 +26,10 @@ class TaskStore(Protocol):
     * On an appended event the store stamps ``seq`` and ``ts`` into the dict it was given.
     * ``list_unfinished`` returns the ids of the tasks a crash may have left unfinished, oldest
       first: rows still PENDING or RUNNING, and terminal rows with no ``final`` on their tape
-      (the manager died between committing the status and appending ``final``).
+      (the manager died between committing the status and appending ``final``). Given
+      ``among``, only those of the given ids (unknown ids are ignored), read from those tasks'
+      rows alone, so its cost does not grow with the other tasks the database holds; without
+      it, every task in the database is read.
     * Every write reaches the control points of :mod:`reftask.points` (``create.*``,
       ``status.*``, ``append.*``), declaring the lock it takes with ``acquires`` and the lock it
       holds with ``holds``; each write ends at a point that holds no lock.
@@ -44,6 +48,6 @@ class TaskStore(Protocol):
 
     async def list_events(self, task_id: str) -> list[EventRecord]: ...
 
-    async def list_unfinished(self) -> list[str]: ...
+    async def list_unfinished(self, among: Collection[str] | None = None) -> list[str]: ...
 
     async def close(self) -> None: ...

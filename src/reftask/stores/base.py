@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -80,7 +80,17 @@ class SqlTaskStore(ABC):
     async def list_events(self, task_id: str) -> list[EventRecord]: ...
 
     @abstractmethod
-    async def list_unfinished(self) -> list[str]: ...
+    async def list_unfinished(self, among: Collection[str] | None = None) -> list[str]:
+        """The tasks a crash may have left unfinished, oldest first (the contract is
+        :meth:`reftask.store.TaskStore.list_unfinished`'s).
+
+        Cost: with ``among``, one primary-key probe per given id, and one probe of the
+        ``events_final`` index per given task whose row is terminal, whatever else the database
+        holds: a run that repairs its own tasks pays the same on an empty database and on a full
+        one. Without ``among`` (a manager's start-up), a pass over every task row in the
+        database, with that probe for each terminal one: linear in the tasks ever stored, so
+        right for a start-up and wrong for anything done once per run.
+        """
 
     @abstractmethod
     async def close(self) -> None: ...

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -39,16 +39,28 @@ CREATE TABLE IF NOT EXISTS events (
     ts REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_task_seq ON events (task_id, seq);
-CREATE INDEX IF NOT EXISTS tasks_unfinished ON tasks (status)
-    WHERE status IN ('PENDING', 'RUNNING');
+-- No index on status: nothing looks a task up by its status alone (list_unfinished probes ids,
+-- or reads every row at a start-up), and each status update would write it too. An older
+-- file's index goes.
+DROP INDEX IF EXISTS tasks_unfinished;
+-- Whether a task has its final, in one probe that reads no event row (list_unfinished).
+CREATE INDEX IF NOT EXISTS events_final ON events (task_id, kind) WHERE kind = 'final';
 """
 
-_UNFINISHED = """
-SELECT id FROM tasks t
-WHERE status IN ('PENDING', 'RUNNING')
-   OR NOT EXISTS (SELECT 1 FROM events e WHERE e.task_id = t.id AND e.kind = 'final')
-ORDER BY created_at, id
-"""
+_UNFINISHED_ROW = """(t.status IN ('PENDING', 'RUNNING')
+   OR NOT EXISTS (SELECT 1 FROM events e WHERE e.task_id = t.id AND e.kind = 'final'))"""
+
+_UNFINISHED = f"SELECT id FROM tasks t WHERE {_UNFINISHED_ROW} ORDER BY created_at, id"
+
+# One statement per this many ids: well under SQLite's limit on bound parameters (32,766).
+_AMONG_CHUNK = 500
+
+
+def _unfinished_among(count: int) -> str:
+    """The unfinished tasks among ``count`` ids: one primary-key probe per id."""
+    marks = ", ".join("?" * count)
+    return f"SELECT id, created_at FROM tasks t WHERE t.id IN ({marks}) AND {_UNFINISHED_ROW}"
+
 
 _BUSY_TIMEOUT_MS = 10_000
 
@@ -179,10 +191,19 @@ class SqliteStore(SqlTaskStore):
             )
         return [EventRecord(task_id, r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
 
-    async def list_unfinished(self) -> list[str]:
+    async def list_unfinished(self, among: Collection[str] | None = None) -> list[str]:
+        """See :meth:`SqlTaskStore.list_unfinished`: with ``among``, primary-key probes of those
+        ids only; without, a pass over every task in the file."""
         async with self._connection() as conn:
-            rows = await conn.execute_fetchall(_UNFINISHED)
-        return [r[0] for r in rows]
+            if among is None:
+                return [r[0] for r in await conn.execute_fetchall(_UNFINISHED)]
+            ids = sorted(set(among))
+            found: list[tuple[float, str]] = []
+            for start in range(0, len(ids), _AMONG_CHUNK):
+                chunk = ids[start : start + _AMONG_CHUNK]
+                rows = await conn.execute_fetchall(_unfinished_among(len(chunk)), chunk)
+                found += [(r[1], r[0]) for r in rows]
+        return [task_id for _, task_id in sorted(found)]
 
     async def close(self) -> None:
         conns, self._all, self._idle = self._all, [], []
