@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncpg
 
 from harness.scenario import MAX_OPEN_APPENDS
+from reftask.dsn import parse_dsn
 from reftask.faults import Fault
 from reftask.stores.base import SqlTaskStore
 from reftask.stores.postgres import PostgresStore
@@ -28,7 +29,19 @@ end, so nothing of it needs to survive a server crash. The contract tests keep t
 
 
 def pg_dsn_from_env() -> str:
-    return os.environ.get("RACETAPE_PG_DSN") or DEFAULT_PG_DSN
+    """The Postgres DSN to use when no flag gives one, validated: see :func:`resolve_pg_dsn`."""
+    return resolve_pg_dsn(None)
+
+
+def resolve_pg_dsn(flag: str | None) -> str:
+    """``flag`` (``--pg-dsn``), else ``RACETAPE_PG_DSN``, else the local default, parsed and
+    validated (:func:`reftask.dsn.parse_dsn`: a :class:`~reftask.dsn.DsnError` names the
+    source and the part that is wrong), as the percent-encoded URL asyncpg is given."""
+    if flag is not None:
+        return parse_dsn(flag, "--pg-dsn").url()
+    if env := os.environ.get("RACETAPE_PG_DSN"):
+        return parse_dsn(env, "RACETAPE_PG_DSN").url()
+    return DEFAULT_PG_DSN
 
 
 @dataclass

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from harness import bench, display, stress
-from harness.adapters import ADAPTERS, pg_dsn_from_env
+from harness.adapters import ADAPTERS, resolve_pg_dsn
 from harness.drawn import DEFAULT_DB, open_database
 from harness.files import OutputError, check_writable, write_json_atomic, write_text_atomic
 from harness.matrix import matrix_document, matrix_markdown, run_matrix
@@ -30,6 +30,7 @@ from harness.search import DEFAULT_EXAMPLES, explore_shapes, write_findings
 from harness.shrink import ShrinkError, check_shrinkable, shrink_trace
 from harness.strategies import STRATEGIES
 from harness.traces import TraceError, load_trace, replay_command
+from reftask.dsn import DsnError, redact_dsn
 from reftask.faults import FAULT_DESCRIPTIONS, Fault, UnknownFaultError, parse_faults
 from reftask.stores.base import StoreUnavailableError
 
@@ -391,9 +392,14 @@ def _report_shorthand(argv: list[str]) -> list[str]:
 def _pg_dsn(args: argparse.Namespace, adapters: Sequence[str]) -> str | None:
     if "postgres" not in adapters:
         return None
-    dsn: str = args.pg_dsn or pg_dsn_from_env()
+    dsn = resolve_pg_dsn(args.pg_dsn)
     check_reachable(dsn)
     return dsn
+
+
+def _command(argv: Sequence[str]) -> str:
+    """The command line as a result records it: passwords in any DSN redacted."""
+    return shlex.join(["racetape", *(redact_dsn(arg) for arg in argv)])
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -414,7 +420,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     )
     groups = [Group(s, a, faults, st) for s in scenarios for a in adapters for st in strategies]
     results = run_groups(groups, settings, display.progress_for_terminal())
-    doc = result_document(results, settings, command=shlex.join(["racetape", *argv]))
+    doc = result_document(results, settings, command=_command(argv))
     write_json_atomic(args.json, doc)
     _print_result(doc, f"result: {args.json}")
     if any(g["stopped"] == "interrupted" for g in doc["groups"]):
@@ -441,7 +447,7 @@ def _stress(args: argparse.Namespace, argv: Sequence[str]) -> int:
         adapters, notes = list(dict.fromkeys(args.adapter)), list[str]()
         pg_dsn = _pg_dsn(args, adapters)
     else:
-        pg_dsn = args.pg_dsn or pg_dsn_from_env()
+        pg_dsn = resolve_pg_dsn(args.pg_dsn)
         adapters, notes = stress.available_adapters(pg_dsn)
     files = stress.StressFiles.under(args.out)
     check_writable(folders=(args.out,))
@@ -450,7 +456,7 @@ def _stress(args: argparse.Namespace, argv: Sequence[str]) -> int:
     )
     groups = stress.stress_groups(find_scenarios(), adapters)
     results = run_groups(groups, settings, display.progress_for_terminal())
-    doc = result_document(results, settings, command=shlex.join(["racetape", *argv]), notes=notes)
+    doc = result_document(results, settings, command=_command(argv), notes=notes)
     stress.write_files(doc, files)
     if summary := os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(summary, "a") as step_summary:  # appended to by every step; not ours to replace
@@ -518,7 +524,7 @@ def _matrix(args: argparse.Namespace, argv: Sequence[str]) -> int:
         cells,
         seeds=args.seeds,
         runs=args.runs,
-        command=shlex.join(["racetape", *argv]),
+        command=_command(argv),
         interrupted=interrupted,
     )
     write_json_atomic(args.json, doc)
@@ -553,7 +559,7 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         seeds=args.seeds,
         memory=checkpoints,
         pg_dsn=pg_dsn,
-        command=shlex.join(["racetape", *argv]),
+        command=_command(argv),
         log=display.console(stderr=True).print,
     )
     write_json_atomic(args.json, doc)
@@ -608,7 +614,7 @@ def _report_merge(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from harness.report import merge_documents
 
     named = [(str(path), load_result(path)) for path in args.shards]
-    merged = merge_documents(named, command=shlex.join(["racetape", *argv]))
+    merged = merge_documents(named, command=_command(argv))
     write_json_atomic(args.json, merged)
     out = display.console()
     out.print(display.summary_table(merged))
@@ -668,6 +674,7 @@ def _list(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 INPUT_ERRORS = (
     OutputError,
+    DsnError,
     ScenarioError,
     TraceError,
     ResultError,
@@ -684,7 +691,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args, argv)
     except INPUT_ERRORS as exc:
-        print(f"racetape: error: {exc}", file=sys.stderr)
+        print(f"racetape: error: {redact_dsn(str(exc))}", file=sys.stderr)
         return 2
     return code
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import asyncpg
 
-from reftask.stores.postgres import redact_dsn
+from reftask.dsn import redact_dsn
 
 DSN_ENV = "RACETAPE_PG_DSN"
 

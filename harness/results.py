@@ -19,6 +19,7 @@ from harness.jitter import STATISTICAL_NOTE
 from harness.runner import GroupResult, Settings
 from harness.scenario import Scenario
 from harness.windows import Plan, possible_landings
+from reftask.dsn import redact_dsn
 
 RESULT_SCHEMA = "racetape.result/1"
 
@@ -137,6 +138,7 @@ def load_result(path: Path) -> dict[str, Any]:
         raise ResultError(f"{path}: groups: missing or not a list")
     if not isinstance(data.get("settings"), dict):
         raise ResultError(f"{path}: settings: missing or not an object")
+    _redact_commands(data)
     for number, group in enumerate(data["groups"]):
         if not isinstance(group, dict):
             raise ResultError(f"{path}: groups[{number}]: not an object")
@@ -152,6 +154,16 @@ def load_result(path: Path) -> dict[str, Any]:
                 " is not a count of runs"
             )
     return data
+
+
+def _redact_commands(data: dict[str, Any]) -> None:
+    """A result written before passwords were redacted still renders none: every command it
+    records (its own, its shards') goes through :func:`reftask.dsn.redact_dsn` on loading."""
+    if isinstance(data.get("command"), str):
+        data["command"] = redact_dsn(data["command"])
+    for shard in data.get("shards") or []:
+        if isinstance(shard, dict) and isinstance(shard.get("command"), str):
+            shard["command"] = redact_dsn(shard["command"])
 
 
 # What the reports read of each group; load_result refuses a document without them.
