@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import shlex
 import sys
@@ -16,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from harness import bench, display, stress
+from harness import bench, display, limits, stress
 from harness.adapters import ADAPTERS, resolve_pg_dsn
 from harness.drawn import DEFAULT_DB, open_database
 from harness.files import OutputError, check_writable, write_json_atomic, write_text_atomic
@@ -59,14 +60,24 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _positive(kind: type[int] | type[float], what: str) -> Callable[[str], int | float]:
+def _positive(
+    kind: type[int] | type[float], what: str, maximum: float
+) -> Callable[[str], int | float]:
+    """A flag's parser: a finite number in (0, ``maximum``] (see :mod:`harness.limits`)."""
+
     def parse(text: str) -> int | float:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{what} must be a finite number, got {text!r}")
         if value <= 0:
             raise argparse.ArgumentTypeError(f"{what} must be > 0, got {text!r}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(
+                f"{what} must be at most {kind(maximum)}, got {text!r}"
+            )
         return value
 
     return parse
@@ -79,6 +90,8 @@ def _shard(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"--shard must look like I/N, got {text!r}") from None
     if not 1 <= index <= count:
         raise argparse.ArgumentTypeError(f"--shard I/N needs 1 <= I <= N, got {text!r}")
+    if count > limits.MAX_RUNS:
+        raise argparse.ArgumentTypeError(f"--shard N must be at most {limits.MAX_RUNS}")
     return index, count
 
 
@@ -89,7 +102,10 @@ def _run_flags() -> _Parser:
         "--seed", type=int, default=0, help="base seed; run i uses a seed derived from it"
     )
     flags.add_argument(
-        "--workers", type=_positive(int, "--workers"), default=1, help="worker processes"
+        "--workers",
+        type=_positive(int, "--workers", limits.MAX_WORKERS),
+        default=1,
+        help="worker processes",
     )
     flags.add_argument(
         "--shard",
@@ -100,13 +116,13 @@ def _run_flags() -> _Parser:
     )
     flags.add_argument(
         "--budget",
-        type=_positive(float, "--budget"),
+        type=_positive(float, "--budget", limits.MAX_SECONDS),
         metavar="SECONDS",
         help="stop handing out runs after this long (shared by every group); keep what finished",
     )
     flags.add_argument(
         "--settle-timeout",
-        type=_positive(float, "--settle-timeout"),
+        type=_positive(float, "--settle-timeout", limits.MAX_SECONDS),
         default=10.0,
         metavar="SECONDS",
         help="a run that does not settle for this long is 'hung'",
@@ -155,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--runs",
-        type=_positive(int, "--runs"),
+        type=_positive(int, "--runs", limits.MAX_RUNS),
         default=DEFAULT_RUNS,
         help=f"runs per group (exhaustive: most schedules); default {DEFAULT_RUNS}",
     )
@@ -176,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--fail-on-strand", action="store_true", help="exit 1 if any run strands or hangs"
     )
-    run.add_argument("--pct-depth", type=_positive(int, "--pct-depth"), default=3)
+    run.add_argument(
+        "--pct-depth", type=_positive(int, "--pct-depth", limits.MAX_PCT_DEPTH), default=3
+    )
     run.set_defaults(handler=_run)
 
     rep = commands.add_parser("replay", help="re-run one recorded run and show its timeline")
@@ -218,9 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME|none",
         help="repeat; default: every fault and none",
     )
-    mat.add_argument("--seeds", type=_positive(int, "--seeds"), default=20)
-    mat.add_argument("--runs", type=_positive(int, "--runs"), default=10, help="runs per seed")
-    mat.add_argument("--workers", type=_positive(int, "--workers"), default=1)
+    mat.add_argument("--seeds", type=_positive(int, "--seeds", limits.MAX_SEEDS), default=20)
+    mat.add_argument(
+        "--runs", type=_positive(int, "--runs", limits.MAX_RUNS), default=10, help="runs per seed"
+    )
+    mat.add_argument("--workers", type=_positive(int, "--workers", limits.MAX_WORKERS), default=1)
     mat.add_argument("--json", type=Path, default=Path("reports/matrix.json"), metavar="PATH")
     mat.add_argument("--markdown", type=Path, metavar="PATH", help="also write the matrix here")
     mat.add_argument("--pg-dsn", metavar="DSN")
@@ -232,13 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ben.add_argument(
         "--runs",
-        type=_positive(int, "--runs"),
+        type=_positive(int, "--runs", limits.MAX_RUNS),
         default=200,
         help="runs per figure (per seed for the fault-on figures)",
     )
     ben.add_argument(
         "--seeds",
-        type=_positive(int, "--seeds"),
+        type=_positive(int, "--seeds", limits.MAX_SEEDS),
         default=10,
         help="seeds for the fault-on runs-to-first-strand medians",
     )
@@ -276,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exp.add_argument(
         "--examples",
-        type=_positive(int, "--examples"),
+        type=_positive(int, "--examples", limits.MAX_EXAMPLES),
         default=DEFAULT_EXAMPLES,
         help=f"most examples generated per adapter; default {DEFAULT_EXAMPLES}",
     )
@@ -299,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--pg-dsn", metavar="DSN")
     exp.add_argument(
         "--settle-timeout",
-        type=_positive(float, "--settle-timeout"),
+        type=_positive(float, "--settle-timeout", limits.MAX_SECONDS),
         default=10.0,
         metavar="SECONDS",
         help="a run that does not settle for this long is 'hung' (a failure)",
@@ -320,7 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="repeat; default: every adapter that answers (sqlite, and postgres if reachable)",
     )
     sts.add_argument(
-        "--runs", type=_positive(int, "--runs"), default=1000, help="runs per group; default 1000"
+        "--runs",
+        type=_positive(int, "--runs", limits.MAX_RUNS),
+        default=1000,
+        help="runs per group; default 1000",
     )
     sts.add_argument(
         "--out",
@@ -508,6 +531,10 @@ def _matrix(args: argparse.Namespace, argv: Sequence[str]) -> int:
         except UnknownFaultError as exc:
             raise UsageError(f"--fault: {exc} (or none)") from None
     adapters = list(dict.fromkeys(args.adapter or ["sqlite"]))
+    if args.seeds * args.runs > limits.MAX_RUNS:
+        raise UsageError(
+            f"--seeds {args.seeds} x --runs {args.runs}: at most {limits.MAX_RUNS} runs per cell"
+        )
     check_writable(args.json, args.markdown)
     settings = Settings(workers=args.workers, pg_dsn=_pg_dsn(args, adapters))
     cells, interrupted = run_matrix(
@@ -551,8 +578,11 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         checkpoints = [int(n) for n in args.memory.split(",")] if args.memory else []
     except ValueError:
         checkpoints = [0]
-    if any(n < 1 for n in checkpoints):
-        raise UsageError(f"--memory: expected run counts like 10000,100000, got {args.memory!r}")
+    if any(not 1 <= n <= limits.MAX_RUNS for n in checkpoints):
+        raise UsageError(
+            f"--memory: expected run counts like 10000,100000 (each at most {limits.MAX_RUNS}),"
+            f" got {args.memory!r}"
+        )
     doc = bench.run_bench(
         adapters,
         runs=args.runs,

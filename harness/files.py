@@ -40,16 +40,27 @@ def read_json(path: Path, error: type[ValueError], what: str) -> Any:
     """The JSON document at ``path``; ``error``, one line naming the file, if it cannot be read
     or is not JSON (``what`` names what it should have been: "trace", "result")."""
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(), parse_constant=_no_constant)
     except OSError as exc:
         raise error(f"{path}: cannot read: {exc.strerror}") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise error(f"{path}: not a racetape {what} (not valid JSON: {exc})") from exc
+    except _NotJson as exc:
+        raise error(f"{path}: not a racetape {what} ({exc})") from exc
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity`` are not JSON (strict parsers refuse them)."""
+    raise _NotJson(f"{name} is not a JSON number")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path``, atomically."""
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 def check_writable(*paths: Path | None, folders: tuple[Path | None, ...] = ()) -> None:

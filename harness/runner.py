@@ -111,7 +111,9 @@ def shard_indices(runs: int, shard: tuple[int, int]) -> list[int]:
 
 def mode_for(strategy: str, seed: int, settings: Settings) -> Mode:
     if strategy == "jitter":
-        return Jittered(seed, max_delay=settings.jitter_max_delay)
+        return Jittered(
+            seed, max_delay=settings.jitter_max_delay, settle_timeout=settings.settle_timeout
+        )
     if strategy == "random":
         return Controlled(RandomStrategy(seed), settings.settle_timeout)
     if strategy == "pct":

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from harness.limits import MAX_CANCEL_PLANS, MAX_PROGRESS_WRITES, MAX_WORK_STEPS
 from reftask.control import POINTS
 from reftask.faults import Fault
 
@@ -160,11 +161,13 @@ class _Reader:
         assert isinstance(value, str)
         return value
 
-    def integer(self, key: str, default: int, minimum: int) -> int:
+    def integer(self, key: str, default: int, minimum: int, maximum: int | None = None) -> int:
         value = self.table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             self.fail(key, f"must be an integer >= {minimum}, got {value!r}")
         assert isinstance(value, int)
+        if maximum is not None and value > maximum:
+            self.fail(key, f"must be at most {maximum}, got {value!r}")
         return value
 
     def boolean(self, key: str, default: bool) -> bool:
@@ -214,8 +217,8 @@ def parse_scenario(data: Mapping[str, Any], source: str) -> Scenario:
         source, top.table_of("runner"), "runner", {"progress", "work", "outcome", "detached"}
     )
     runner = RunnerShape(
-        progress=runner_table.integer("progress", 1, 0),
-        work=runner_table.integer("work", 0, 0),
+        progress=runner_table.integer("progress", 1, 0, MAX_PROGRESS_WRITES),
+        work=runner_table.integer("work", 0, 0, MAX_WORK_STEPS),
         outcome=runner_table.choice("outcome", "succeed", get_args(Outcome)),  # type: ignore[arg-type]
         detached=runner_table.boolean("detached", False),
     )
@@ -231,6 +234,8 @@ def parse_scenario(data: Mapping[str, Any], source: str) -> Scenario:
         raw_cancels = [raw_cancels]
     if not isinstance(raw_cancels, list) or not all(isinstance(c, Mapping) for c in raw_cancels):
         top.fail("cancel", "must be a table or an array of tables ([[cancel]])")
+    if len(raw_cancels) > MAX_CANCEL_PLANS:
+        top.fail("cancel", f"{len(raw_cancels)} plans; at most {MAX_CANCEL_PLANS}")
     cancels = []
     for index, raw in enumerate(raw_cancels, start=1):
         table = _Reader(source, raw, f"cancel {index}", {"when", "via", "task", "progress"})
