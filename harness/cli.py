@@ -20,7 +20,14 @@ from typing import Any, NoReturn
 from harness import bench, display, limits, stress
 from harness.adapters import ADAPTERS, resolve_pg_dsn
 from harness.drawn import DEFAULT_DB, open_database
-from harness.files import OutputError, check_writable, write_json_atomic, write_text_atomic
+from harness.files import (
+    OutputError,
+    check_writable,
+    strict_json,
+    write_all_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from harness.matrix import matrix_document, matrix_markdown, run_matrix
 from harness.pgserver import PostgresUnavailable, check_reachable
 from harness.replay import replay
@@ -81,6 +88,14 @@ def _positive(
         return value
 
     return parse
+
+
+def _path(text: str) -> Path:
+    """A path flag or argument; an empty one is refused here, where argparse would read it as
+    the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(text)
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -177,14 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--json",
-        type=Path,
+        type=_path,
         default=DEFAULT_JSON,
         metavar="PATH",
         help=f"result document; default {DEFAULT_JSON}",
     )
     run.add_argument(
         "--traces",
-        type=Path,
+        type=_path,
         default=Path("reports/traces"),
         metavar="DIR",
         help="where the first failing runs of each group are written",
@@ -198,12 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     rep = commands.add_parser("replay", help="re-run one recorded run and show its timeline")
-    rep.add_argument("trace", type=Path, metavar="TRACE")
+    rep.add_argument("trace", type=_path, metavar="TRACE")
     rep.add_argument("--adapter", choices=ADAPTERS, help="replay on this adapter instead")
     rep.add_argument("--pg-dsn", metavar="DSN")
     rep.add_argument(
         "--emit-test",
-        type=Path,
+        type=_path,
         metavar="PATH",
         help="write a standalone pytest file that replays this interleaving (no replay now)",
     )
@@ -241,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--runs", type=_positive(int, "--runs", limits.MAX_RUNS), default=10, help="runs per seed"
     )
     mat.add_argument("--workers", type=_positive(int, "--workers", limits.MAX_WORKERS), default=1)
-    mat.add_argument("--json", type=Path, default=Path("reports/matrix.json"), metavar="PATH")
-    mat.add_argument("--markdown", type=Path, metavar="PATH", help="also write the matrix here")
+    mat.add_argument("--json", type=_path, default=Path("reports/matrix.json"), metavar="PATH")
+    mat.add_argument("--markdown", type=_path, metavar="PATH", help="also write the matrix here")
     mat.add_argument("--pg-dsn", metavar="DSN")
     mat.set_defaults(handler=_matrix)
 
@@ -265,16 +280,16 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument(
         "--memory", metavar="N,M,...", help="also measure peak RSS after N, M, ... controlled runs"
     )
-    ben.add_argument("--json", type=Path, default=Path("reports/bench.json"), metavar="PATH")
+    ben.add_argument("--json", type=_path, default=Path("reports/bench.json"), metavar="PATH")
     ben.add_argument("--pg-dsn", metavar="DSN")
     ben.set_defaults(handler=_bench)
 
     shr = commands.add_parser(
         "shrink", help="minimise a failing controlled trace with Hypothesis (same strands)"
     )
-    shr.add_argument("trace", type=Path, metavar="TRACE")
+    shr.add_argument("trace", type=_path, metavar="TRACE")
     shr.add_argument(
-        "--out", type=Path, metavar="PATH", help="shrunk trace; default TRACE with .shrunk.json"
+        "--out", type=_path, metavar="PATH", help="shrunk trace; default TRACE with .shrunk.json"
     )
     shr.add_argument("--adapter", choices=ADAPTERS, help="shrink on this adapter instead")
     shr.add_argument("--seed", type=int, default=0, help="Hypothesis's seed; default 0")
@@ -303,14 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--seed", type=int, default=0, help="Hypothesis's seed; default 0")
     exp.add_argument(
         "--out",
-        type=Path,
+        type=_path,
         default=Path("reports/explore"),
         metavar="DIR",
         help="where each failure's scenario file and shrunk trace go",
     )
     exp.add_argument(
         "--db",
-        type=Path,
+        type=_path,
         default=DEFAULT_DB,
         metavar="PATH",
         help=f"Hypothesis example database, failures tried first next time; default {DEFAULT_DB}",
@@ -347,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sts.add_argument(
         "--out",
-        type=Path,
+        type=_path,
         default=Path("reports/stress"),
         metavar="DIR",
         help="result.json, summary.md, junit.xml and traces/; default reports/stress",
@@ -374,30 +389,30 @@ def _add_report(commands: Any) -> None:
         dest="report_command", required=True, metavar="render|compare|merge"
     )
     render = reports.add_parser("render", help="Markdown, HTML and JUnit from one result")
-    render.add_argument("result", type=Path, metavar="RESULT.json")
-    render.add_argument("--html", type=Path, metavar="PATH", help="self-contained HTML page")
+    render.add_argument("result", type=_path, metavar="RESULT.json")
+    render.add_argument("--html", type=_path, metavar="PATH", help="self-contained HTML page")
     render.add_argument(
-        "--markdown", type=Path, metavar="PATH", help="Markdown (PR comment, step summary)"
+        "--markdown", type=_path, metavar="PATH", help="Markdown (PR comment, step summary)"
     )
-    render.add_argument("--junit", type=Path, metavar="PATH", help="JUnit XML")
+    render.add_argument("--junit", type=_path, metavar="PATH", help="JUnit XML")
     render.add_argument(
         "--base",
-        type=Path,
+        type=_path,
         default=Path(),
         metavar="DIR",
         help="the folder the result's trace paths are relative to; default: this one",
     )
     render.set_defaults(handler=_report_render)
     compare = reports.add_parser("compare", help="before vs after, with verdicts; 1 if worse")
-    compare.add_argument("before", type=Path, metavar="BEFORE.json")
-    compare.add_argument("after", type=Path, metavar="AFTER.json")
-    compare.add_argument("--markdown", type=Path, metavar="PATH", help="also write Markdown")
+    compare.add_argument("before", type=_path, metavar="BEFORE.json")
+    compare.add_argument("after", type=_path, metavar="AFTER.json")
+    compare.add_argument("--markdown", type=_path, metavar="PATH", help="also write Markdown")
     compare.set_defaults(handler=_report_compare)
     merge = reports.add_parser("merge", help="join shard results into one document")
-    merge.add_argument("shards", type=Path, nargs="+", metavar="SHARD.json")
+    merge.add_argument("shards", type=_path, nargs="+", metavar="SHARD.json")
     merge.add_argument(
         "--json",
-        type=Path,
+        type=_path,
         default=Path("reports/merged.json"),
         metavar="PATH",
         help="the merged document; default reports/merged.json",
@@ -437,7 +452,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     strategies = list(dict.fromkeys(args.strategy or ["random"]))
     if "exhaustive" in strategies and args.shard != (1, 1):
         raise UsageError("--shard: exhaustive search walks one tree in order and does not shard")
-    check_writable(args.json, folders=(args.traces,))
+    check_writable(args.json, folders=(args.traces,))  # before any work: see check_writable
     settings = _settings(
         args, pct_depth=args.pct_depth, traces_dir=args.traces, pg_dsn=_pg_dsn(args, adapters)
     )
@@ -473,7 +488,7 @@ def _stress(args: argparse.Namespace, argv: Sequence[str]) -> int:
         pg_dsn = resolve_pg_dsn(args.pg_dsn)
         adapters, notes = stress.available_adapters(pg_dsn)
     files = stress.StressFiles.under(args.out)
-    check_writable(folders=(args.out,))
+    check_writable(files.result, files.markdown, files.junit, folders=(args.out / "traces",))
     settings = _settings(
         args, traces_dir=args.out / "traces", pg_dsn=pg_dsn if "postgres" in adapters else None
     )
@@ -482,12 +497,25 @@ def _stress(args: argparse.Namespace, argv: Sequence[str]) -> int:
     doc = result_document(results, settings, command=_command(argv), notes=notes)
     stress.write_files(doc, files)
     if summary := os.environ.get("GITHUB_STEP_SUMMARY"):
-        with open(summary, "a") as step_summary:  # appended to by every step; not ours to replace
-            step_summary.write(files.markdown.read_text())
+        _append_step_summary(Path(summary), files.markdown.read_text())
     _print_result(doc, f"result: {files.result}, {files.markdown}, {files.junit}")
     if any(g["stopped"] == "interrupted" for g in doc["groups"]):
         return 130
     return 1 if stress.failed(doc) else 0
+
+
+def _append_step_summary(summary: Path, markdown: str) -> None:
+    """Append to CI's step summary (every step appends; it is not ours to replace). One that
+    cannot be written is a warning: the job's own files are written already."""
+    try:
+        with open(summary, "a") as step_summary:
+            step_summary.write(markdown)
+    except OSError as exc:
+        print(
+            f"racetape: warning: GITHUB_STEP_SUMMARY={summary}: cannot append:"
+            f" {exc.strerror or exc}; the summary is in the stress folder",
+            file=sys.stderr,
+        )
 
 
 def _print_result(doc: dict[str, Any], written: str) -> None:
@@ -507,6 +535,7 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.emit_test is not None:
         from harness.report import emit_test  # see _report_render
 
+        check_writable(args.emit_test)
         source = emit_test(args.trace, adapter=args.adapter, test_path=args.emit_test)
         write_text_atomic(args.emit_test, source)
         out = display.console()
@@ -554,9 +583,10 @@ def _matrix(args: argparse.Namespace, argv: Sequence[str]) -> int:
         command=_command(argv),
         interrupted=interrupted,
     )
-    write_json_atomic(args.json, doc)
-    if args.markdown:
-        write_text_atomic(args.markdown, matrix_markdown(doc))
+    write_all_atomic(
+        [(args.json, strict_json(doc))]
+        + ([(args.markdown, matrix_markdown(doc))] if args.markdown else [])
+    )
     out = display.console()
     out.print(display.matrix_table(doc))
     for finding in doc["findings"]:
@@ -608,6 +638,7 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _report_render(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from harness.report import render_html, render_junit, render_markdown
 
+    check_writable(args.markdown, args.html, args.junit)
     doc = load_result(args.result)
     outputs: list[tuple[Path | None, Callable[[], str]]] = [
         (args.markdown, lambda: render_markdown(doc)),
@@ -617,17 +648,19 @@ def _report_render(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if not any(path for path, _ in outputs):
         sys.stdout.write(render_markdown(doc))
         return 0
+    # Every output is rendered before any is written, and all are written or none.
+    rendered = [(path, render()) for path, render in outputs if path is not None]
+    write_all_atomic(rendered)
     out = display.console()
-    for path, render in outputs:
-        if path is not None:
-            write_text_atomic(path, render())
-            out.print(f"wrote {path}")
+    for path, _ in rendered:
+        out.print(f"wrote {path}")
     return 0
 
 
 def _report_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from harness.report import compare_documents, render_comparison
 
+    check_writable(args.markdown)
     comparison = compare_documents(
         load_result(args.before),
         load_result(args.after),
@@ -643,6 +676,7 @@ def _report_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _report_merge(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from harness.report import merge_documents
 
+    check_writable(args.json)
     named = [(str(path), load_result(path)) for path in args.shards]
     merged = merge_documents(named, command=_command(argv))
     write_json_atomic(args.json, merged)
@@ -656,9 +690,9 @@ def _shrink(args: argparse.Namespace, argv: Sequence[str]) -> int:
     trace = load_trace(args.trace)
     check_shrinkable(trace)
     adapter = args.adapter or trace.adapter
-    check_writable(args.out)
-    shrunk = shrink_trace(trace, adapter=adapter, pg_dsn=_pg_dsn(args, [adapter]), seed=args.seed)
     out_path = args.out or args.trace.with_name(f"{args.trace.stem}.shrunk.json")
+    check_writable(out_path)
+    shrunk = shrink_trace(trace, adapter=adapter, pg_dsn=_pg_dsn(args, [adapter]), seed=args.seed)
     write_json_atomic(out_path, shrunk.document())
     out = display.console()
     display.print_shrunk(shrunk, out)

@@ -102,7 +102,11 @@ def result_document(
     notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     groups = [group_summary(r) for r in results]
-    notes = [*notes, *([STATISTICAL_NOTE] if any(g["mode"] == "jitter" for g in groups) else [])]
+    notes = [
+        *notes,
+        *(note for r in results for note in r.notes),
+        *([STATISTICAL_NOTE] if any(g["mode"] == "jitter" for g in groups) else []),
+    ]
     return {
         "schema": RESULT_SCHEMA,
         "racetape": version("racetape"),

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.adapters import Database
-from harness.files import write_json_atomic
+from harness.files import OutputError, write_json_atomic
 from harness.jitter import DEFAULT_MAX_DELAY
 from harness.run import Controlled, Jittered, Mode, RunResult, execute
 from harness.scenario import Scenario
@@ -97,6 +97,7 @@ class GroupResult:
     stopped: str | None = None
     exhausted: bool | None = None
     traces: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def run_seed(seed: int, index: int) -> int:
@@ -472,11 +473,17 @@ def _run_exhaustive(
 
 
 def _write_traces(result: GroupResult, settings: Settings) -> list[str]:
+    """Write the group's first failing traces; the paths written. A trace that cannot be
+    written (a full disk) is a note on the group, never the loss of the result itself."""
     written = []
     failing = [r for r in result.records if r.trace is not None]
     for record in failing[: settings.max_traces]:
         path = settings.traces_dir / f"{result.group.slug}--run{record.index}.json"
         assert record.trace is not None
-        write_json_atomic(path, record.trace)
+        try:
+            write_json_atomic(path, record.trace)
+        except OutputError as exc:
+            result.notes.append(f"{result.group.label}: traces not kept: {exc}")
+            break
         written.append(str(path))
     return written
