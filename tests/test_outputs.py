@@ -15,6 +15,7 @@ import pytest
 from harness import cli
 from harness.cli import main
 from harness.files import OutputError, write_all_atomic, write_text_atomic
+from harness.results import load_result
 
 
 @pytest.fixture
@@ -159,7 +160,7 @@ def test_a_trace_that_cannot_be_written_leaves_the_result_with_a_note(
     code = main(["run", "--scenario", "late-progress", "--fault", "no-terminal-guard",
                  "--runs", "20", "--json", str(result), "--traces", str(traces)])  # fmt: skip
     assert code == 0
-    doc = cli.load_result(result)
+    doc = load_result(result)
     assert doc["totals"]["runs"] == 20
     assert doc["groups"][0]["traces"] == []
     assert any("traces not kept" in n and "No space left" in n for n in doc["notes"])
