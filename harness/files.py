@@ -92,13 +92,16 @@ def write_all_atomic(outputs: Sequence[tuple[Path, str]]) -> None:
 
 def read_json(path: Path, error: type[ValueError], what: str) -> Any:
     """The JSON document at ``path``; ``error``, one line naming the file, if it cannot be read
-    or is not JSON (``what`` names what it should have been: "trace", "result")."""
+    or is not JSON (``what`` names what it should have been: "trace", "result"): not UTF-8,
+    not JSON, a bare NaN or Infinity, or nested deeper than Python can follow."""
     try:
         return json.loads(path.read_text(), parse_constant=_no_constant)
     except OSError as exc:
         raise error(f"{path}: cannot read: {exc.strerror}") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise error(f"{path}: not a racetape {what} (not valid JSON: {exc})") from exc
+    except RecursionError as exc:
+        raise error(f"{path}: not a racetape {what} (nested too deeply to read)") from exc
     except _NotJson as exc:
         raise error(f"{path}: not a racetape {what} ({exc})") from exc
 

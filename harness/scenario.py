@@ -7,6 +7,7 @@ allowed. See ``scenarios/README.md`` for the format.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -60,6 +61,10 @@ def open_appends(tasks: int, runner: RunnerShape) -> int:
     each worker-thread write that can be in flight beside it (every one of a detached runner's,
     else the one a cancel leaves behind), and a restart's."""
     return tasks * (1 + (runner.progress if runner.detached else 1)) + 1
+
+
+SCENARIO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
+"""A scenario's name names its trace files, so it holds no path separator."""
 
 
 class ScenarioError(ValueError):
@@ -210,6 +215,8 @@ def parse_scenario(data: Mapping[str, Any], source: str) -> Scenario:
         {"name", "description", "tasks", "runner", "cancel", "crash", "points", "expect"},
     )
     name = top.string("name")
+    if not SCENARIO_NAME.match(name):
+        top.fail("name", f"{name!r} must match {SCENARIO_NAME.pattern} (it names files)")
     description = top.string("description")
     tasks = top.integer("tasks", 1, 1)
 
@@ -292,10 +299,16 @@ def _check_window(
 
 
 def load_scenario(path: Path) -> Scenario:
+    """The scenario in the TOML file at ``path``; any error reading, decoding or validating it
+    is a :class:`ScenarioError` naming the file (and the key, where one is at fault)."""
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
+    except RecursionError as exc:
+        raise ScenarioError(f"{path}: not a scenario (nested too deeply to read)") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: not valid TOML: {exc}") from exc
     scenario = parse_scenario(data, str(path))
@@ -324,7 +337,11 @@ def find_scenarios() -> list[Scenario]:
     """Every scenario in the scenario folders, by name; the first folder wins a name clash."""
     found: dict[str, Scenario] = {}
     for folder in scenario_dirs():
-        for path in sorted(folder.glob("*.toml")):
+        try:
+            paths = sorted(folder.glob("*.toml"))
+        except OSError as exc:
+            raise ScenarioError(f"{folder}: cannot list scenarios: {exc.strerror}") from exc
+        for path in paths:
             found.setdefault(path.stem, load_scenario(path))
     return [found[name] for name in sorted(found)]
 
@@ -332,13 +349,16 @@ def find_scenarios() -> list[Scenario]:
 def resolve_scenario(name_or_path: str) -> Scenario:
     """A scenario by file path, or by name from the scenario folders."""
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
-            raise ScenarioError(f"{path}: no such scenario file")
-        return load_scenario(path)
-    for folder in scenario_dirs():
-        candidate = folder / f"{name_or_path}.toml"
-        if candidate.is_file():
-            return load_scenario(candidate)
+    try:
+        if path.suffix == ".toml" or path.exists():
+            if not path.is_file():
+                raise ScenarioError(f"{path}: no such scenario file")
+            return load_scenario(path)
+        for folder in scenario_dirs():
+            candidate = folder / f"{name_or_path}.toml"
+            if candidate.is_file():
+                return load_scenario(candidate)
+    except OSError as exc:  # a folder on the way that cannot be searched
+        raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from exc
     names = ", ".join(s.name for s in find_scenarios()) or "none found"
     raise ScenarioError(f"--scenario: unknown scenario {name_or_path!r}; known: {names}")
