@@ -2,7 +2,8 @@
 
 Exit codes: 0 done (no strand, or strands without ``--fail-on-strand``); 1 a strand or hang
 with ``--fail-on-strand``, or a replay that strands; 2 a usage or input error, always one line
-on stderr; 130 interrupted (what finished is written).
+on stderr; 128 + N stopped by signal N (SIGINT 130, SIGTERM 143, SIGHUP 129; what finished is
+written).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from harness import bench, display, limits, stress
+from harness import bench, display, limits, signals, stress
 from harness.adapters import ADAPTERS, resolve_pg_dsn
 from harness.drawn import DEFAULT_DB, open_database
 from harness.files import (
@@ -461,8 +462,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     doc = result_document(results, settings, command=_command(argv))
     write_json_atomic(args.json, doc)
     _print_result(doc, f"result: {args.json}")
-    if any(g["stopped"] == "interrupted" for g in doc["groups"]):
-        return 130
+    if signals.stop_requested() or any(g["stopped"] == "interrupted" for g in doc["groups"]):
+        return _stopped(f"wrote the {doc['totals']['runs']} runs that finished")
     failed = doc["totals"]["strands"] or doc["totals"]["hung"]
     return 1 if failed and args.fail_on_strand else 0
 
@@ -499,8 +500,8 @@ def _stress(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if summary := os.environ.get("GITHUB_STEP_SUMMARY"):
         _append_step_summary(Path(summary), files.markdown.read_text())
     _print_result(doc, f"result: {files.result}, {files.markdown}, {files.junit}")
-    if any(g["stopped"] == "interrupted" for g in doc["groups"]):
-        return 130
+    if signals.stop_requested() or any(g["stopped"] == "interrupted" for g in doc["groups"]):
+        return _stopped(f"wrote the {doc['totals']['runs']} runs that finished")
     return 1 if stress.failed(doc) else 0
 
 
@@ -516,6 +517,12 @@ def _append_step_summary(summary: Path, markdown: str) -> None:
             f" {exc.strerror or exc}; the summary is in the stress folder",
             file=sys.stderr,
         )
+
+
+def _stopped(what: str) -> int:
+    """A cooperative command stopped by a signal: one line, and ``128 + the signal``."""
+    print(f"racetape: stopped by {signals.describe()}; {what}", file=sys.stderr)
+    return signals.exit_code()
 
 
 def _print_result(doc: dict[str, Any], written: str) -> None:
@@ -595,8 +602,8 @@ def _matrix(args: argparse.Namespace, argv: Sequence[str]) -> int:
             f" {finding['strands']}/{finding['runs']} runs without any fault"
         )
     out.print(f"gaps: {', '.join(doc['gaps']) or 'none'}; matrix: {args.json}")
-    if interrupted:
-        return 130
+    if interrupted or signals.stop_requested():
+        return _stopped("wrote the cells that finished")
     return 1 if doc["findings"] or doc["gaps"] else 0
 
 
@@ -749,14 +756,26 @@ INPUT_ERRORS = (
 )
 
 
+COOPERATIVE = frozenset({"run", "stress", "matrix"})
+"""Commands that keep what finished when stopped: a signal is recorded, their loops stop
+between runs and they write their results (see :mod:`harness.signals`)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; the exit code (the README's table)."""
     argv = _report_shorthand(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
+    signals.install(cooperative=args.command in COOPERATIVE)
     try:
         code: int = args.handler(args, argv)
     except INPUT_ERRORS as exc:
         print(f"racetape: error: {redact_dsn(str(exc))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # an interrupting command (see harness.signals): nothing to keep
+        print(f"racetape: stopped by {signals.describe()}", file=sys.stderr)
+        return signals.exit_code()
+    finally:
+        signals.uninstall()
     return code
 
 

@@ -18,14 +18,15 @@ import concurrent.futures as cf
 import hashlib
 import multiprocessing
 import multiprocessing.util
-import signal
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from harness import signals
 from harness.adapters import Database
 from harness.files import OutputError, write_json_atomic
 from harness.jitter import DEFAULT_MAX_DELAY
@@ -228,6 +229,10 @@ class Job:
 OnRecords = Callable[[Job, list[RunRecord]], None]
 
 
+class EventLike(Protocol):
+    def is_set(self) -> bool: ...
+
+
 def run_jobs(
     jobs: Sequence[Job],
     *,
@@ -247,9 +252,12 @@ def run_jobs(
 def _jobs_in_process(
     jobs: Sequence[Job], pg_dsn: str | None, on_records: OnRecords, should_stop: Callable[[], bool]
 ) -> bool:
+    def stop() -> bool:
+        return should_stop() or signals.stop_requested()
+
     async def work(database: Callable[[str], Database]) -> None:
         for job in jobs:
-            if should_stop():
+            if stop():
                 break
             await run_indices(
                 database(job.group.adapter),
@@ -257,7 +265,7 @@ def _jobs_in_process(
                 job.indices,
                 job.settings,
                 keep_traces=job.keep_traces,
-                should_stop=should_stop,
+                should_stop=stop,
                 on_record=_reporter(on_records, job),
             )
 
@@ -278,11 +286,7 @@ def _in_this_process(
             for db in dbs.values():
                 await db.cleanup()
 
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        return True
-    return False
+    return signals.run_cancellable(main)
 
 
 def _database(dbs: dict[str, Database], adapter: str, pg_dsn: str | None) -> Database:
@@ -305,11 +309,19 @@ def _keep_one(
 _worker_dbs: dict[str, Database] = {}
 _worker_loop: asyncio.Runner | None = None
 _worker_pg_dsn: str | None = None
+_worker_stop_checks: list[Callable[[], bool]] = []
 
 
-def _worker_init(pg_dsn: str | None) -> None:
+def _worker_should_stop() -> bool:
+    return any(check() for check in _worker_stop_checks)
+
+
+def _worker_init(pg_dsn: str | None, stop: EventLike, parent: int) -> None:
+    """A worker stops before its next run once the parent says so (``stop``), once a stop
+    signal reaches it (the parent decides the rest), or once the parent is gone: no worker
+    outlives the parent by more than the run it is in."""
     global _worker_loop, _worker_pg_dsn
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
+    _worker_stop_checks[:] = [stop.is_set, signals.in_worker(), lambda: os.getppid() != parent]
     _worker_loop = asyncio.Runner()
     _worker_pg_dsn = pg_dsn
     # Worker processes leave through os._exit: atexit hooks never run there, Finalize does.
@@ -332,7 +344,12 @@ def _worker_job(job: Job) -> list[RunRecord]:
     async def run() -> list[RunRecord]:
         try:
             return await run_indices(
-                db, job.group, job.indices, job.settings, keep_traces=job.keep_traces
+                db,
+                job.group,
+                job.indices,
+                job.settings,
+                keep_traces=job.keep_traces,
+                should_stop=_worker_should_stop,
             )
         finally:
             # aiosqlite's connection threads are not daemons: left open between jobs, they
@@ -349,34 +366,56 @@ def _jobs_in_pool(
     on_records: OnRecords,
     should_stop: Callable[[], bool],
 ) -> bool:
+    """Jobs over worker processes. A stop signal (:mod:`harness.signals`) stops handing out
+    jobs, drops those not started, tells the workers to stop after the run they are in, and
+    waits for them until :func:`harness.signals.wait_deadline` (a second signal brings it
+    near); a worker still running then is killed. What every worker finished is reported."""
     waiting = list(jobs)
     busy: dict[cf.Future[list[RunRecord]], Job] = {}
     context = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_worker_init, initargs=(pg_dsn,)
-    ) as pool:
+    stop = context.Event()
+    pool = cf.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_worker_init, initargs=(pg_dsn, stop, os.getpid())
+    )
+    killed = False
 
-        def collect(done: set[cf.Future[list[RunRecord]]]) -> None:
-            for future in done:
-                job = busy.pop(future)
-                if not future.cancelled():
-                    on_records(job, future.result())
+    def collect(done: set[cf.Future[list[RunRecord]]]) -> None:
+        for future in done:
+            job = busy.pop(future)
+            if not future.cancelled():
+                on_records(job, future.result())
 
-        try:
-            while waiting or busy:
-                while waiting and len(busy) < workers * 2 and not should_stop():
-                    job = waiting.pop(0)
-                    busy[pool.submit(_worker_job, job)] = job
-                if not busy:
-                    break
-                done, _ = cf.wait(busy, return_when=cf.FIRST_COMPLETED)
-                collect(done)
-        except KeyboardInterrupt:
-            for future in busy:
-                future.cancel()
-            collect(set(cf.wait(busy).done))
-            return True
-    return False
+    try:
+        while waiting or busy:
+            stopping = signals.stop_requested()
+            if stopping and not stop.is_set():
+                stop.set()
+                waiting.clear()
+                for future in busy:
+                    future.cancel()  # only those no worker has started
+            while waiting and len(busy) < workers * 2 and not should_stop():
+                job = waiting.pop(0)
+                busy[pool.submit(_worker_job, job)] = job
+            if not busy:
+                break
+            deadline = signals.wait_deadline()
+            if deadline is not None and time.monotonic() >= deadline:
+                killed = True
+                break
+            done, _ = cf.wait(busy, timeout=POLL_SECONDS, return_when=cf.FIRST_COMPLETED)
+            collect(done)
+    except cf.process.BrokenProcessPool:
+        killed = True  # a worker died (killed from outside): what the others finished is kept
+    finally:
+        if killed:
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.kill()
+        pool.shutdown(wait=not killed, cancel_futures=True)
+    return signals.stop_requested() or killed
+
+
+POLL_SECONDS = 0.2
+"""How often the main process looks for a stop while it waits for workers."""
 
 
 # -- racetape run --------------------------------------------------------------------------------
@@ -460,11 +499,13 @@ def _run_exhaustive(
 
     async def work(database: Callable[[str], Database]) -> None:
         for group in groups:
+            if signals.stop_requested():
+                break
             _, exhausted = await explore(
                 database(group.adapter),
                 group,
                 settings,
-                should_stop=over_budget,
+                should_stop=lambda: over_budget() or signals.stop_requested(),
                 on_record=partial(_keep_one, keep, group),
             )
             results[group].exhausted = exhausted
