@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import tempfile
 import uuid
@@ -14,7 +16,7 @@ import asyncpg
 from harness.scenario import MAX_OPEN_APPENDS
 from reftask.dsn import parse_dsn
 from reftask.faults import Fault
-from reftask.stores.base import SqlTaskStore
+from reftask.stores.base import SqlTaskStore, StoreUnavailableError
 from reftask.stores.postgres import PostgresStore
 from reftask.stores.sqlite import SqliteStore
 
@@ -26,6 +28,31 @@ PG_SESSION = {"synchronous_commit": "off"}
 its locks, exactly when it would with the default; only the wait for the WAL to reach the disk
 goes (4-5 ms a commit on a shared disk, most of a run's time). A run's schema is dropped at the
 end, so nothing of it needs to survive a server crash. The contract tests keep the default."""
+
+
+CONNECTION_LOST = (
+    OSError,  # refused, reset, unreachable: the socket under the driver
+    TimeoutError,
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.InterfaceError,  # "connection was closed in the middle of operation", ...
+    asyncpg.exceptions.AdminShutdownError,  # 57P01: the server is shutting down
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,  # 57P03: starting up or shutting down
+    StoreUnavailableError,
+)
+"""What a driver raises when the database went away, rather than answering wrongly."""
+
+CLEANUP_TIMEOUT = 10.0
+"""How long removing a run's database may take: a server that went away does not hold the
+command up (its schema goes with it, or is left for whoever runs the server)."""
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database is unreachable (an environment fault, not a finding
+    about the code under test); an exception group counts if any member does."""
+    if isinstance(exc, BaseExceptionGroup):
+        return any(connection_lost(e) for e in exc.exceptions)
+    return isinstance(exc, CONNECTION_LOST)
 
 
 def pg_dsn_from_env() -> str:
@@ -81,6 +108,9 @@ class Database:
             else:
                 assert self.pg_dsn is not None
                 assert self.pg_schema is not None
+                # A lost server is reported once, by the runner; asyncpg's pool would also log
+                # a traceback for every reconnection it tries in the background.
+                logging.getLogger("asyncpg.pool").setLevel(logging.CRITICAL)
                 store = await PostgresStore.open(
                     self.pg_dsn,
                     schema=self.pg_schema,
@@ -92,22 +122,38 @@ class Database:
         return self._stores[key]
 
     async def close_stores(self) -> None:
-        """Close every open store (and its connections); the database itself stays."""
+        """Close every open store (and its connections); the database itself stays. A store
+        whose server went away is closed as far as it can be, within the cleanup bound."""
         stores = list(self._stores.values())
         self._stores.clear()
         for store in stores:
-            await store.close()
+            try:
+                await asyncio.wait_for(store.close(), CLEANUP_TIMEOUT)
+            except Exception as exc:
+                if not connection_lost(exc):
+                    raise
 
     async def cleanup(self) -> None:
-        """Close the stores and remove the database: the SQLite file, or the Postgres schema."""
+        """Close the stores and remove the database: the SQLite file, or the Postgres schema
+        (unless the server has gone away: then there is nothing left to reach)."""
         await self.close_stores()
         if self.pg_dsn is not None and self.pg_schema is not None:
-            conn = await asyncpg.connect(self.pg_dsn)
             try:
-                await conn.execute(f"DROP SCHEMA IF EXISTS {self.pg_schema} CASCADE")
-            finally:
-                await conn.close()
+                await asyncio.wait_for(
+                    self._drop_schema(self.pg_dsn, self.pg_schema), CLEANUP_TIMEOUT
+                )
+            except Exception as exc:
+                if not connection_lost(exc):
+                    raise
         self._remove_sqlite_files()
+
+    @staticmethod
+    async def _drop_schema(dsn: str, schema: str) -> None:
+        conn = await asyncpg.connect(dsn, timeout=CLEANUP_TIMEOUT)
+        try:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        finally:
+            await conn.close()
 
     def _remove_sqlite_files(self) -> None:
         if self.sqlite_path is not None:

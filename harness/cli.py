@@ -2,7 +2,8 @@
 
 Exit codes: 0 done (no strand, or strands without ``--fail-on-strand``); 1 a strand or hang
 with ``--fail-on-strand``, or a replay that strands; 2 a usage or input error, always one line
-on stderr; 128 + N stopped by signal N (SIGINT 130, SIGTERM 143, SIGHUP 129; what finished is
+on stderr; 3 a database became unreachable mid-run (what finished is written); 128 + N stopped
+by signal N (SIGINT 130, SIGTERM 143, SIGHUP 129; what finished is
 written).
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from harness import bench, display, limits, signals, stress
-from harness.adapters import ADAPTERS, resolve_pg_dsn
+from harness.adapters import ADAPTERS, connection_lost, resolve_pg_dsn
 from harness.drawn import DEFAULT_DB, open_database
 from harness.files import (
     OutputError,
@@ -33,7 +34,7 @@ from harness.matrix import matrix_document, matrix_markdown, run_matrix
 from harness.pgserver import PostgresUnavailable, check_reachable
 from harness.replay import replay
 from harness.results import ResultError, load_result, result_document
-from harness.runner import Group, Settings, run_groups
+from harness.runner import DATABASE_LOST, DatabaseLost, Group, Settings, run_groups
 from harness.scenario import ScenarioError, find_scenarios, resolve_scenario
 from harness.search import DEFAULT_EXAMPLES, explore_shapes, write_findings
 from harness.shrink import ShrinkError, check_shrinkable, shrink_trace
@@ -464,6 +465,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     _print_result(doc, f"result: {args.json}")
     if signals.stop_requested() or any(g["stopped"] == "interrupted" for g in doc["groups"]):
         return _stopped(f"wrote the {doc['totals']['runs']} runs that finished")
+    if code := _lost_database(doc):
+        return code
     failed = doc["totals"]["strands"] or doc["totals"]["hung"]
     return 1 if failed and args.fail_on_strand else 0
 
@@ -502,6 +505,8 @@ def _stress(args: argparse.Namespace, argv: Sequence[str]) -> int:
     _print_result(doc, f"result: {files.result}, {files.markdown}, {files.junit}")
     if signals.stop_requested() or any(g["stopped"] == "interrupted" for g in doc["groups"]):
         return _stopped(f"wrote the {doc['totals']['runs']} runs that finished")
+    if code := _lost_database(doc):
+        return code
     return 1 if stress.failed(doc) else 0
 
 
@@ -517,6 +522,25 @@ def _append_step_summary(summary: Path, markdown: str) -> None:
             f" {exc.strerror or exc}; the summary is in the stress folder",
             file=sys.stderr,
         )
+
+
+EXIT_DATABASE_LOST = 3
+
+
+def _lost_database(doc: dict[str, Any]) -> int:
+    """A database that became unreachable mid-run is a fault of the environment, not a strand:
+    one line per adapter lost, and exit 3 (the result with what finished is written)."""
+    lost = [n for n in doc["notes"] if " became unreachable at " in n]
+    if not any(g["stopped"] == DATABASE_LOST for g in doc["groups"]):
+        return 0
+    for note in lost:
+        print(f"racetape: database lost: {note}", file=sys.stderr)
+    print(
+        f"racetape: wrote the {doc['totals']['runs']} runs that finished; exit"
+        f" {EXIT_DATABASE_LOST} (the environment failed, not the code under test)",
+        file=sys.stderr,
+    )
+    return EXIT_DATABASE_LOST
 
 
 def _stopped(what: str) -> int:
@@ -774,6 +798,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # an interrupting command (see harness.signals): nothing to keep
         print(f"racetape: stopped by {signals.describe()}", file=sys.stderr)
         return signals.exit_code()
+    except Exception as exc:
+        # A database gone in a command that keeps no partial result (replay, shrink, explore,
+        # bench, matrix): one line, not the driver's traceback.
+        if not (isinstance(exc, DatabaseLost) or connection_lost(exc)):
+            raise
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"racetape: database lost: {redact_dsn(detail)}", file=sys.stderr)
+        return EXIT_DATABASE_LOST
     finally:
         signals.uninstall()
     return code

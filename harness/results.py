@@ -106,7 +106,7 @@ def result_document(
     groups = [group_summary(r) for r in results]
     notes = [
         *notes,
-        *(note for r in results for note in r.notes),
+        *dict.fromkeys(note for r in results for note in r.notes),
         *([STATISTICAL_NOTE] if any(g["mode"] == "jitter" for g in groups) else []),
     ]
     return {

@@ -27,14 +27,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness import signals
-from harness.adapters import Database
+from harness.adapters import Database, connection_lost
 from harness.files import OutputError, write_json_atomic
 from harness.jitter import DEFAULT_MAX_DELAY
 from harness.run import Controlled, Jittered, Mode, RunResult, execute
 from harness.scenario import Scenario
 from harness.strategies import PctStrategy, PrefixStrategy, RandomStrategy, next_prefix
 from harness.traces import trace_document
+from reftask.dsn import redact_dsn
 from reftask.faults import Fault, fault_set_label
+from reftask.stores.base import SqlTaskStore
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,19 @@ class RunRecord:
     @property
     def stranded(self) -> bool:
         return bool(self.kinds)
+
+
+class DatabaseLost(Exception):
+    """The database of ``adapter`` became unreachable during a run: the environment failed,
+    not the code under test. That run is not counted (its outcome cannot be judged); the
+    ``records`` finished before it are kept. Picklable, so a worker process can raise it."""
+
+    def __init__(self, message: str, adapter: str, records: list[RunRecord]) -> None:
+        super().__init__(message, adapter, records)
+        self.message, self.adapter, self.records = message, adapter, records
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass
@@ -163,20 +178,51 @@ async def run_indices(
     on_record: Callable[[RunRecord], None] = lambda r: None,
 ) -> list[RunRecord]:
     """Run ``indices`` of ``group`` one after another on ``db``; stop early if asked."""
-    store = await db.store(group.faults)
+    store = await _open_store(db, group)
     records: list[RunRecord] = []
     for index in indices:
         if should_stop():
             break
         seed = run_seed(settings.seed, index)
-        result = await execute(
-            store, group.scenario, group.faults, mode_for(group.strategy, seed, settings)
-        )
+        try:
+            result = await execute(
+                store, group.scenario, group.faults, mode_for(group.strategy, seed, settings)
+            )
+        except Exception as exc:
+            if not connection_lost(exc):
+                raise
+            raise _lost(group, index, exc, records) from exc
         kept = sum(1 for r in records if r.trace is not None)
         record = _record(group, index, seed, result, settings, keep_trace=kept < keep_traces)
         records.append(record)
         on_record(record)
     return records
+
+
+async def _open_store(db: Database, group: Group) -> SqlTaskStore:
+    """The group's store; a database gone by the time it is opened is :class:`DatabaseLost`."""
+    try:
+        return await db.store(group.faults)
+    except Exception as exc:
+        if not connection_lost(exc):
+            raise
+        raise _lost(group, None, exc, []) from exc
+
+
+def _lost(
+    group: Group, index: int | None, exc: BaseException, records: list[RunRecord]
+) -> DatabaseLost:
+    when = time.strftime("%H:%M:%S", time.gmtime())
+    detail = redact_dsn(
+        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    )
+    return DatabaseLost(
+        f"{group.adapter} became unreachable at {when} UTC,"
+        f" {'opening the store' if index is None else f'in run {index}'} of {group.label}"
+        f" ({detail})",
+        group.adapter,
+        records,
+    )
 
 
 async def explore(
@@ -191,14 +237,19 @@ async def explore(
 
     Returns the records (run ``i`` is the ``i``-th schedule) and whether the space was exhausted.
     """
-    store = await db.store(group.faults)
+    store = await _open_store(db, group)
     records: list[RunRecord] = []
     prefix: list[int] | None = []
     while prefix is not None and len(records) < settings.runs and not should_stop():
         strategy = PrefixStrategy(prefix)
-        result = await execute(
-            store, group.scenario, group.faults, Controlled(strategy, settings.settle_timeout)
-        )
+        try:
+            result = await execute(
+                store, group.scenario, group.faults, Controlled(strategy, settings.settle_timeout)
+            )
+        except Exception as exc:
+            if not connection_lost(exc):
+                raise
+            raise _lost(group, len(records), exc, records) from exc
         kept = sum(1 for r in records if r.trace is not None)
         record = _record(
             group, len(records), 0, result, settings, keep_trace=kept < settings.max_traces
@@ -227,6 +278,7 @@ class Job:
 
 
 OnRecords = Callable[[Job, list[RunRecord]], None]
+OnLost = Callable[[DatabaseLost], None]
 
 
 class EventLike(Protocol):
@@ -240,34 +292,61 @@ def run_jobs(
     pg_dsn: str | None,
     on_records: OnRecords,
     should_stop: Callable[[], bool] = lambda: False,
+    on_lost: OnLost | None = None,
 ) -> bool:
     """Run every job (in order, or spread over ``workers`` processes); ``on_records`` hears of
     every finished run. Stops handing out work once ``should_stop`` says so. Returns True if
-    Ctrl-C stopped it; what finished was reported either way."""
+    a stop signal cut it short; what finished was reported either way.
+
+    A database that becomes unreachable (:class:`DatabaseLost`) ends that adapter's jobs: the
+    runs that finished are reported, then ``on_lost`` hears of it, and the other adapters'
+    jobs go on. Without ``on_lost`` it is raised, once the other jobs are done."""
+    lost: list[DatabaseLost] = []
+
+    def lose(exc: DatabaseLost) -> None:
+        lost.append(exc)
+        if on_lost is not None:
+            on_lost(exc)
+
     if workers > 1:
-        return _jobs_in_pool(jobs, workers, pg_dsn, on_records, should_stop)
-    return _jobs_in_process(jobs, pg_dsn, on_records, should_stop)
+        stopped = _jobs_in_pool(jobs, workers, pg_dsn, on_records, should_stop, lose)
+    else:
+        stopped = _jobs_in_process(jobs, pg_dsn, on_records, should_stop, lose)
+    if lost and on_lost is None:
+        raise lost[0]
+    return stopped
 
 
 def _jobs_in_process(
-    jobs: Sequence[Job], pg_dsn: str | None, on_records: OnRecords, should_stop: Callable[[], bool]
+    jobs: Sequence[Job],
+    pg_dsn: str | None,
+    on_records: OnRecords,
+    should_stop: Callable[[], bool],
+    on_lost: OnLost,
 ) -> bool:
     def stop() -> bool:
         return should_stop() or signals.stop_requested()
 
     async def work(database: Callable[[str], Database]) -> None:
+        lost: set[str] = set()
         for job in jobs:
             if stop():
                 break
-            await run_indices(
-                database(job.group.adapter),
-                job.group,
-                job.indices,
-                job.settings,
-                keep_traces=job.keep_traces,
-                should_stop=stop,
-                on_record=_reporter(on_records, job),
-            )
+            if job.group.adapter in lost:
+                continue
+            try:
+                await run_indices(
+                    database(job.group.adapter),
+                    job.group,
+                    job.indices,
+                    job.settings,
+                    keep_traces=job.keep_traces,
+                    should_stop=stop,
+                    on_record=_reporter(on_records, job),
+                )
+            except DatabaseLost as exc:  # its records were reported one by one already
+                lost.add(exc.adapter)
+                on_lost(exc)
 
     return _in_this_process(pg_dsn, work)
 
@@ -365,6 +444,7 @@ def _jobs_in_pool(
     pg_dsn: str | None,
     on_records: OnRecords,
     should_stop: Callable[[], bool],
+    on_lost: OnLost,
 ) -> bool:
     """Jobs over worker processes. A stop signal (:mod:`harness.signals`) stops handing out
     jobs, drops those not started, tells the workers to stop after the run they are in, and
@@ -379,11 +459,23 @@ def _jobs_in_pool(
     )
     killed = False
 
+    lost: set[str] = set()
+
     def collect(done: set[cf.Future[list[RunRecord]]]) -> None:
         for future in done:
             job = busy.pop(future)
-            if not future.cancelled():
-                on_records(job, future.result())
+            if future.cancelled():
+                continue
+            try:
+                records = future.result()
+            except DatabaseLost as exc:
+                on_records(job, exc.records)
+                if exc.adapter not in lost:
+                    lost.add(exc.adapter)
+                    on_lost(exc)
+                waiting[:] = [j for j in waiting if j.group.adapter not in lost]
+                continue
+            on_records(job, records)
 
     try:
         while waiting or busy:
@@ -414,6 +506,8 @@ def _jobs_in_pool(
     return signals.stop_requested() or killed
 
 
+DATABASE_LOST = "database lost"
+"""A group's ``stopped`` when its adapter's database became unreachable (exit code 3)."""
 POLL_SECONDS = 0.2
 """How often the main process looks for a stop while it waits for workers."""
 
@@ -454,9 +548,14 @@ def run_groups(
 
     progress.start(total)
     interrupted = False
+    lost: dict[str, str] = {}  # adapter: how its database was lost
+
+    def note_lost(exc: DatabaseLost) -> None:
+        lost.setdefault(exc.adapter, exc.message)
+
     try:
         exhaustive = [g for g in groups if g.strategy == "exhaustive"]
-        interrupted = _run_exhaustive(exhaustive, settings, results, keep, over_budget)
+        interrupted = _run_exhaustive(exhaustive, settings, results, keep, over_budget, lost)
         if not interrupted:
             size = max(1, min(25, len(indices) // (settings.workers * 4) or 1))
             if settings.budget is not None:
@@ -475,6 +574,7 @@ def run_groups(
                 pg_dsn=settings.pg_dsn,
                 on_records=lambda job, records: keep(job.group, records),
                 should_stop=over_budget,
+                on_lost=note_lost,
             )
     finally:
         progress.finish()
@@ -482,7 +582,13 @@ def run_groups(
         result.records.sort(key=lambda r: r.index)
         planned = settings.runs if result.group.strategy == "exhaustive" else len(indices)
         if len(result.records) < planned and not result.exhausted:
-            result.stopped = "interrupted" if interrupted else ("budget" if over_budget() else None)
+            if result.group.adapter in lost:
+                result.stopped = DATABASE_LOST
+                result.notes.append(lost[result.group.adapter])
+            elif interrupted:
+                result.stopped = "interrupted"
+            else:
+                result.stopped = "budget" if over_budget() else None
         result.traces = _write_traces(result, settings)
     return [results[g] for g in groups]
 
@@ -493,6 +599,7 @@ def _run_exhaustive(
     results: dict[Group, GroupResult],
     keep: Callable[[Group, list[RunRecord]], None],
     over_budget: Callable[[], bool],
+    lost: dict[str, str],
 ) -> bool:
     if not groups:
         return False
@@ -501,13 +608,19 @@ def _run_exhaustive(
         for group in groups:
             if signals.stop_requested():
                 break
-            _, exhausted = await explore(
-                database(group.adapter),
-                group,
-                settings,
-                should_stop=lambda: over_budget() or signals.stop_requested(),
-                on_record=partial(_keep_one, keep, group),
-            )
+            if group.adapter in lost:
+                continue
+            try:
+                _, exhausted = await explore(
+                    database(group.adapter),
+                    group,
+                    settings,
+                    should_stop=lambda: over_budget() or signals.stop_requested(),
+                    on_record=partial(_keep_one, keep, group),
+                )
+            except DatabaseLost as exc:
+                lost.setdefault(exc.adapter, exc.message)
+                continue
             results[group].exhausted = exhausted
 
     return _in_this_process(settings.pg_dsn, work)
