@@ -2,7 +2,8 @@
 
 Exit codes: 0 done (no strand, or strands without ``--fail-on-strand``); 1 a strand or hang
 with ``--fail-on-strand``, or a replay that strands; 2 a usage or input error, always one line
-on stderr; 3 a database became unreachable mid-run (what finished is written); 128 + N stopped
+on stderr; 3 the environment failed mid-run: a database became unreachable, or a worker
+process died (what finished is written); 128 + N stopped
 by signal N (SIGINT 130, SIGTERM 143, SIGHUP 129; what finished is
 written).
 """
@@ -34,7 +35,14 @@ from harness.matrix import matrix_document, matrix_markdown, run_matrix
 from harness.pgserver import PostgresUnavailable, check_reachable
 from harness.replay import replay
 from harness.results import ResultError, load_result, result_document
-from harness.runner import DATABASE_LOST, DatabaseLost, Group, Settings, run_groups
+from harness.runner import (
+    DATABASE_LOST,
+    WORKER_LOST,
+    EnvironmentFault,
+    Group,
+    Settings,
+    run_groups,
+)
 from harness.scenario import ScenarioError, find_scenarios, resolve_scenario
 from harness.search import DEFAULT_EXAMPLES, explore_shapes, write_findings
 from harness.shrink import ShrinkError, check_shrinkable, shrink_trace
@@ -524,23 +532,27 @@ def _append_step_summary(summary: Path, markdown: str) -> None:
         )
 
 
-EXIT_DATABASE_LOST = 3
+EXIT_ENVIRONMENT = 3
 
 
 def _lost_database(doc: dict[str, Any]) -> int:
-    """A database that became unreachable mid-run is a fault of the environment, not a strand:
-    one line per adapter lost, and exit 3 (the result with what finished is written)."""
-    lost = [n for n in doc["notes"] if " became unreachable at " in n]
-    if not any(g["stopped"] == DATABASE_LOST for g in doc["groups"]):
+    """A database that became unreachable mid-run, or a worker process that died, is a fault
+    of the environment, not a strand: one line for each, and exit 3 (the result with what
+    finished is written)."""
+    stopped = {g["stopped"] for g in doc["groups"]}
+    if not stopped & {DATABASE_LOST, WORKER_LOST}:
         return 0
-    for note in lost:
-        print(f"racetape: database lost: {note}", file=sys.stderr)
+    for note in doc["notes"]:
+        if " became unreachable at " in note:
+            print(f"racetape: database lost: {note}", file=sys.stderr)
+        elif note.startswith("a worker process died"):
+            print(f"racetape: worker lost: {note}", file=sys.stderr)
     print(
         f"racetape: wrote the {doc['totals']['runs']} runs that finished; exit"
-        f" {EXIT_DATABASE_LOST} (the environment failed, not the code under test)",
+        f" {EXIT_ENVIRONMENT} (the environment failed, not the code under test)",
         file=sys.stderr,
     )
-    return EXIT_DATABASE_LOST
+    return EXIT_ENVIRONMENT
 
 
 def _stopped(what: str) -> int:
@@ -801,11 +813,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         # A database gone in a command that keeps no partial result (replay, shrink, explore,
         # bench, matrix): one line, not the driver's traceback.
-        if not (isinstance(exc, DatabaseLost) or connection_lost(exc)):
+        if not (isinstance(exc, EnvironmentFault) or connection_lost(exc)):
             raise
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"racetape: database lost: {redact_dsn(detail)}", file=sys.stderr)
-        return EXIT_DATABASE_LOST
+        return EXIT_ENVIRONMENT
     finally:
         signals.uninstall()
     return code

@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import multiprocessing
 import multiprocessing.util
 import os
+import shutil
+import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -92,17 +96,27 @@ class RunRecord:
         return bool(self.kinds)
 
 
-class DatabaseLost(Exception):
-    """The database of ``adapter`` became unreachable during a run: the environment failed,
-    not the code under test. That run is not counted (its outcome cannot be judged); the
-    ``records`` finished before it are kept. Picklable, so a worker process can raise it."""
+class EnvironmentFault(Exception):
+    """The environment failed mid-run, not the code under test (exit 3): the run it happened
+    in is not counted (its outcome cannot be judged); the ``records`` finished before it are
+    kept. ``adapter`` is the adapter whose groups it ends, or None for all of them. Picklable,
+    so a worker process can raise it."""
 
-    def __init__(self, message: str, adapter: str, records: list[RunRecord]) -> None:
+    def __init__(self, message: str, adapter: str | None, records: list[RunRecord]) -> None:
         super().__init__(message, adapter, records)
         self.message, self.adapter, self.records = message, adapter, records
 
     def __str__(self) -> str:
         return self.message
+
+
+class DatabaseLost(EnvironmentFault):
+    """The database of ``adapter`` became unreachable."""
+
+
+class WorkerLost(EnvironmentFault):
+    """A worker process died (killed from outside, or by the kernel for want of memory): the
+    pool is broken, and the runs it had in hand are lost with it."""
 
 
 @dataclass
@@ -278,7 +292,7 @@ class Job:
 
 
 OnRecords = Callable[[Job, list[RunRecord]], None]
-OnLost = Callable[[DatabaseLost], None]
+OnLost = Callable[[EnvironmentFault], None]
 
 
 class EventLike(Protocol):
@@ -301,9 +315,9 @@ def run_jobs(
     A database that becomes unreachable (:class:`DatabaseLost`) ends that adapter's jobs: the
     runs that finished are reported, then ``on_lost`` hears of it, and the other adapters'
     jobs go on. Without ``on_lost`` it is raised, once the other jobs are done."""
-    lost: list[DatabaseLost] = []
+    lost: list[EnvironmentFault] = []
 
-    def lose(exc: DatabaseLost) -> None:
+    def lose(exc: EnvironmentFault) -> None:
         lost.append(exc)
         if on_lost is not None:
             on_lost(exc)
@@ -332,7 +346,7 @@ def _jobs_in_process(
         for job in jobs:
             if stop():
                 break
-            if job.group.adapter in lost:
+            if job.group.adapter in lost or ALL_ADAPTERS in lost:
                 continue
             try:
                 await run_indices(
@@ -344,8 +358,8 @@ def _jobs_in_process(
                     should_stop=stop,
                     on_record=_reporter(on_records, job),
                 )
-            except DatabaseLost as exc:  # its records were reported one by one already
-                lost.add(exc.adapter)
+            except EnvironmentFault as exc:  # its records were reported one by one already
+                lost.add(exc.adapter or ALL_ADAPTERS)
                 on_lost(exc)
 
     return _in_this_process(pg_dsn, work)
@@ -395,16 +409,39 @@ def _worker_should_stop() -> bool:
     return any(check() for check in _worker_stop_checks)
 
 
-def _worker_init(pg_dsn: str | None, stop: EventLike, parent: int) -> None:
+def _worker_init(pg_dsn: str | None, stop: EventLike, parent: int, temp_root: str) -> None:
     """A worker stops before its next run once the parent says so (``stop``), once a stop
     signal reaches it (the parent decides the rest), or once the parent is gone: no worker
-    outlives the parent by more than the run it is in."""
+    outlives the parent by more than the run it is in (:func:`_watch_parent`). Its SQLite
+    folders go under ``temp_root``, which the parent removes whatever became of the worker."""
     global _worker_loop, _worker_pg_dsn
     _worker_stop_checks[:] = [stop.is_set, signals.in_worker(), lambda: os.getppid() != parent]
     _worker_loop = asyncio.Runner()
     _worker_pg_dsn = pg_dsn
+    tempfile.tempdir = temp_root
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     # Worker processes leave through os._exit: atexit hooks never run there, Finalize does.
     multiprocessing.util.Finalize(None, _worker_exit, exitpriority=10)
+
+
+_worker_busy = threading.Event()  # set while a job runs on the worker's loop
+
+
+def _watch_parent(parent: int) -> None:
+    """A worker whose parent is gone (SIGKILL, a crash) would wait for its next job forever:
+    the pool's queues have no other writer to close them. Once the job in hand is done (the
+    stop checks see the parent gone, so it ends after its current run) or the grace is spent,
+    remove this worker's databases and leave."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    give_up = time.monotonic() + signals.GRACE_SECONDS
+    while _worker_busy.is_set() and time.monotonic() < give_up:
+        time.sleep(0.05)
+    if not _worker_busy.is_set():  # the stores are closed between jobs: only the files remain
+        for db in _worker_dbs.values():
+            with contextlib.suppress(Exception):
+                asyncio.run(db.cleanup())
+    os._exit(0)
 
 
 def _worker_exit() -> None:
@@ -435,7 +472,11 @@ def _worker_job(job: Job) -> list[RunRecord]:
             # would keep the worker alive at exit, before any exit hook could close them.
             await db.close_stores()
 
-    return _worker_loop.run(run())
+    _worker_busy.set()
+    try:
+        return _worker_loop.run(run())
+    finally:
+        _worker_busy.clear()
 
 
 def _jobs_in_pool(
@@ -454,8 +495,12 @@ def _jobs_in_pool(
     busy: dict[cf.Future[list[RunRecord]], Job] = {}
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
+    temp_root = tempfile.mkdtemp(prefix="racetape-workers-")
     pool = cf.ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_worker_init, initargs=(pg_dsn, stop, os.getpid())
+        workers,
+        mp_context=context,
+        initializer=_worker_init,
+        initargs=(pg_dsn, stop, os.getpid(), temp_root),
     )
     killed = False
 
@@ -468,10 +513,10 @@ def _jobs_in_pool(
                 continue
             try:
                 records = future.result()
-            except DatabaseLost as exc:
+            except EnvironmentFault as exc:
                 on_records(job, exc.records)
-                if exc.adapter not in lost:
-                    lost.add(exc.adapter)
+                if (exc.adapter or ALL_ADAPTERS) not in lost:
+                    lost.add(exc.adapter or ALL_ADAPTERS)
                     on_lost(exc)
                 waiting[:] = [j for j in waiting if j.group.adapter not in lost]
                 continue
@@ -497,17 +542,29 @@ def _jobs_in_pool(
             done, _ = cf.wait(busy, timeout=POLL_SECONDS, return_when=cf.FIRST_COMPLETED)
             collect(done)
     except cf.process.BrokenProcessPool:
-        killed = True  # a worker died (killed from outside): what the others finished is kept
+        killed = True  # what the workers finished before is kept
+        on_lost(
+            WorkerLost(
+                "a worker process died (killed from outside, or out of memory); the runs it"
+                " had in hand are lost",
+                None,
+                [],
+            )
+        )
     finally:
         if killed:
             for process in list(getattr(pool, "_processes", {}).values()):
                 process.kill()
         pool.shutdown(wait=not killed, cancel_futures=True)
-    return signals.stop_requested() or killed
+        shutil.rmtree(temp_root, ignore_errors=True)  # what a killed worker could not remove
+    return signals.stop_requested()
 
 
 DATABASE_LOST = "database lost"
 """A group's ``stopped`` when its adapter's database became unreachable (exit code 3)."""
+WORKER_LOST = "worker lost"
+"""A group's ``stopped`` when a worker process died under it (exit code 3)."""
+ALL_ADAPTERS = "*"
 POLL_SECONDS = 0.2
 """How often the main process looks for a stop while it waits for workers."""
 
@@ -550,8 +607,8 @@ def run_groups(
     interrupted = False
     lost: dict[str, str] = {}  # adapter: how its database was lost
 
-    def note_lost(exc: DatabaseLost) -> None:
-        lost.setdefault(exc.adapter, exc.message)
+    def note_lost(exc: EnvironmentFault) -> None:
+        lost.setdefault(exc.adapter or ALL_ADAPTERS, exc.message)
 
     try:
         exhaustive = [g for g in groups if g.strategy == "exhaustive"]
@@ -585,6 +642,9 @@ def run_groups(
             if result.group.adapter in lost:
                 result.stopped = DATABASE_LOST
                 result.notes.append(lost[result.group.adapter])
+            elif ALL_ADAPTERS in lost:
+                result.stopped = WORKER_LOST
+                result.notes.append(lost[ALL_ADAPTERS])
             elif interrupted:
                 result.stopped = "interrupted"
             else:
@@ -618,8 +678,8 @@ def _run_exhaustive(
                     should_stop=lambda: over_budget() or signals.stop_requested(),
                     on_record=partial(_keep_one, keep, group),
                 )
-            except DatabaseLost as exc:
-                lost.setdefault(exc.adapter, exc.message)
+            except EnvironmentFault as exc:
+                lost.setdefault(exc.adapter or ALL_ADAPTERS, exc.message)
                 continue
             results[group].exhausted = exhausted
 

@@ -49,6 +49,18 @@ class Command:
             assert time.monotonic() < give_up, f"no {pattern!r} in {self.lines}"
             time.sleep(0.05)
 
+    def wait_for_handlers(self, timeout: float = 120.0) -> None:
+        """Until the command took SIGTERM (its main() began; signals before it, during the
+        imports, are the interpreter's)."""
+        give_up = time.monotonic() + timeout
+        status = Path(f"/proc/{self.process.pid}/status")
+        while not int(re.findall(r"SigCgt:\s*([0-9a-f]+)", status.read_text())[0], 16) & (
+            1 << (signal.SIGTERM - 1)
+        ):
+            assert self.process.poll() is None, "".join(self.lines)
+            assert time.monotonic() < give_up, "main() never began"
+            time.sleep(0.05)
+
     def children(self) -> list[int]:
         found = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         return [int(pid) for pid in found.read_text().split()] if found.exists() else []
@@ -145,7 +157,8 @@ def test_a_signal_before_any_run_still_writes_a_result(tmp_path: Path) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_interrupting_commands_stop_in_one_line(tmp_path: Path, signum: int) -> None:
     explore = Command(tmp_path, "explore", "--examples", "100000", "--no-db")
-    time.sleep(3)  # somewhere inside Hypothesis's search; where does not matter
+    explore.wait_for_handlers()
+    time.sleep(1)  # somewhere inside Hypothesis's search; where does not matter
     explore.send(signum)
     code, err = explore.finish()
     assert code == 128 + signum, err
@@ -163,3 +176,42 @@ def test_an_interrupted_matrix_writes_its_json_and_markdown(tmp_path: Path) -> N
     assert "Traceback" not in err
     assert _result(tmp_path / "m.json")["interrupted"] is True
     assert (tmp_path / "m.md").read_text().strip()
+
+
+def _workers(command: Command) -> list[int]:
+    return [
+        pid
+        for pid in command.children()
+        if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text()
+    ]
+
+
+def test_a_killed_worker_is_a_lost_environment_not_a_lost_result(tmp_path: Path) -> None:
+    run = Command(tmp_path, "run", "--workers", "2", "--runs", "100000", "--json", "r.json",
+                  "--scenario", "late-progress")  # fmt: skip
+    run.wait_for(PROGRESS)
+    os.kill(_workers(run)[0], signal.SIGKILL)  # what the kernel's OOM killer does
+    code, err = run.finish()
+    assert code == 3, err
+    assert "Traceback" not in err
+    assert "racetape: worker lost: a worker process died" in err
+    doc = _result(tmp_path / "r.json")
+    assert doc["totals"]["runs"] > 0
+    assert {g["stopped"] for g in doc["groups"]} == {"worker lost"}
+    assert list(run.tmp.iterdir()) == []
+
+
+def test_no_worker_outlives_a_parent_killed_outright(tmp_path: Path) -> None:
+    run = Command(tmp_path, "run", "--workers", "2", "--runs", "100000", "--json", "r.json",
+                  "--scenario", "late-progress")  # fmt: skip
+    run.wait_for(PROGRESS)
+    workers = _workers(run)
+    run.send(signal.SIGKILL)
+    run.finish()
+    give_up = time.monotonic() + 30
+    while any(_alive(w) for w in workers):
+        assert time.monotonic() < give_up, "a worker outlived its parent"
+        time.sleep(0.1)
+    # Each worker removed its own SQLite folder; only the empty folder the parent made is left.
+    (root,) = run.tmp.iterdir()
+    assert list(root.iterdir()) == []
