@@ -42,6 +42,8 @@ CONNECTION_LOST = (
 )
 """What a driver raises when the database went away, rather than answering wrongly."""
 
+PROBE_TIMEOUT = 3.0
+"""How long a database a hung run makes suspect gets to answer (:meth:`Database.check_answers`)."""
 CLEANUP_TIMEOUT = 10.0
 """How long removing a run's database may take: a server that went away does not hold the
 command up (its schema goes with it, or is left for whoever runs the server)."""
@@ -120,6 +122,26 @@ class Database:
                 )
             self._stores[key] = store
         return self._stores[key]
+
+    async def check_answers(self) -> None:
+        """Raise (a :data:`CONNECTION_LOST` error) unless the database answers a fresh
+        connection's ``SELECT 1`` within :data:`PROBE_TIMEOUT`. A run that hung is judged
+        only once this passes: a server that froze makes every run hang, a finding about the
+        environment; a lock wait inside a server that still answers is one about the code."""
+        if self.pg_dsn is None:
+            return
+
+        async def probe(dsn: str) -> None:
+            conn = await asyncpg.connect(dsn, timeout=PROBE_TIMEOUT)
+            try:
+                await conn.fetchval("SELECT 1", timeout=PROBE_TIMEOUT)
+            finally:
+                conn.terminate()
+
+        try:
+            await asyncio.wait_for(probe(self.pg_dsn), PROBE_TIMEOUT * 2)
+        except TimeoutError:
+            raise TimeoutError(f"no answer to SELECT 1 within {PROBE_TIMEOUT:g}s") from None
 
     async def close_stores(self) -> None:
         """Close every open store (and its connections); the database itself stays. A store

@@ -202,6 +202,8 @@ async def run_indices(
             result = await execute(
                 store, group.scenario, group.faults, mode_for(group.strategy, seed, settings)
             )
+            if result.hung:
+                await db.check_answers()
         except Exception as exc:
             if not connection_lost(exc):
                 raise
@@ -260,6 +262,8 @@ async def explore(
             result = await execute(
                 store, group.scenario, group.faults, Controlled(strategy, settings.settle_timeout)
             )
+            if result.hung:
+                await db.check_answers()
         except Exception as exc:
             if not connection_lost(exc):
                 raise

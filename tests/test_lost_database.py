@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,3 +78,28 @@ def test_a_command_that_keeps_no_partial_result_says_so_in_one_line(
     assert code == 3, err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("racetape: database lost: postgres became")
+
+
+def test_a_frozen_server_is_a_lost_database_not_a_hung_run(
+    own_server: LocalServer, tmp_path: Path
+) -> None:
+    run = Command(tmp_path, "run", "--adapter", "postgres", "--pg-dsn", own_server.dsn,
+                  "--scenario", "late-progress", "--runs", "99999", "--settle-timeout", "1",
+                  "--json", "r.json")  # fmt: skip
+    run.wait_for(PROGRESS)
+    postmaster = int((own_server.data / "postmaster.pid").read_text().split()[0])
+    found = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True)
+    frozen = [postmaster, *map(int, found.stdout.split())]
+    for pid in frozen:  # the server and its backends stop answering, connections stay open
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        run.wait_for("racetape: database lost: postgres became unreachable")
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    code, err = run.finish()
+    assert code == 3, err
+    assert "no answer to SELECT 1" in err
+    (group,) = json.loads((tmp_path / "r.json").read_text())["groups"]
+    assert group["hung"] == 0  # the run that hung on the frozen server is not judged
+    assert group["stopped"] == "database lost"
