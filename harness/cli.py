@@ -808,6 +808,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"racetape: error: {redact_dsn(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # an interrupting command (see harness.signals): nothing to keep
+        signals.calm()
         print(f"racetape: stopped by {signals.describe()}", file=sys.stderr)
         return signals.exit_code()
     except Exception as exc:

@@ -22,8 +22,10 @@ Invariant: :func:`received` holds every stop signal in the order it arrived, sin
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import signal
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -43,6 +45,7 @@ class _State:
     received: list[int] = field(default_factory=list)
     at: list[float] = field(default_factory=list)
     cooperative: bool = False
+    insisting: bool = False
     main_task: asyncio.Task[Any] | None = None
     loop: asyncio.AbstractEventLoop | None = None
 
@@ -95,6 +98,7 @@ def install(*, cooperative: bool) -> None:
 
 def uninstall() -> None:
     """Give the signals back their defaults (tests call main() many times in one process)."""
+    calm()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)
@@ -129,13 +133,32 @@ def _abandon_at_deadline() -> None:
 
 
 def _forward(signum: int, frame: Any) -> None:
-    """SIGTERM or SIGHUP, handled as whatever handles SIGINT now handles Ctrl-C."""
+    """SIGTERM or SIGHUP, handled as whatever handles SIGINT now handles Ctrl-C. asyncio's
+    handler only cancels its main task the first time, and code under test may take that
+    cancellation for its own: if the command is still running :data:`HURRY_SECONDS` later, a
+    second Ctrl-C follows (asyncio raises KeyboardInterrupt on it), and so on."""
     _record(signum)
+    if len(_state.received) == 1:
+        _state.insisting = True
+        threading.Thread(target=_insist, daemon=True).start()
     handler = signal.getsignal(signal.SIGINT)
     if callable(handler):
         handler(signal.SIGINT, frame)
     else:
         raise KeyboardInterrupt
+
+
+def _insist() -> None:
+    while True:
+        time.sleep(HURRY_SECONDS)
+        if not _state.insisting:
+            return
+        _thread.interrupt_main(signal.SIGINT)
+
+
+def calm() -> None:
+    """The stop has been heard (the CLI is writing its last line): no more Ctrl-C follows."""
+    _state.insisting = False
 
 
 def run_cancellable(main: Callable[[], Coroutine[Any, Any, None]]) -> bool:

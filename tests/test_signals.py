@@ -87,6 +87,14 @@ def _result(path: Path) -> dict[str, Any]:
     return doc
 
 
+def _workers(command: Command) -> list[int]:
+    return [
+        pid
+        for pid in command.children()
+        if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text()
+    ]
+
+
 PROGRESS = r"racetape: [1-9][0-9]*/[0-9]+ runs"
 
 
@@ -96,8 +104,8 @@ def test_sigterm_to_a_two_worker_run_writes_the_finished_runs_and_exits_143(
     run = Command(tmp_path, "run", "--workers", "2", "--runs", "100000", "--json", "r.json",
                   "--scenario", "late-progress", "--scenario", "many-tasks")  # fmt: skip
     run.wait_for(PROGRESS)
-    workers = run.children()
-    assert workers
+    workers = _workers(run)
+    assert len(workers) == 2
     run.send(signal.SIGTERM)
     code, err = run.finish()
     assert code == 143, err
@@ -176,14 +184,6 @@ def test_an_interrupted_matrix_writes_its_json_and_markdown(tmp_path: Path) -> N
     assert "Traceback" not in err
     assert _result(tmp_path / "m.json")["interrupted"] is True
     assert (tmp_path / "m.md").read_text().strip()
-
-
-def _workers(command: Command) -> list[int]:
-    return [
-        pid
-        for pid in command.children()
-        if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text()
-    ]
 
 
 def test_a_killed_worker_is_a_lost_environment_not_a_lost_result(tmp_path: Path) -> None:
