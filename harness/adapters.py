@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import tempfile
 import uuid
@@ -13,8 +15,9 @@ from pathlib import Path
 import asyncpg
 
 from harness.scenario import MAX_OPEN_APPENDS
+from reftask.dsn import parse_dsn
 from reftask.faults import Fault
-from reftask.stores.base import SqlTaskStore
+from reftask.stores.base import SqlTaskStore, StoreUnavailableError
 from reftask.stores.postgres import PostgresStore
 from reftask.stores.sqlite import SqliteStore
 
@@ -28,8 +31,47 @@ goes (4-5 ms a commit on a shared disk, most of a run's time). A run's schema is
 end, so nothing of it needs to survive a server crash. The contract tests keep the default."""
 
 
+CONNECTION_LOST = (
+    OSError,  # refused, reset, unreachable: the socket under the driver
+    TimeoutError,
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.InterfaceError,  # "connection was closed in the middle of operation", ...
+    asyncpg.exceptions.AdminShutdownError,  # 57P01: the server is shutting down
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,  # 57P03: starting up or shutting down
+    StoreUnavailableError,
+)
+"""What a driver raises when the database went away, rather than answering wrongly."""
+
+PROBE_TIMEOUT = 3.0
+"""How long a database a hung run makes suspect gets to answer (:meth:`Database.check_answers`)."""
+CLEANUP_TIMEOUT = 10.0
+"""How long removing a run's database may take: a server that went away does not hold the
+command up (its schema goes with it, or is left for whoever runs the server)."""
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database is unreachable (an environment fault, not a finding
+    about the code under test); an exception group counts if any member does."""
+    if isinstance(exc, BaseExceptionGroup):
+        return any(connection_lost(e) for e in exc.exceptions)
+    return isinstance(exc, CONNECTION_LOST)
+
+
 def pg_dsn_from_env() -> str:
-    return os.environ.get("RACETAPE_PG_DSN") or DEFAULT_PG_DSN
+    """The Postgres DSN to use when no flag gives one, validated: see :func:`resolve_pg_dsn`."""
+    return resolve_pg_dsn(None)
+
+
+def resolve_pg_dsn(flag: str | None) -> str:
+    """``flag`` (``--pg-dsn``), else ``RACETAPE_PG_DSN``, else the local default, parsed and
+    validated (:func:`reftask.dsn.parse_dsn`: a :class:`~reftask.dsn.DsnError` names the
+    source and the part that is wrong), as the percent-encoded URL asyncpg is given."""
+    if flag is not None:
+        return parse_dsn(flag, "--pg-dsn").url()
+    if env := os.environ.get("RACETAPE_PG_DSN"):
+        return parse_dsn(env, "RACETAPE_PG_DSN").url()
+    return DEFAULT_PG_DSN
 
 
 @dataclass
@@ -69,6 +111,9 @@ class Database:
             else:
                 assert self.pg_dsn is not None
                 assert self.pg_schema is not None
+                # A lost server is reported once, by the runner; asyncpg's pool would also log
+                # a traceback for every reconnection it tries in the background.
+                logging.getLogger("asyncpg.pool").setLevel(logging.CRITICAL)
                 store = await PostgresStore.open(
                     self.pg_dsn,
                     schema=self.pg_schema,
@@ -79,23 +124,59 @@ class Database:
             self._stores[key] = store
         return self._stores[key]
 
+    async def check_answers(self) -> None:
+        """Raise (a :data:`CONNECTION_LOST` error) unless the database answers a fresh
+        connection's ``SELECT 1`` within :data:`PROBE_TIMEOUT`. A run that hung is judged
+        only once this passes: a server that froze makes every run hang, a finding about the
+        environment; a lock wait inside a server that still answers is one about the code."""
+        if self.pg_dsn is None:
+            return
+
+        async def probe(dsn: str) -> None:
+            conn = await asyncpg.connect(dsn, timeout=PROBE_TIMEOUT)
+            try:
+                await conn.fetchval("SELECT 1", timeout=PROBE_TIMEOUT)
+            finally:
+                conn.terminate()
+
+        try:
+            await asyncio.wait_for(probe(self.pg_dsn), PROBE_TIMEOUT * 2)
+        except TimeoutError:
+            raise TimeoutError(f"no answer to SELECT 1 within {PROBE_TIMEOUT:g}s") from None
+
     async def close_stores(self) -> None:
-        """Close every open store (and its connections); the database itself stays."""
+        """Close every open store (and its connections); the database itself stays. A store
+        whose server went away is closed as far as it can be, within the cleanup bound."""
         stores = list(self._stores.values())
         self._stores.clear()
         for store in stores:
-            await store.close()
+            try:
+                await asyncio.wait_for(store.close(), CLEANUP_TIMEOUT)
+            except Exception as exc:
+                if not connection_lost(exc):
+                    raise
 
     async def cleanup(self) -> None:
-        """Close the stores and remove the database: the SQLite file, or the Postgres schema."""
+        """Close the stores and remove the database: the SQLite file, or the Postgres schema
+        (unless the server has gone away: then there is nothing left to reach)."""
         await self.close_stores()
         if self.pg_dsn is not None and self.pg_schema is not None:
-            conn = await asyncpg.connect(self.pg_dsn)
             try:
-                await conn.execute(f"DROP SCHEMA IF EXISTS {self.pg_schema} CASCADE")
-            finally:
-                await conn.close()
+                await asyncio.wait_for(
+                    self._drop_schema(self.pg_dsn, self.pg_schema), CLEANUP_TIMEOUT
+                )
+            except Exception as exc:
+                if not connection_lost(exc):
+                    raise
         self._remove_sqlite_files()
+
+    @staticmethod
+    async def _drop_schema(dsn: str, schema: str) -> None:
+        conn = await asyncpg.connect(dsn, timeout=CLEANUP_TIMEOUT)
+        try:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        finally:
+            await conn.close()
 
     def _remove_sqlite_files(self) -> None:
         if self.sqlite_path is not None:

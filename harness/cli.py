@@ -2,13 +2,17 @@
 
 Exit codes: 0 done (no strand, or strands without ``--fail-on-strand``); 1 a strand or hang
 with ``--fail-on-strand``, or a replay that strands; 2 a usage or input error, always one line
-on stderr; 130 interrupted (what finished is written).
+on stderr; 3 the environment failed mid-run: a database became unreachable, or a worker
+process died (what finished is written); 128 + N stopped
+by signal N (SIGINT 130, SIGTERM 143, SIGHUP 129; what finished is
+written).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import shlex
 import sys
@@ -16,15 +20,29 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from harness import bench, display, stress
-from harness.adapters import ADAPTERS, pg_dsn_from_env
+from harness import bench, display, limits, signals, stress
+from harness.adapters import ADAPTERS, connection_lost, resolve_pg_dsn
 from harness.bench_unmodified import unmodified_line
-from harness.files import OutputError, check_writable, write_json_atomic, write_text_atomic
+from harness.files import (
+    OutputError,
+    check_writable,
+    strict_json,
+    write_all_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from harness.matrix import matrix_document, matrix_markdown, run_matrix
 from harness.pgserver import PostgresUnavailable, check_reachable
 from harness.replay import replay
 from harness.results import ResultError, load_result, result_document
-from harness.runner import Group, Settings, run_groups
+from harness.runner import (
+    DATABASE_LOST,
+    WORKER_LOST,
+    EnvironmentFault,
+    Group,
+    Settings,
+    run_groups,
+)
 from harness.scaling import scaling_table
 from harness.scenario import ScenarioError, find_scenarios, resolve_scenario
 from harness.search import DEFAULT_EXAMPLES, explore_shapes, write_findings
@@ -32,6 +50,7 @@ from harness.shrink import ShrinkError, check_shrinkable, shrink_trace
 from harness.traces import TraceError, load_trace, replay_command
 from racetape._engine.drawn import DEFAULT_DB, open_database
 from racetape._engine.strategies import STRATEGIES
+from reftask.dsn import DsnError, redact_dsn
 from reftask.faults import FAULT_DESCRIPTIONS, Fault, UnknownFaultError, parse_faults
 from reftask.stores.base import StoreUnavailableError
 
@@ -55,17 +74,35 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _positive(kind: type[int] | type[float], what: str) -> Callable[[str], int | float]:
+def _positive(
+    kind: type[int] | type[float], what: str, maximum: float
+) -> Callable[[str], int | float]:
+    """A flag's parser: a finite number in (0, ``maximum``] (see :mod:`harness.limits`)."""
+
     def parse(text: str) -> int | float:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{what} must be a finite number, got {text!r}")
         if value <= 0:
             raise argparse.ArgumentTypeError(f"{what} must be > 0, got {text!r}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(
+                f"{what} must be at most {kind(maximum)}, got {text!r}"
+            )
         return value
 
     return parse
+
+
+def _path(text: str) -> Path:
+    """A path flag or argument; an empty one is refused here, where argparse would read it as
+    the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(text)
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -75,6 +112,8 @@ def _shard(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"--shard must look like I/N, got {text!r}") from None
     if not 1 <= index <= count:
         raise argparse.ArgumentTypeError(f"--shard I/N needs 1 <= I <= N, got {text!r}")
+    if count > limits.MAX_RUNS:
+        raise argparse.ArgumentTypeError(f"--shard N must be at most {limits.MAX_RUNS}")
     return index, count
 
 
@@ -85,7 +124,10 @@ def _run_flags() -> _Parser:
         "--seed", type=int, default=0, help="base seed; run i uses a seed derived from it"
     )
     flags.add_argument(
-        "--workers", type=_positive(int, "--workers"), default=1, help="worker processes"
+        "--workers",
+        type=_positive(int, "--workers", limits.MAX_WORKERS),
+        default=1,
+        help="worker processes",
     )
     flags.add_argument(
         "--shard",
@@ -96,13 +138,13 @@ def _run_flags() -> _Parser:
     )
     flags.add_argument(
         "--budget",
-        type=_positive(float, "--budget"),
+        type=_positive(float, "--budget", limits.MAX_SECONDS),
         metavar="SECONDS",
         help="stop handing out runs after this long (shared by every group); keep what finished",
     )
     flags.add_argument(
         "--settle-timeout",
-        type=_positive(float, "--settle-timeout"),
+        type=_positive(float, "--settle-timeout", limits.MAX_SECONDS),
         default=10.0,
         metavar="SECONDS",
         help="a run that does not settle for this long is 'hung'",
@@ -151,20 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--runs",
-        type=_positive(int, "--runs"),
+        type=_positive(int, "--runs", limits.MAX_RUNS),
         default=DEFAULT_RUNS,
         help=f"runs per group (exhaustive: most schedules); default {DEFAULT_RUNS}",
     )
     run.add_argument(
         "--json",
-        type=Path,
+        type=_path,
         default=DEFAULT_JSON,
         metavar="PATH",
         help=f"result document; default {DEFAULT_JSON}",
     )
     run.add_argument(
         "--traces",
-        type=Path,
+        type=_path,
         default=Path("reports/traces"),
         metavar="DIR",
         help="where the first failing runs of each group are written",
@@ -172,16 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--fail-on-strand", action="store_true", help="exit 1 if any run strands or hangs"
     )
-    run.add_argument("--pct-depth", type=_positive(int, "--pct-depth"), default=3)
+    run.add_argument(
+        "--pct-depth", type=_positive(int, "--pct-depth", limits.MAX_PCT_DEPTH), default=3
+    )
     run.set_defaults(handler=_run)
 
     rep = commands.add_parser("replay", help="re-run one recorded run and show its timeline")
-    rep.add_argument("trace", type=Path, metavar="TRACE")
+    rep.add_argument("trace", type=_path, metavar="TRACE")
     rep.add_argument("--adapter", choices=ADAPTERS, help="replay on this adapter instead")
     rep.add_argument("--pg-dsn", metavar="DSN")
     rep.add_argument(
         "--emit-test",
-        type=Path,
+        type=_path,
         metavar="PATH",
         help="write a standalone pytest file that replays this interleaving (no replay now)",
     )
@@ -214,11 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME|none",
         help="repeat; default: every fault and none",
     )
-    mat.add_argument("--seeds", type=_positive(int, "--seeds"), default=20)
-    mat.add_argument("--runs", type=_positive(int, "--runs"), default=10, help="runs per seed")
-    mat.add_argument("--workers", type=_positive(int, "--workers"), default=1)
-    mat.add_argument("--json", type=Path, default=Path("reports/matrix.json"), metavar="PATH")
-    mat.add_argument("--markdown", type=Path, metavar="PATH", help="also write the matrix here")
+    mat.add_argument("--seeds", type=_positive(int, "--seeds", limits.MAX_SEEDS), default=20)
+    mat.add_argument(
+        "--runs", type=_positive(int, "--runs", limits.MAX_RUNS), default=10, help="runs per seed"
+    )
+    mat.add_argument("--workers", type=_positive(int, "--workers", limits.MAX_WORKERS), default=1)
+    mat.add_argument("--json", type=_path, default=Path("reports/matrix.json"), metavar="PATH")
+    mat.add_argument("--markdown", type=_path, metavar="PATH", help="also write the matrix here")
     mat.add_argument("--pg-dsn", metavar="DSN")
     mat.set_defaults(handler=_matrix)
 
@@ -228,13 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ben.add_argument(
         "--runs",
-        type=_positive(int, "--runs"),
+        type=_positive(int, "--runs", limits.MAX_RUNS),
         default=200,
         help="runs per figure (per seed for the fault-on figures)",
     )
     ben.add_argument(
         "--seeds",
-        type=_positive(int, "--seeds"),
+        type=_positive(int, "--seeds", limits.MAX_SEEDS),
         default=10,
         help="seeds for the fault-on runs-to-first-strand medians",
     )
@@ -243,20 +289,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ben.add_argument(
         "--scaling",
-        type=_positive(int, "--scaling"),
+        type=_positive(int, "--scaling", limits.MAX_RUNS),
         metavar="N",
         help="also run a stress-shaped job of N runs: each scenario's first vs last 1,000 runs/s",
     )
-    ben.add_argument("--json", type=Path, default=Path("reports/bench.json"), metavar="PATH")
+    ben.add_argument("--json", type=_path, default=Path("reports/bench.json"), metavar="PATH")
     ben.add_argument("--pg-dsn", metavar="DSN")
     ben.set_defaults(handler=_bench)
 
     shr = commands.add_parser(
         "shrink", help="minimise a failing controlled trace with Hypothesis (same strands)"
     )
-    shr.add_argument("trace", type=Path, metavar="TRACE")
+    shr.add_argument("trace", type=_path, metavar="TRACE")
     shr.add_argument(
-        "--out", type=Path, metavar="PATH", help="shrunk trace; default TRACE with .shrunk.json"
+        "--out", type=_path, metavar="PATH", help="shrunk trace; default TRACE with .shrunk.json"
     )
     shr.add_argument("--adapter", choices=ADAPTERS, help="shrink on this adapter instead")
     shr.add_argument("--seed", type=int, default=0, help="Hypothesis's seed; default 0")
@@ -278,21 +324,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exp.add_argument(
         "--examples",
-        type=_positive(int, "--examples"),
+        type=_positive(int, "--examples", limits.MAX_EXAMPLES),
         default=DEFAULT_EXAMPLES,
         help=f"most examples generated per adapter; default {DEFAULT_EXAMPLES}",
     )
     exp.add_argument("--seed", type=int, default=0, help="Hypothesis's seed; default 0")
     exp.add_argument(
         "--out",
-        type=Path,
+        type=_path,
         default=Path("reports/explore"),
         metavar="DIR",
         help="where each failure's scenario file and shrunk trace go",
     )
     exp.add_argument(
         "--db",
-        type=Path,
+        type=_path,
         default=DEFAULT_DB,
         metavar="PATH",
         help=f"Hypothesis example database, failures tried first next time; default {DEFAULT_DB}",
@@ -301,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--pg-dsn", metavar="DSN")
     exp.add_argument(
         "--settle-timeout",
-        type=_positive(float, "--settle-timeout"),
+        type=_positive(float, "--settle-timeout", limits.MAX_SECONDS),
         default=10.0,
         metavar="SECONDS",
         help="a run that does not settle for this long is 'hung' (a failure)",
@@ -322,11 +368,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="repeat; default: every adapter that answers (sqlite, and postgres if reachable)",
     )
     sts.add_argument(
-        "--runs", type=_positive(int, "--runs"), default=1000, help="runs per group; default 1000"
+        "--runs",
+        type=_positive(int, "--runs", limits.MAX_RUNS),
+        default=1000,
+        help="runs per group; default 1000",
     )
     sts.add_argument(
         "--out",
-        type=Path,
+        type=_path,
         default=Path("reports/stress"),
         metavar="DIR",
         help="result.json, summary.md, junit.xml and traces/; default reports/stress",
@@ -353,30 +402,30 @@ def _add_report(commands: Any) -> None:
         dest="report_command", required=True, metavar="render|compare|merge"
     )
     render = reports.add_parser("render", help="Markdown, HTML and JUnit from one result")
-    render.add_argument("result", type=Path, metavar="RESULT.json")
-    render.add_argument("--html", type=Path, metavar="PATH", help="self-contained HTML page")
+    render.add_argument("result", type=_path, metavar="RESULT.json")
+    render.add_argument("--html", type=_path, metavar="PATH", help="self-contained HTML page")
     render.add_argument(
-        "--markdown", type=Path, metavar="PATH", help="Markdown (PR comment, step summary)"
+        "--markdown", type=_path, metavar="PATH", help="Markdown (PR comment, step summary)"
     )
-    render.add_argument("--junit", type=Path, metavar="PATH", help="JUnit XML")
+    render.add_argument("--junit", type=_path, metavar="PATH", help="JUnit XML")
     render.add_argument(
         "--base",
-        type=Path,
+        type=_path,
         default=Path(),
         metavar="DIR",
         help="the folder the result's trace paths are relative to; default: this one",
     )
     render.set_defaults(handler=_report_render)
     compare = reports.add_parser("compare", help="before vs after, with verdicts; 1 if worse")
-    compare.add_argument("before", type=Path, metavar="BEFORE.json")
-    compare.add_argument("after", type=Path, metavar="AFTER.json")
-    compare.add_argument("--markdown", type=Path, metavar="PATH", help="also write Markdown")
+    compare.add_argument("before", type=_path, metavar="BEFORE.json")
+    compare.add_argument("after", type=_path, metavar="AFTER.json")
+    compare.add_argument("--markdown", type=_path, metavar="PATH", help="also write Markdown")
     compare.set_defaults(handler=_report_compare)
     merge = reports.add_parser("merge", help="join shard results into one document")
-    merge.add_argument("shards", type=Path, nargs="+", metavar="SHARD.json")
+    merge.add_argument("shards", type=_path, nargs="+", metavar="SHARD.json")
     merge.add_argument(
         "--json",
-        type=Path,
+        type=_path,
         default=Path("reports/merged.json"),
         metavar="PATH",
         help="the merged document; default reports/merged.json",
@@ -394,9 +443,14 @@ def _report_shorthand(argv: list[str]) -> list[str]:
 def _pg_dsn(args: argparse.Namespace, adapters: Sequence[str]) -> str | None:
     if "postgres" not in adapters:
         return None
-    dsn: str = args.pg_dsn or pg_dsn_from_env()
+    dsn = resolve_pg_dsn(args.pg_dsn)
     check_reachable(dsn)
     return dsn
+
+
+def _command(argv: Sequence[str]) -> str:
+    """The command line as a result records it: passwords in any DSN redacted."""
+    return shlex.join(["racetape", *(redact_dsn(arg) for arg in argv)])
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -411,17 +465,19 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     strategies = list(dict.fromkeys(args.strategy or ["random"]))
     if "exhaustive" in strategies and args.shard != (1, 1):
         raise UsageError("--shard: exhaustive search walks one tree in order and does not shard")
-    check_writable(args.json, folders=(args.traces,))
+    check_writable(args.json, folders=(args.traces,))  # before any work: see check_writable
     settings = _settings(
         args, pct_depth=args.pct_depth, traces_dir=args.traces, pg_dsn=_pg_dsn(args, adapters)
     )
     groups = [Group(s, a, faults, st) for s in scenarios for a in adapters for st in strategies]
     results = run_groups(groups, settings, display.progress_for_terminal())
-    doc = result_document(results, settings, command=shlex.join(["racetape", *argv]))
+    doc = result_document(results, settings, command=_command(argv))
     write_json_atomic(args.json, doc)
     _print_result(doc, f"result: {args.json}")
-    if any(g["stopped"] == "interrupted" for g in doc["groups"]):
-        return 130
+    if signals.stop_requested() or any(g["stopped"] == "interrupted" for g in doc["groups"]):
+        return _stopped(f"wrote the {doc['totals']['runs']} runs that finished")
+    if code := _lost_database(doc):
+        return code
     failed = doc["totals"]["strands"] or doc["totals"]["hung"]
     return 1 if failed and args.fail_on_strand else 0
 
@@ -444,24 +500,68 @@ def _stress(args: argparse.Namespace, argv: Sequence[str]) -> int:
         adapters, notes = list(dict.fromkeys(args.adapter)), list[str]()
         pg_dsn = _pg_dsn(args, adapters)
     else:
-        pg_dsn = args.pg_dsn or pg_dsn_from_env()
+        pg_dsn = resolve_pg_dsn(args.pg_dsn)
         adapters, notes = stress.available_adapters(pg_dsn)
     files = stress.StressFiles.under(args.out)
-    check_writable(folders=(args.out,))
+    check_writable(files.result, files.markdown, files.junit, folders=(args.out / "traces",))
     settings = _settings(
         args, traces_dir=args.out / "traces", pg_dsn=pg_dsn if "postgres" in adapters else None
     )
     groups = stress.stress_groups(find_scenarios(), adapters)
     results = run_groups(groups, settings, display.progress_for_terminal())
-    doc = result_document(results, settings, command=shlex.join(["racetape", *argv]), notes=notes)
+    doc = result_document(results, settings, command=_command(argv), notes=notes)
     stress.write_files(doc, files)
     if summary := os.environ.get("GITHUB_STEP_SUMMARY"):
-        with open(summary, "a") as step_summary:  # appended to by every step; not ours to replace
-            step_summary.write(files.markdown.read_text())
+        _append_step_summary(Path(summary), files.markdown.read_text())
     _print_result(doc, f"result: {files.result}, {files.markdown}, {files.junit}")
-    if any(g["stopped"] == "interrupted" for g in doc["groups"]):
-        return 130
+    if signals.stop_requested() or any(g["stopped"] == "interrupted" for g in doc["groups"]):
+        return _stopped(f"wrote the {doc['totals']['runs']} runs that finished")
+    if code := _lost_database(doc):
+        return code
     return 1 if stress.failed(doc) else 0
+
+
+def _append_step_summary(summary: Path, markdown: str) -> None:
+    """Append to CI's step summary (every step appends; it is not ours to replace). One that
+    cannot be written is a warning: the job's own files are written already."""
+    try:
+        with open(summary, "a") as step_summary:
+            step_summary.write(markdown)
+    except OSError as exc:
+        print(
+            f"racetape: warning: GITHUB_STEP_SUMMARY={summary}: cannot append:"
+            f" {exc.strerror or exc}; the summary is in the stress folder",
+            file=sys.stderr,
+        )
+
+
+EXIT_ENVIRONMENT = 3
+
+
+def _lost_database(doc: dict[str, Any]) -> int:
+    """A database that became unreachable mid-run, or a worker process that died, is a fault
+    of the environment, not a strand: one line for each, and exit 3 (the result with what
+    finished is written)."""
+    stopped = {g["stopped"] for g in doc["groups"]}
+    if not stopped & {DATABASE_LOST, WORKER_LOST}:
+        return 0
+    for note in doc["notes"]:
+        if " became unreachable at " in note:
+            print(f"racetape: database lost: {note}", file=sys.stderr)
+        elif note.startswith("a worker process died"):
+            print(f"racetape: worker lost: {note}", file=sys.stderr)
+    print(
+        f"racetape: wrote the {doc['totals']['runs']} runs that finished; exit"
+        f" {EXIT_ENVIRONMENT} (the environment failed, not the code under test)",
+        file=sys.stderr,
+    )
+    return EXIT_ENVIRONMENT
+
+
+def _stopped(what: str) -> int:
+    """A cooperative command stopped by a signal: one line, and ``128 + the signal``."""
+    print(f"racetape: stopped by {signals.describe()}; {what}", file=sys.stderr)
+    return signals.exit_code()
 
 
 def _print_result(doc: dict[str, Any], written: str) -> None:
@@ -481,6 +581,7 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.emit_test is not None:
         from harness.report import emit_test  # see _report_render
 
+        check_writable(args.emit_test)
         source = emit_test(args.trace, adapter=args.adapter, test_path=args.emit_test)
         write_text_atomic(args.emit_test, source)
         out = display.console()
@@ -505,6 +606,10 @@ def _matrix(args: argparse.Namespace, argv: Sequence[str]) -> int:
         except UnknownFaultError as exc:
             raise UsageError(f"--fault: {exc} (or none)") from None
     adapters = list(dict.fromkeys(args.adapter or ["sqlite"]))
+    if args.seeds * args.runs > limits.MAX_RUNS:
+        raise UsageError(
+            f"--seeds {args.seeds} x --runs {args.runs}: at most {limits.MAX_RUNS} runs per cell"
+        )
     check_writable(args.json, args.markdown)
     settings = Settings(workers=args.workers, pg_dsn=_pg_dsn(args, adapters))
     cells, interrupted = run_matrix(
@@ -521,12 +626,13 @@ def _matrix(args: argparse.Namespace, argv: Sequence[str]) -> int:
         cells,
         seeds=args.seeds,
         runs=args.runs,
-        command=shlex.join(["racetape", *argv]),
+        command=_command(argv),
         interrupted=interrupted,
     )
-    write_json_atomic(args.json, doc)
-    if args.markdown:
-        write_text_atomic(args.markdown, matrix_markdown(doc))
+    write_all_atomic(
+        [(args.json, strict_json(doc))]
+        + ([(args.markdown, matrix_markdown(doc))] if args.markdown else [])
+    )
     out = display.console()
     out.print(display.matrix_table(doc))
     for finding in doc["findings"]:
@@ -535,8 +641,8 @@ def _matrix(args: argparse.Namespace, argv: Sequence[str]) -> int:
             f" {finding['strands']}/{finding['runs']} runs without any fault"
         )
     out.print(f"gaps: {', '.join(doc['gaps']) or 'none'}; matrix: {args.json}")
-    if interrupted:
-        return 130
+    if interrupted or signals.stop_requested():
+        return _stopped("wrote the cells that finished")
     return 1 if doc["findings"] or doc["gaps"] else 0
 
 
@@ -548,8 +654,11 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         checkpoints = [int(n) for n in args.memory.split(",")] if args.memory else []
     except ValueError:
         checkpoints = [0]
-    if any(n < 1 for n in checkpoints):
-        raise UsageError(f"--memory: expected run counts like 10000,100000, got {args.memory!r}")
+    if any(not 1 <= n <= limits.MAX_RUNS for n in checkpoints):
+        raise UsageError(
+            f"--memory: expected run counts like 10000,100000 (each at most {limits.MAX_RUNS}),"
+            f" got {args.memory!r}"
+        )
     doc = bench.run_bench(
         adapters,
         runs=args.runs,
@@ -557,7 +666,7 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         memory=checkpoints,
         scaling=args.scaling,
         pg_dsn=pg_dsn,
-        command=shlex.join(["racetape", *argv]),
+        command=_command(argv),
         log=display.console(stderr=True).print,
     )
     write_json_atomic(args.json, doc)
@@ -579,6 +688,7 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _report_render(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from harness.report import render_html, render_junit, render_markdown
 
+    check_writable(args.markdown, args.html, args.junit)
     doc = load_result(args.result)
     outputs: list[tuple[Path | None, Callable[[], str]]] = [
         (args.markdown, lambda: render_markdown(doc)),
@@ -588,17 +698,19 @@ def _report_render(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if not any(path for path, _ in outputs):
         sys.stdout.write(render_markdown(doc))
         return 0
+    # Every output is rendered before any is written, and all are written or none.
+    rendered = [(path, render()) for path, render in outputs if path is not None]
+    write_all_atomic(rendered)
     out = display.console()
-    for path, render in outputs:
-        if path is not None:
-            write_text_atomic(path, render())
-            out.print(f"wrote {path}")
+    for path, _ in rendered:
+        out.print(f"wrote {path}")
     return 0
 
 
 def _report_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from harness.report import compare_documents, render_comparison
 
+    check_writable(args.markdown)
     comparison = compare_documents(
         load_result(args.before),
         load_result(args.after),
@@ -614,8 +726,9 @@ def _report_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _report_merge(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from harness.report import merge_documents
 
+    check_writable(args.json)
     named = [(str(path), load_result(path)) for path in args.shards]
-    merged = merge_documents(named, command=shlex.join(["racetape", *argv]))
+    merged = merge_documents(named, command=_command(argv))
     write_json_atomic(args.json, merged)
     out = display.console()
     out.print(display.summary_table(merged))
@@ -627,9 +740,9 @@ def _shrink(args: argparse.Namespace, argv: Sequence[str]) -> int:
     trace = load_trace(args.trace)
     check_shrinkable(trace)
     adapter = args.adapter or trace.adapter
-    check_writable(args.out)
-    shrunk = shrink_trace(trace, adapter=adapter, pg_dsn=_pg_dsn(args, [adapter]), seed=args.seed)
     out_path = args.out or args.trace.with_name(f"{args.trace.stem}.shrunk.json")
+    check_writable(out_path)
+    shrunk = shrink_trace(trace, adapter=adapter, pg_dsn=_pg_dsn(args, [adapter]), seed=args.seed)
     write_json_atomic(out_path, shrunk.document())
     out = display.console()
     display.print_shrunk(shrunk, out)
@@ -675,6 +788,7 @@ def _list(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 INPUT_ERRORS = (
     OutputError,
+    DsnError,
     ScenarioError,
     TraceError,
     ResultError,
@@ -685,14 +799,35 @@ INPUT_ERRORS = (
 )
 
 
+COOPERATIVE = frozenset({"run", "stress", "matrix"})
+"""Commands that keep what finished when stopped: a signal is recorded, their loops stop
+between runs and they write their results (see :mod:`harness.signals`)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; the exit code (the README's table)."""
     argv = _report_shorthand(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
+    signals.install(cooperative=args.command in COOPERATIVE)
     try:
         code: int = args.handler(args, argv)
     except INPUT_ERRORS as exc:
-        print(f"racetape: error: {exc}", file=sys.stderr)
+        print(f"racetape: error: {redact_dsn(str(exc))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # an interrupting command (see harness.signals): nothing to keep
+        signals.calm()
+        print(f"racetape: stopped by {signals.describe()}", file=sys.stderr)
+        return signals.exit_code()
+    except Exception as exc:
+        # A database gone in a command that keeps no partial result (replay, shrink, explore,
+        # bench, matrix): one line, not the driver's traceback.
+        if not (isinstance(exc, EnvironmentFault) or connection_lost(exc)):
+            raise
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"racetape: database lost: {redact_dsn(detail)}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
+    finally:
+        signals.uninstall()
     return code
 
 

@@ -202,7 +202,7 @@ def matrix_markdown(doc: dict[str, Any]) -> str:
     for key, row in doc["best"].items():
         lines.append(
             f"| {key} | {row['scenario']} | {row['strategy']} | {first(row)}"
-            f" | {row['rate']:.2f} | {_windows(row)} |"
+            f" | {_rate(row)} | {_windows(row)} |"
         )
     lines += [
         "",
@@ -215,10 +215,15 @@ def matrix_markdown(doc: dict[str, Any]) -> str:
     for row in doc["cells"]:
         lines.append(
             f"| {row['fault'] or 'none'} | {row['scenario']} | {row['adapter']}"
-            f" | {row['strategy']} | {first(row)} | {row['rate']:.2f}"
+            f" | {row['strategy']} | {first(row)} | {_rate(row)}"
             f" | {row['strands']}/{row['runs']} | {row['hung']} | {_windows(row)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _rate(row: dict[str, Any]) -> str:
+    """A cell's strand rate; ``-`` for a cell no run reached (an interrupted matrix)."""
+    return "-" if row["rate"] is None else f"{row['rate']:.2f}"
 
 
 def _windows(row: dict[str, Any]) -> str:

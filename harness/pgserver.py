@@ -28,7 +28,7 @@ from pathlib import Path
 
 import asyncpg
 
-from reftask.stores.postgres import redact_dsn
+from reftask.dsn import redact_dsn
 
 DSN_ENV = "RACETAPE_PG_DSN"
 
@@ -108,7 +108,32 @@ def _free_port() -> int:
         return port
 
 
-def _from_local_binaries(stack: contextlib.ExitStack) -> PostgresServer | None:
+@dataclass(frozen=True)
+class LocalServer(PostgresServer):
+    """A throwaway server racetape started itself from the local binaries: the only kind it
+    may stop (:meth:`stop`); a server found through a DSN is never stopped."""
+
+    data: Path = Path()
+    bin_dir: Path = Path()
+    as_user: tuple[str, ...] = ()
+
+    def stop(self, mode: str = "fast") -> None:
+        """``pg_ctl stop -m mode``: the server goes away under whoever is connected."""
+        subprocess.run(
+            [*self.as_user, str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", mode,
+             "-w", "stop"],
+            capture_output=True,
+            check=True,
+        )  # fmt: skip
+
+
+def start_local_server(stack: contextlib.ExitStack) -> LocalServer | None:
+    """Start a throwaway server from the local binaries (None if there are none); ``stack``
+    stops and deletes it. See the module's docstring."""
+    return _from_local_binaries(stack)
+
+
+def _from_local_binaries(stack: contextlib.ExitStack) -> LocalServer | None:
     bin_dir = _postgres_bin_dir()
     if bin_dir is None:
         return None
@@ -146,4 +171,10 @@ def _from_local_binaries(stack: contextlib.ExitStack) -> PostgresServer | None:
         capture_output=True,
         check=False,
     )
-    return PostgresServer(f"postgresql://postgres@127.0.0.1:{port}/postgres", "local-binaries")
+    return LocalServer(
+        f"postgresql://postgres@127.0.0.1:{port}/postgres",
+        "local-binaries",
+        data=data,
+        bin_dir=bin_dir,
+        as_user=tuple(as_user),
+    )

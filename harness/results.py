@@ -8,8 +8,10 @@ in ``strands`` and once under each kind.
 from __future__ import annotations
 
 import datetime
+import math
+import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from harness.runner import GroupResult, Settings
 from harness.scenario import Scenario
 from harness.windows import Plan, possible_landings
 from racetape._engine.jitter import STATISTICAL_NOTE
+from reftask.dsn import redact_dsn
 
 RESULT_SCHEMA = "racetape.result/1"
 
@@ -101,7 +104,11 @@ def result_document(
     notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     groups = [group_summary(r) for r in results]
-    notes = [*notes, *([STATISTICAL_NOTE] if any(g["mode"] == "jitter" for g in groups) else [])]
+    notes = [
+        *notes,
+        *dict.fromkeys(note for r in results for note in r.notes),
+        *([STATISTICAL_NOTE] if any(g["mode"] == "jitter" for g in groups) else []),
+    ]
     return {
         "schema": RESULT_SCHEMA,
         "racetape": version("racetape"),
@@ -129,24 +136,35 @@ def totals(groups: Sequence[dict[str, Any]]) -> dict[str, int]:
 
 
 def load_result(path: Path) -> dict[str, Any]:
+    """The result document at ``path``, with every field the reports, ``merge`` and
+    ``compare`` read checked for its type and shape; anything else is a :class:`ResultError`
+    naming the file and the field (``groups[2].kinds``), whatever the bytes in the file."""
     data = read_json(path, ResultError, "result")
     if not isinstance(data, dict) or data.get("schema") != RESULT_SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise ResultError(f"{path}: schema: expected {RESULT_SCHEMA!r}, found {found!r}")
+        raise ResultError(f"{path}: schema: expected {RESULT_SCHEMA!r}, found {str(found)[:80]!r}")
     if not isinstance(data.get("groups"), list):
         raise ResultError(f"{path}: groups: missing or not a list")
     if not isinstance(data.get("settings"), dict):
         raise ResultError(f"{path}: settings: missing or not an object")
+    _check_fields(path, "", data, DOCUMENT_FIELDS, required=False)
+    settings = data["settings"]
+    _check_fields(path, "settings.", settings, {"shard": SETTINGS_FIELDS["shard"]}, required=True)
+    _check_fields(path, "settings.", data["settings"], SETTINGS_FIELDS, required=False)
+    for number, shard in enumerate(data.get("shards") or []):
+        if not isinstance(shard, dict):
+            raise ResultError(f"{path}: shards[{number}]: not an object")
+    _redact_commands(data)
     for number, group in enumerate(data["groups"]):
         if not isinstance(group, dict):
             raise ResultError(f"{path}: groups[{number}]: not an object")
-        for field, kind in GROUP_FIELDS.items():
-            if not isinstance(group.get(field), kind) or isinstance(group.get(field), bool):
-                raise ResultError(
-                    f"{path}: groups[{number}].{field}: missing or not a {kind.__name__};"
-                    " write it with racetape run"
-                )
-        if group["strands"] > group["runs"] or min(group["strands"], group["runs"]) < 0:
+        where = f"groups[{number}]."
+        _check_fields(path, where, group, GROUP_FIELDS, required=True)
+        _check_fields(path, where, group, GROUP_OPTIONAL_FIELDS, required=False)
+        if (
+            group["strands"] > group["runs"]
+            or min(group["strands"], group["runs"], group["hung"]) < 0
+        ):
             raise ResultError(
                 f"{path}: groups[{number}].strands: {group['strands']} of {group['runs']} runs"
                 " is not a count of runs"
@@ -154,9 +172,106 @@ def load_result(path: Path) -> dict[str, Any]:
     return data
 
 
+def _check_fields(
+    path: Path, where: str, table: dict[str, Any], fields: dict[str, Shape], *, required: bool
+) -> None:
+    for field, (check, what) in fields.items():
+        if field not in table and not required:
+            continue
+        if not check(table.get(field)):
+            raise ResultError(
+                f"{path}: {where}{field}: missing or not {what}; write it with racetape run"
+            )
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return (_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, list) and all(check(v) for v in value)
+
+
+def _map_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, dict) and all(check(v) for v in value.values())
+
+
+def _or_none(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or check(value)
+
+
+def _str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _range(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(_int(v) for v in value)
+
+
+def _shard(value: Any) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[0-9+/]{3,200}", value) is not None
+
+
+Shape = tuple[Callable[[Any], bool], str]
+
 # What the reports read of each group; load_result refuses a document without them.
-GROUP_FIELDS: dict[str, type] = {
-    "scenario": str, "adapter": str, "faults": list, "strategy": str, "runs": int,
-    "strands": int, "kinds": dict, "hung": int, "strand_runs": list, "runs_done": list,
-    "windows": dict, "traces": list,
-}  # fmt: skip
+GROUP_FIELDS: dict[str, Shape] = {
+    "scenario": (_str, "a string"),
+    "adapter": (_str, "a string"),
+    "faults": (_list_of(_str), "a list of fault names"),
+    "strategy": (_str, "a string"),
+    "runs": (_int, "an integer"),
+    "strands": (_int, "an integer"),
+    "kinds": (_map_of(_int), "an object of counts"),
+    "hung": (_int, "an integer"),
+    "strand_runs": (_list_of(_int), "a list of run numbers"),
+    "runs_done": (_list_of(_range), "a list of [first, last] run ranges"),
+    "windows": (_map_of(_int), "an object of counts"),
+    "traces": (_list_of(_str), "a list of paths"),
+}
+# ... and what they read where it is there.
+GROUP_OPTIONAL_FIELDS: dict[str, Shape] = {
+    "mode": (_str, "a string"),
+    "first_strand_run": (_or_none(_int), "a run number or null"),
+    "runs_to_first_strand": (_or_none(_int), "a count or null"),
+    "windows_possible": (_or_none(_list_of(_str)), "a list of window names or null"),
+    "windows_covered": (_or_none(_int), "a count or null"),
+    "problems": (_list_of(_str), "a list of strings"),
+    "trace_runs": (_list_of(_int), "a list of run numbers"),
+    "elapsed_s": (_number, "a number"),
+    "runs_per_s": (_or_none(_number), "a number or null"),
+    "exhausted": (_or_none(lambda v: isinstance(v, bool)), "true, false or null"),
+    "stopped": (_or_none(_str), "a string or null"),
+}
+SETTINGS_FIELDS: dict[str, Shape] = {
+    "runs": (_int, "an integer"),
+    "seed": (_int, "an integer"),
+    "shard": (_shard, "a shard like 1/4 or 1+3/4"),
+    "workers": (_int, "an integer"),
+    "budget_s": (_or_none(_number), "a number or null"),
+    "settle_timeout_s": (_or_none(_number), "a number or null"),
+    "pct_depth": (_or_none(_int), "an integer or null"),
+    "jitter_max_delay_s": (_or_none(_number), "a number or null"),
+}
+DOCUMENT_FIELDS: dict[str, Shape] = {
+    "totals": (_map_of(_int), "an object of counts"),
+    "command": (_str, "a string"),
+    "notes": (_list_of(_str), "a list of strings"),
+    "shards": (_list_of(lambda v: isinstance(v, dict)), "a list of objects"),
+    "created": (_str, "a string"),
+    "racetape": (_str, "a string"),
+}
+
+
+def _redact_commands(data: dict[str, Any]) -> None:
+    """A result written before passwords were redacted still renders none: every command it
+    records (its own, its shards') goes through :func:`reftask.dsn.redact_dsn` on loading."""
+    if isinstance(data.get("command"), str):
+        data["command"] = redact_dsn(data["command"])
+    for shard in data.get("shards") or []:
+        if isinstance(shard, dict) and isinstance(shard.get("command"), str):
+            shard["command"] = redact_dsn(shard["command"])

@@ -15,25 +15,32 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import contextlib
 import multiprocessing
 import multiprocessing.util
-import signal
+import os
+import shutil
+import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from harness.adapters import Database
-from harness.files import write_json_atomic
+from harness import signals
+from harness.adapters import Database, connection_lost
+from harness.files import OutputError, write_json_atomic
 from harness.run import RunResult, execute
 from harness.scenario import Scenario
 from harness.traces import trace_document
 from racetape._engine.jitter import JITTER_MAX_DELAY
 from racetape._engine.strategies import ExhaustiveSearch, per_run_strategy, run_seed
 from racetape._target import Controlled, Jittered, Mode
+from reftask.dsn import redact_dsn
 from reftask.faults import Fault, fault_set_label
+from reftask.stores.base import SqlTaskStore
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,29 @@ class RunRecord:
         return bool(self.kinds)
 
 
+class EnvironmentFault(Exception):
+    """The environment failed mid-run, not the code under test (exit 3): the run it happened
+    in is not counted (its outcome cannot be judged); the ``records`` finished before it are
+    kept. ``adapter`` is the adapter whose groups it ends, or None for all of them. Picklable,
+    so a worker process can raise it."""
+
+    def __init__(self, message: str, adapter: str | None, records: list[RunRecord]) -> None:
+        super().__init__(message, adapter, records)
+        self.message, self.adapter, self.records = message, adapter, records
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class DatabaseLost(EnvironmentFault):
+    """The database of ``adapter`` became unreachable."""
+
+
+class WorkerLost(EnvironmentFault):
+    """A worker process died (killed from outside, or by the kernel for want of memory): the
+    pool is broken, and the runs it had in hand are lost with it."""
+
+
 @dataclass
 class GroupResult:
     group: Group
@@ -99,6 +129,7 @@ class GroupResult:
     traces: list[str] = field(default_factory=list)
     # (run index, position in records) of every record still holding a trace, sorted.
     _traced: list[tuple[int, int]] = field(default_factory=list, repr=False)
+    notes: list[str] = field(default_factory=list)
 
     def add(self, record: RunRecord, max_traces: int) -> None:
         """Keep ``record``, and its time. Of the traces, only those of the ``max_traces`` lowest
@@ -125,7 +156,9 @@ def shard_indices(runs: int, shard: tuple[int, int]) -> list[int]:
 
 def mode_for(strategy: str, seed: int, settings: Settings) -> Mode:
     if strategy == "jitter":
-        return Jittered(seed, max_delay=settings.jitter_max_delay)
+        return Jittered(
+            seed, max_delay=settings.jitter_max_delay, settle_timeout=settings.settle_timeout
+        )
     chosen = per_run_strategy(strategy, seed, pct_depth=settings.pct_depth)
     return Controlled(chosen, settings.settle_timeout)
 
@@ -170,21 +203,54 @@ async def run_indices(
     on_record: Callable[[RunRecord], None] = lambda r: None,
 ) -> list[RunRecord]:
     """Run ``indices`` of ``group`` one after another on ``db``; stop early if asked."""
-    store = await db.store(group.faults)
+    store = await _open_store(db, group)
     records: list[RunRecord] = []
     kept = 0  # records holding a trace; a count, not a pass over the records: one per run
     for index in indices:
         if should_stop():
             break
         seed = run_seed(settings.seed, index)
-        result = await execute(
-            store, group.scenario, group.faults, mode_for(group.strategy, seed, settings)
-        )
+        try:
+            result = await execute(
+                store, group.scenario, group.faults, mode_for(group.strategy, seed, settings)
+            )
+            if result.unsettled:
+                await db.check_answers()
+        except Exception as exc:
+            if not connection_lost(exc):
+                raise
+            raise _lost(group, index, exc, records) from exc
         record = _record(group, index, seed, result, settings, keep_trace=kept < keep_traces)
         kept += record.trace is not None
         records.append(record)
         on_record(record)
     return records
+
+
+async def _open_store(db: Database, group: Group) -> SqlTaskStore:
+    """The group's store; a database gone by the time it is opened is :class:`DatabaseLost`."""
+    try:
+        return await db.store(group.faults)
+    except Exception as exc:
+        if not connection_lost(exc):
+            raise
+        raise _lost(group, None, exc, []) from exc
+
+
+def _lost(
+    group: Group, index: int | None, exc: BaseException, records: list[RunRecord]
+) -> DatabaseLost:
+    when = time.strftime("%H:%M:%S", time.gmtime())
+    detail = redact_dsn(
+        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    )
+    return DatabaseLost(
+        f"{group.adapter} became unreachable at {when} UTC,"
+        f" {'opening the store' if index is None else f'in run {index}'} of {group.label}"
+        f" ({detail})",
+        group.adapter,
+        records,
+    )
 
 
 async def run_exhaustive(
@@ -199,7 +265,7 @@ async def run_exhaustive(
 
     Returns the records (run ``i`` is the ``i``-th schedule) and whether the space was exhausted.
     """
-    store = await db.store(group.faults)
+    store = await _open_store(db, group)
     records: list[RunRecord] = []
     kept = 0  # records holding a trace (see run_indices)
     search = ExhaustiveSearch()
@@ -207,9 +273,16 @@ async def run_exhaustive(
         strategy = search.next_strategy()
         if strategy is None:
             break
-        result = await execute(
-            store, group.scenario, group.faults, Controlled(strategy, settings.settle_timeout)
-        )
+        try:
+            result = await execute(
+                store, group.scenario, group.faults, Controlled(strategy, settings.settle_timeout)
+            )
+            if result.unsettled:
+                await db.check_answers()
+        except Exception as exc:
+            if not connection_lost(exc):
+                raise
+            raise _lost(group, len(records), exc, records) from exc
         record = _record(
             group, len(records), 0, result, settings, keep_trace=kept < settings.max_traces
         )
@@ -238,6 +311,11 @@ class Job:
 
 
 OnRecords = Callable[[Job, list[RunRecord]], None]
+OnLost = Callable[[EnvironmentFault], None]
+
+
+class EventLike(Protocol):
+    def is_set(self) -> bool: ...
 
 
 def run_jobs(
@@ -247,31 +325,61 @@ def run_jobs(
     pg_dsn: str | None,
     on_records: OnRecords,
     should_stop: Callable[[], bool] = lambda: False,
+    on_lost: OnLost | None = None,
 ) -> bool:
     """Run every job (in order, or spread over ``workers`` processes); ``on_records`` hears of
     every finished run. Stops handing out work once ``should_stop`` says so. Returns True if
-    Ctrl-C stopped it; what finished was reported either way."""
+    a stop signal cut it short; what finished was reported either way.
+
+    A database that becomes unreachable (:class:`DatabaseLost`) ends that adapter's jobs: the
+    runs that finished are reported, then ``on_lost`` hears of it, and the other adapters'
+    jobs go on. Without ``on_lost`` it is raised, once the other jobs are done."""
+    lost: list[EnvironmentFault] = []
+
+    def lose(exc: EnvironmentFault) -> None:
+        lost.append(exc)
+        if on_lost is not None:
+            on_lost(exc)
+
     if workers > 1:
-        return _jobs_in_pool(jobs, workers, pg_dsn, on_records, should_stop)
-    return _jobs_in_process(jobs, pg_dsn, on_records, should_stop)
+        stopped = _jobs_in_pool(jobs, workers, pg_dsn, on_records, should_stop, lose)
+    else:
+        stopped = _jobs_in_process(jobs, pg_dsn, on_records, should_stop, lose)
+    if lost and on_lost is None:
+        raise lost[0]
+    return stopped
 
 
 def _jobs_in_process(
-    jobs: Sequence[Job], pg_dsn: str | None, on_records: OnRecords, should_stop: Callable[[], bool]
+    jobs: Sequence[Job],
+    pg_dsn: str | None,
+    on_records: OnRecords,
+    should_stop: Callable[[], bool],
+    on_lost: OnLost,
 ) -> bool:
+    def stop() -> bool:
+        return should_stop() or signals.stop_requested()
+
     async def work(database: Callable[[str], Database]) -> None:
+        lost: set[str] = set()
         for job in jobs:
-            if should_stop():
+            if stop():
                 break
-            await run_indices(
-                database(job.group.adapter),
-                job.group,
-                job.indices,
-                job.settings,
-                keep_traces=job.keep_traces,
-                should_stop=should_stop,
-                on_record=_reporter(on_records, job),
-            )
+            if job.group.adapter in lost or ALL_ADAPTERS in lost:
+                continue
+            try:
+                await run_indices(
+                    database(job.group.adapter),
+                    job.group,
+                    job.indices,
+                    job.settings,
+                    keep_traces=job.keep_traces,
+                    should_stop=stop,
+                    on_record=_reporter(on_records, job),
+                )
+            except EnvironmentFault as exc:  # its records were reported one by one already
+                lost.add(exc.adapter or ALL_ADAPTERS)
+                on_lost(exc)
 
     return _in_this_process(pg_dsn, work)
 
@@ -290,11 +398,7 @@ def _in_this_process(
             for db in dbs.values():
                 await db.cleanup()
 
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        return True
-    return False
+    return signals.run_cancellable(main)
 
 
 def _database(dbs: dict[str, Database], adapter: str, pg_dsn: str | None) -> Database:
@@ -317,15 +421,46 @@ def _keep_one(
 _worker_dbs: dict[str, Database] = {}
 _worker_loop: asyncio.Runner | None = None
 _worker_pg_dsn: str | None = None
+_worker_stop_checks: list[Callable[[], bool]] = []
 
 
-def _worker_init(pg_dsn: str | None) -> None:
+def _worker_should_stop() -> bool:
+    return any(check() for check in _worker_stop_checks)
+
+
+def _worker_init(pg_dsn: str | None, stop: EventLike, parent: int, temp_root: str) -> None:
+    """A worker stops before its next run once the parent says so (``stop``), once a stop
+    signal reaches it (the parent decides the rest), or once the parent is gone: no worker
+    outlives the parent by more than the run it is in (:func:`_watch_parent`). Its SQLite
+    folders go under ``temp_root``, which the parent removes whatever became of the worker."""
     global _worker_loop, _worker_pg_dsn
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
+    _worker_stop_checks[:] = [stop.is_set, signals.in_worker(), lambda: os.getppid() != parent]
     _worker_loop = asyncio.Runner()
     _worker_pg_dsn = pg_dsn
+    tempfile.tempdir = temp_root
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     # Worker processes leave through os._exit: atexit hooks never run there, Finalize does.
     multiprocessing.util.Finalize(None, _worker_exit, exitpriority=10)
+
+
+_worker_busy = threading.Event()  # set while a job runs on the worker's loop
+
+
+def _watch_parent(parent: int) -> None:
+    """A worker whose parent is gone (SIGKILL, a crash) would wait for its next job forever:
+    the pool's queues have no other writer to close them. Once the job in hand is done (the
+    stop checks see the parent gone, so it ends after its current run) or the grace is spent,
+    remove this worker's databases and leave."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    give_up = time.monotonic() + signals.GRACE_SECONDS
+    while _worker_busy.is_set() and time.monotonic() < give_up:
+        time.sleep(0.05)
+    if not _worker_busy.is_set():  # the stores are closed between jobs: only the files remain
+        for db in _worker_dbs.values():
+            with contextlib.suppress(Exception):
+                asyncio.run(db.cleanup())
+    os._exit(0)
 
 
 def _worker_exit() -> None:
@@ -344,14 +479,23 @@ def _worker_job(job: Job) -> list[RunRecord]:
     async def run() -> list[RunRecord]:
         try:
             return await run_indices(
-                db, job.group, job.indices, job.settings, keep_traces=job.keep_traces
+                db,
+                job.group,
+                job.indices,
+                job.settings,
+                keep_traces=job.keep_traces,
+                should_stop=_worker_should_stop,
             )
         finally:
             # aiosqlite's connection threads are not daemons: left open between jobs, they
             # would keep the worker alive at exit, before any exit hook could close them.
             await db.close_stores()
 
-    return _worker_loop.run(run())
+    _worker_busy.set()
+    try:
+        return _worker_loop.run(run())
+    finally:
+        _worker_busy.clear()
 
 
 def _jobs_in_pool(
@@ -360,35 +504,88 @@ def _jobs_in_pool(
     pg_dsn: str | None,
     on_records: OnRecords,
     should_stop: Callable[[], bool],
+    on_lost: OnLost,
 ) -> bool:
+    """Jobs over worker processes. A stop signal (:mod:`harness.signals`) stops handing out
+    jobs, drops those not started, tells the workers to stop after the run they are in, and
+    waits for them until :func:`harness.signals.wait_deadline` (a second signal brings it
+    near); a worker still running then is killed. What every worker finished is reported."""
     waiting = list(jobs)
     busy: dict[cf.Future[list[RunRecord]], Job] = {}
     context = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_worker_init, initargs=(pg_dsn,)
-    ) as pool:
+    stop = context.Event()
+    temp_root = tempfile.mkdtemp(prefix="racetape-workers-")
+    pool = cf.ProcessPoolExecutor(
+        workers,
+        mp_context=context,
+        initializer=_worker_init,
+        initargs=(pg_dsn, stop, os.getpid(), temp_root),
+    )
+    killed = False
 
-        def collect(done: set[cf.Future[list[RunRecord]]]) -> None:
-            for future in done:
-                job = busy.pop(future)
-                if not future.cancelled():
-                    on_records(job, future.result())
+    lost: set[str] = set()
 
-        try:
-            while waiting or busy:
-                while waiting and len(busy) < workers * 2 and not should_stop():
-                    job = waiting.pop(0)
-                    busy[pool.submit(_worker_job, job)] = job
-                if not busy:
-                    break
-                done, _ = cf.wait(busy, return_when=cf.FIRST_COMPLETED)
-                collect(done)
-        except KeyboardInterrupt:
-            for future in busy:
-                future.cancel()
-            collect(set(cf.wait(busy).done))
-            return True
-    return False
+    def collect(done: set[cf.Future[list[RunRecord]]]) -> None:
+        for future in done:
+            job = busy.pop(future)
+            if future.cancelled():
+                continue
+            try:
+                records = future.result()
+            except EnvironmentFault as exc:
+                on_records(job, exc.records)
+                if (exc.adapter or ALL_ADAPTERS) not in lost:
+                    lost.add(exc.adapter or ALL_ADAPTERS)
+                    on_lost(exc)
+                waiting[:] = [j for j in waiting if j.group.adapter not in lost]
+                continue
+            on_records(job, records)
+
+    try:
+        while waiting or busy:
+            stopping = signals.stop_requested()
+            if stopping and not stop.is_set():
+                stop.set()
+                waiting.clear()
+                for future in busy:
+                    future.cancel()  # only those no worker has started
+            while waiting and len(busy) < workers * 2 and not should_stop():
+                job = waiting.pop(0)
+                busy[pool.submit(_worker_job, job)] = job
+            if not busy:
+                break
+            deadline = signals.wait_deadline()
+            if deadline is not None and time.monotonic() >= deadline:
+                killed = True
+                break
+            done, _ = cf.wait(busy, timeout=POLL_SECONDS, return_when=cf.FIRST_COMPLETED)
+            collect(done)
+    except cf.process.BrokenProcessPool:
+        killed = True  # what the workers finished before is kept
+        on_lost(
+            WorkerLost(
+                "a worker process died (killed from outside, or out of memory); the runs it"
+                " had in hand are lost",
+                None,
+                [],
+            )
+        )
+    finally:
+        if killed:
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.kill()
+        pool.shutdown(wait=not killed, cancel_futures=True)
+        shutil.rmtree(temp_root, ignore_errors=True)  # what a killed worker could not remove
+    return signals.stop_requested()
+
+
+DATABASE_LOST = "database lost"
+"""A group's ``stopped`` when its adapter's database became unreachable (exit code 3)."""
+WORKER_LOST = "worker lost"
+"""A group's ``stopped`` when a worker process died under it (exit code 3)."""
+ALL_ADAPTERS = "*"
+POLL_SECONDS = 0.2
+"""How often the main process looks for a stop while it waits for workers."""
 
 
 # -- racetape run --------------------------------------------------------------------------------
@@ -426,9 +623,14 @@ def run_groups(
 
     progress.start(total)
     interrupted = False
+    lost: dict[str, str] = {}  # adapter: how its database was lost
+
+    def note_lost(exc: EnvironmentFault) -> None:
+        lost.setdefault(exc.adapter or ALL_ADAPTERS, exc.message)
+
     try:
         exhaustive = [g for g in groups if g.strategy == "exhaustive"]
-        interrupted = _run_exhaustive_groups(exhaustive, settings, results, keep, over_budget)
+        interrupted = _run_exhaustive_groups(exhaustive, settings, results, keep, over_budget, lost)
         if not interrupted:
             interrupted = run_jobs(
                 spread_jobs(groups, indices, settings),
@@ -436,6 +638,7 @@ def run_groups(
                 pg_dsn=settings.pg_dsn,
                 on_records=lambda job, records: keep(job.group, records),
                 should_stop=over_budget,
+                on_lost=note_lost,
             )
     finally:
         progress.finish()
@@ -443,7 +646,16 @@ def run_groups(
         result.records.sort(key=lambda r: r.index)
         planned = settings.runs if result.group.strategy == "exhaustive" else len(indices)
         if len(result.records) < planned and not result.exhausted:
-            result.stopped = "interrupted" if interrupted else ("budget" if over_budget() else None)
+            if result.group.adapter in lost:
+                result.stopped = DATABASE_LOST
+                result.notes.append(lost[result.group.adapter])
+            elif ALL_ADAPTERS in lost:
+                result.stopped = WORKER_LOST
+                result.notes.append(lost[ALL_ADAPTERS])
+            elif interrupted:
+                result.stopped = "interrupted"
+            else:
+                result.stopped = "budget" if over_budget() else None
         result.traces = _write_traces(result, settings)
     return [results[g] for g in groups]
 
@@ -471,30 +683,45 @@ def _run_exhaustive_groups(
     results: dict[Group, GroupResult],
     keep: Callable[[Group, list[RunRecord]], None],
     over_budget: Callable[[], bool],
+    lost: dict[str, str],
 ) -> bool:
     if not groups:
         return False
 
     async def work(database: Callable[[str], Database]) -> None:
         for group in groups:
-            _, exhausted = await run_exhaustive(
-                database(group.adapter),
-                group,
-                settings,
-                should_stop=over_budget,
-                on_record=partial(_keep_one, keep, group),
-            )
+            if signals.stop_requested():
+                break
+            if group.adapter in lost:
+                continue
+            try:
+                _, exhausted = await run_exhaustive(
+                    database(group.adapter),
+                    group,
+                    settings,
+                    should_stop=lambda: over_budget() or signals.stop_requested(),
+                    on_record=partial(_keep_one, keep, group),
+                )
+            except EnvironmentFault as exc:
+                lost.setdefault(exc.adapter or ALL_ADAPTERS, exc.message)
+                continue
             results[group].exhausted = exhausted
 
     return _in_this_process(settings.pg_dsn, work)
 
 
 def _write_traces(result: GroupResult, settings: Settings) -> list[str]:
+    """Write the group's first failing traces; the paths written. A trace that cannot be
+    written (a full disk) is a note on the group, never the loss of the result itself."""
     written = []
     failing = [r for r in result.records if r.trace is not None]
     for record in failing[: settings.max_traces]:
         path = settings.traces_dir / f"{result.group.slug}--run{record.index}.json"
         assert record.trace is not None
-        write_json_atomic(path, record.trace)
+        try:
+            write_json_atomic(path, record.trace)
+        except OutputError as exc:
+            result.notes.append(f"{result.group.label}: traces not kept: {exc}")
+            break
         written.append(str(path))
     return written

@@ -9,12 +9,14 @@ allowed. See ``harness/scenarios/README.md`` for the format.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from harness.limits import MAX_CANCEL_PLANS, MAX_PROGRESS_WRITES, MAX_WORK_STEPS
 from reftask.faults import Fault
 from reftask.points import POINTS
 
@@ -69,6 +71,10 @@ def open_appends(tasks: int, runner: RunnerShape) -> int:
     each worker-thread write that can be in flight beside it (every one of a detached runner's,
     else the one a cancel leaves behind), and a restart's."""
     return tasks * (1 + (runner.progress if runner.detached else 1)) + 1
+
+
+SCENARIO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
+"""A scenario's name names its trace files, so it holds no path separator."""
 
 
 class ScenarioError(ValueError):
@@ -170,11 +176,13 @@ class _Reader:
         assert isinstance(value, str)
         return value
 
-    def integer(self, key: str, default: int, minimum: int) -> int:
+    def integer(self, key: str, default: int, minimum: int, maximum: int | None = None) -> int:
         value = self.table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             self.fail(key, f"must be an integer >= {minimum}, got {value!r}")
         assert isinstance(value, int)
+        if maximum is not None and value > maximum:
+            self.fail(key, f"must be at most {maximum}, got {value!r}")
         return value
 
     def boolean(self, key: str, default: bool) -> bool:
@@ -217,6 +225,8 @@ def parse_scenario(data: Mapping[str, Any], source: str) -> Scenario:
         {"name", "description", "tasks", "runner", "cancel", "crash", "points", "expect"},
     )
     name = top.string("name")
+    if not SCENARIO_NAME.match(name):
+        top.fail("name", f"{name!r} must match {SCENARIO_NAME.pattern} (it names files)")
     description = top.string("description")
     tasks = top.integer("tasks", 1, 1)
 
@@ -224,8 +234,8 @@ def parse_scenario(data: Mapping[str, Any], source: str) -> Scenario:
         source, top.table_of("runner"), "runner", {"progress", "work", "outcome", "detached"}
     )
     runner = RunnerShape(
-        progress=runner_table.integer("progress", 1, 0),
-        work=runner_table.integer("work", 0, 0),
+        progress=runner_table.integer("progress", 1, 0, MAX_PROGRESS_WRITES),
+        work=runner_table.integer("work", 0, 0, MAX_WORK_STEPS),
         outcome=runner_table.choice("outcome", "succeed", get_args(Outcome)),  # type: ignore[arg-type]
         detached=runner_table.boolean("detached", False),
     )
@@ -241,6 +251,8 @@ def parse_scenario(data: Mapping[str, Any], source: str) -> Scenario:
         raw_cancels = [raw_cancels]
     if not isinstance(raw_cancels, list) or not all(isinstance(c, Mapping) for c in raw_cancels):
         top.fail("cancel", "must be a table or an array of tables ([[cancel]])")
+    if len(raw_cancels) > MAX_CANCEL_PLANS:
+        top.fail("cancel", f"{len(raw_cancels)} plans; at most {MAX_CANCEL_PLANS}")
     cancels = []
     for index, raw in enumerate(raw_cancels, start=1):
         table = _Reader(source, raw, f"cancel {index}", {"when", "via", "task", "progress"})
@@ -297,10 +309,16 @@ def _check_window(
 
 
 def load_scenario(path: Path) -> Scenario:
+    """The scenario in the TOML file at ``path``; any error reading, decoding or validating it
+    is a :class:`ScenarioError` naming the file (and the key, where one is at fault)."""
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
+    except RecursionError as exc:
+        raise ScenarioError(f"{path}: not a scenario (nested too deeply to read)") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: not valid TOML: {exc}") from exc
     scenario = parse_scenario(data, str(path))
@@ -330,7 +348,11 @@ def find_scenarios() -> list[Scenario]:
     """Every scenario in the scenario folders, by name; the first folder wins a name clash."""
     found: dict[str, Scenario] = {}
     for folder in scenario_dirs():
-        for path in sorted(folder.glob("*.toml")):
+        try:
+            paths = sorted(folder.glob("*.toml"))
+        except OSError as exc:
+            raise ScenarioError(f"{folder}: cannot list scenarios: {exc.strerror}") from exc
+        for path in paths:
             found.setdefault(path.stem, load_scenario(path))
     return [found[name] for name in sorted(found)]
 
@@ -338,13 +360,16 @@ def find_scenarios() -> list[Scenario]:
 def resolve_scenario(name_or_path: str) -> Scenario:
     """A scenario by file path, or by name from the scenario folders."""
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
-            raise ScenarioError(f"{path}: no such scenario file")
-        return load_scenario(path)
-    for folder in scenario_dirs():
-        candidate = folder / f"{name_or_path}.toml"
-        if candidate.is_file():
-            return load_scenario(candidate)
+    try:
+        if path.suffix == ".toml" or path.exists():
+            if not path.is_file():
+                raise ScenarioError(f"{path}: no such scenario file")
+            return load_scenario(path)
+        for folder in scenario_dirs():
+            candidate = folder / f"{name_or_path}.toml"
+            if candidate.is_file():
+                return load_scenario(candidate)
+    except OSError as exc:  # a folder on the way that cannot be searched
+        raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from exc
     names = ", ".join(s.name for s in find_scenarios()) or "none found"
     raise ScenarioError(f"--scenario: unknown scenario {name_or_path!r}; known: {names}")

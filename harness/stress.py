@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.adapters import ADAPTERS
-from harness.files import write_json_atomic, write_text_atomic
+from harness.files import strict_json, write_all_atomic
 from harness.pgserver import PostgresUnavailable, check_reachable
 from harness.runner import Group
 from harness.scenario import Scenario
@@ -65,9 +65,13 @@ def failed(doc: dict[str, Any]) -> bool:
 
 
 def write_files(doc: dict[str, Any], files: StressFiles) -> None:
-    """The result and the two reports CI reads, rendered from it."""
+    """The result and the two reports CI reads, rendered from it: all three written, or none."""
     from harness.report import render_junit, render_markdown  # matplotlib: load when used
 
-    write_json_atomic(files.result, doc)
-    write_text_atomic(files.markdown, render_markdown(doc))
-    write_text_atomic(files.junit, render_junit(doc, Path()))
+    write_all_atomic(
+        [
+            (files.result, strict_json(doc)),
+            (files.markdown, render_markdown(doc)),
+            (files.junit, render_junit(doc, Path())),
+        ]
+    )

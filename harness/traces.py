@@ -8,7 +8,9 @@ fixes the delays only (see :mod:`racetape._engine.jitter`).
 
 from __future__ import annotations
 
+import math
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,13 @@ from harness.adapters import ADAPTERS
 from harness.files import read_json
 from harness.run import RunResult, target_description
 from harness.scenario import Scenario, ScenarioError, parse_scenario
+from racetape._engine.strategies import STRATEGIES
 from reftask.faults import Fault, UnknownFaultError, parse_faults
 
 TRACE_SCHEMA = "racetape.trace/1"
+TRACE_STRATEGIES = (*STRATEGIES, "hypothesis")
+"""What a trace's ``strategy`` may say: a run's strategy, or ``hypothesis`` for the traces
+``shrink`` and ``explore`` write (harness.shrink, harness.search)."""
 
 
 class TraceError(ValueError):
@@ -67,7 +73,8 @@ def describe_kinds(kinds: list[tuple[int, str]]) -> str:
 
 
 def violation_lines(outcome: dict[str, Any]) -> list[str]:
-    """A recorded outcome (:func:`outcome_of`) as lines: each violation, and a hang."""
+    """A recorded outcome (:func:`outcome_of`, as :func:`load_trace` validates it) as lines:
+    each violation, and a hang."""
     lines = [
         f"task {v.get('task')}: {v.get('kind')}: {v.get('detail')}"
         for v in outcome.get("violations") or []
@@ -114,7 +121,55 @@ def trace_document(
 
 
 def load_trace(path: Path) -> Trace:
+    """The trace at ``path``; any error reading, decoding or validating it is a
+    :class:`TraceError` naming the file and the field."""
     return trace_from_dict(read_json(path, TraceError, "trace"), str(path))
+
+
+def load_trace_document(path: Path) -> dict[str, Any]:
+    """The trace document at ``path``, validated as :func:`load_trace` validates it, for what
+    reads more of it than a :class:`Trace` holds (the timeline of a report)."""
+    data: dict[str, Any] = read_json(path, TraceError, "trace")
+    trace_from_dict(data, str(path))
+    return data
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _check_outcome(outcome: dict[str, Any], fail: Callable[[str, str], TraceError]) -> None:
+    violations = outcome.get("violations", [])
+    if not isinstance(violations, list) or not all(
+        isinstance(v, dict) and _is_int(v.get("task")) and isinstance(v.get("kind"), str)
+        for v in violations
+    ):
+        raise fail("outcome.violations", "must be a list of {task: integer, kind: string}")
+    landings = outcome.get("landings", [])
+    if not isinstance(landings, list) or not all(isinstance(w, str) for w in landings):
+        raise fail("outcome.landings", "must be a list of window names")
+    for key in ("status", "problem"):
+        if not isinstance(outcome.get(key), str | None):
+            raise fail(f"outcome.{key}", "must be a string")
+
+
+def _check_timeline(data: dict[str, Any], fail: Callable[[str, str], TraceError]) -> None:
+    timeline = data.get("timeline", [])
+    if not isinstance(timeline, list) or not all(isinstance(e, dict) for e in timeline):
+        raise fail("timeline", "must be a list of objects")
+    for number, entry in enumerate(timeline):
+        if "t" in entry and not _is_number(entry["t"]):
+            raise fail(f"timeline[{number}].t", "must be a number of seconds")
+        if not isinstance(entry.get("step"), int | None) or isinstance(entry.get("step"), bool):
+            raise fail(f"timeline[{number}].step", "must be a decision number")
+    for number, step in enumerate(data.get("steps") or []):
+        enabled = step.get("enabled", [])
+        if not isinstance(enabled, list) or not all(isinstance(a, str) for a in enabled):
+            raise fail(f"steps[{number}].enabled", "must be a list of actor names")
 
 
 def trace_from_dict(data: Any, source: str) -> Trace:
@@ -131,8 +186,16 @@ def trace_from_dict(data: Any, source: str) -> Trace:
         ("scenario", dict), ("adapter", str), ("faults", list), ("strategy", str), ("seed", int),
         ("run", int), ("run_seed", int), ("decisions", list), ("outcome", dict),
     ]:  # fmt: skip
-        if not isinstance(data.get(field), kind):
+        if not isinstance(data.get(field), kind) or isinstance(data.get(field), bool):
             raise fail(field, f"missing or not a {kind.__name__}")
+    if data["strategy"] not in TRACE_STRATEGIES:
+        raise fail(
+            "strategy",
+            f"unknown strategy {data['strategy']!r}; traces record {', '.join(TRACE_STRATEGIES)}",
+        )
+    if not all(isinstance(f, str) for f in data["faults"]):
+        raise fail("faults", "must be a list of fault names")
+    _check_outcome(data["outcome"], fail)
     if data["adapter"] not in ADAPTERS:
         raise fail(
             "adapter", f"unknown adapter {data['adapter']!r}; adapters: {', '.join(ADAPTERS)}"
@@ -148,6 +211,7 @@ def trace_from_dict(data: Any, source: str) -> Trace:
         if not all(isinstance(detail, str) for detail in found):
             raise fail("steps", "each step needs its detail (the point it let go from)")
         details = tuple(str(detail) for detail in found)
+    _check_timeline(data, fail)
     try:
         faults = parse_faults(data["faults"])
     except UnknownFaultError as exc:
@@ -157,6 +221,8 @@ def trace_from_dict(data: Any, source: str) -> Trace:
     except ScenarioError as exc:
         raise TraceError(str(exc)) from exc  # it names the trace, as FILE#scenario
     delay = data.get("jitter_max_delay")
+    if delay is not None and not (_is_number(delay) and delay >= 0):
+        raise fail("jitter_max_delay", f"must be a number of seconds >= 0, got {delay!r}")
     return Trace(
         scenario=scenario,
         adapter=data["adapter"],

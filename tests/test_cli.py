@@ -221,7 +221,7 @@ def test_input_errors_are_one_line_and_exit_two(tmp_path: Path) -> None:
     _one_line_error(racetape("run", "--scenario", "prestart-cancel", "--runs", "1", "--json",
                              blocker / "r.json"), "a-file/r.json: cannot write")  # fmt: skip
     _one_line_error(racetape("stress", "--runs", "1", "--adapter", "sqlite", "--out",
-                             blocker / "out"), "a-file/out: cannot write")  # fmt: skip
+                             blocker / "out"), "a-file/out/result.json: cannot write")  # fmt: skip
     _one_line_error(racetape("report", PROJECT / "reports" / "baseline" / "matrix.json"),
                     "schema")  # fmt: skip
     unreachable = "postgresql://postgres@127.0.0.1:1/postgres"

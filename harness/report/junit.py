@@ -7,13 +7,12 @@ there), and the exact command that replays it. A group with no finished run is s
 
 from __future__ import annotations
 
-import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 from harness.report.summary import GroupFigures, figures
-from harness.traces import violation_lines
+from harness.traces import TraceError, load_trace_document, violation_lines
 from reftask.faults import fault_set_label
 
 
@@ -22,9 +21,9 @@ def _violations(trace_path: str, base: Path | None) -> list[str]:
         return []
     path = Path(trace_path) if Path(trace_path).is_absolute() else base / trace_path
     try:
-        outcome = json.loads(path.read_text()).get("outcome") or {}
-    except (OSError, ValueError, AttributeError):
-        return [f"(trace {path} could not be read)"]
+        outcome = load_trace_document(path)["outcome"]
+    except TraceError as exc:
+        return [f"(trace {path} could not be read: {exc})"]
     return violation_lines(outcome)
 
 

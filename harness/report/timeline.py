@@ -23,10 +23,11 @@ invariant (an event committed after ``final``, a second ``final``) are marked as
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from harness.traces import TraceError, load_trace_document
 
 COMMIT_POINTS = {"append.done", "status.committed", "create.done"}
 DB_BEGIN_POINTS = {"create.begin", "status.begin", "append.begin"}  # each ends at a commit point
@@ -291,11 +292,9 @@ def load_swimlanes(path: str, base: Path) -> Swimlanes:
     that cannot be read gives a :class:`Swimlanes` that says why, so the page still renders."""
     resolved = Path(path) if Path(path).is_absolute() else base / path
     try:
-        trace = json.loads(resolved.read_text())
-    except OSError as exc:
-        return Swimlanes(path, [], 0, [], [], [], error=f"{resolved}: {exc.strerror}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return Swimlanes(path, [], 0, [], [], [], error=f"{resolved}: not valid JSON ({exc})")
-    if not isinstance(trace, dict) or not isinstance(trace.get("timeline"), list):
+        trace = load_trace_document(resolved)
+    except TraceError as exc:
+        return Swimlanes(path, [], 0, [], [], [], error=str(exc))
+    if not isinstance(trace.get("timeline"), list):
         return Swimlanes(path, [], 0, [], [], [], error=f"{resolved}: no timeline in it")
     return swimlanes(trace, path)

@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from reftask.dsn import redact_dsn
 from reftask.faults import Fault
 from reftask.models import EventRecord, TaskRecord, TaskStatus, UnknownTaskError
 from reftask.stores.base import AppendTransaction, SqlTaskStore, StoreUnavailableError
@@ -63,11 +64,6 @@ _UNFINISHED_AMONG = (
 _SCHEMA_LOCK_KEY = 0x7261636574617065  # "racetape"
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-
-
-def redact_dsn(dsn: str) -> str:
-    """The DSN with any password replaced, fit for an error message."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", dsn)
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:

@@ -1,0 +1,105 @@
+"""A Postgres that goes away mid-run is a finding about the environment, not a strand: the runs
+that finished are kept and written, the output names the adapter that became unreachable, and
+the command exits 3. The server stopped is one these tests start themselves, never the
+machine's own."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.pgserver import LocalServer, start_local_server
+from tests.test_signals import PROGRESS, Command
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def own_server() -> Iterator[LocalServer]:
+    with contextlib.ExitStack() as stack:
+        server = start_local_server(stack)
+        if server is None:
+            pytest.skip("no local PostgreSQL binaries (initdb, pg_ctl) to start a server with")
+        yield server
+
+
+def test_a_server_stopped_mid_run_keeps_the_finished_runs_and_exits_3(
+    own_server: LocalServer, tmp_path: Path
+) -> None:
+    run = Command(tmp_path, "run", "--adapter", "postgres", "--pg-dsn", own_server.dsn,
+                  "--scenario", "late-progress", "--runs", "99999", "--json", "r.json")  # fmt: skip
+    run.wait_for(PROGRESS)
+    own_server.stop()
+    code, err = run.finish()
+    assert code == 3, err
+    assert "Traceback" not in err
+    assert "racetape: database lost: postgres became unreachable at " in err
+    doc = json.loads((tmp_path / "r.json").read_text())
+    (group,) = doc["groups"]
+    assert group["stopped"] == "database lost"
+    assert group["runs"] > 0
+    assert group["strands"] == 0  # the run the server died in is not judged, nor counted
+    assert any("postgres became unreachable" in note for note in doc["notes"])
+    assert list(run.tmp.iterdir()) == []
+
+
+def test_with_workers_the_other_adapter_goes_on(own_server: LocalServer, tmp_path: Path) -> None:
+    run = Command(tmp_path, "run", "--workers", "2", "--adapter", "postgres", "--adapter",
+                  "sqlite", "--pg-dsn", own_server.dsn, "--scenario", "late-progress",
+                  "--runs", "1500", "--json", "r.json")  # fmt: skip
+    run.wait_for(PROGRESS)
+    own_server.stop()
+    code, err = run.finish()
+    assert code == 3, err
+    assert "Traceback" not in err
+    groups = {g["adapter"]: g for g in json.loads((tmp_path / "r.json").read_text())["groups"]}
+    assert groups["postgres"]["stopped"] == "database lost"
+    assert groups["sqlite"]["runs"] == 1500
+    assert groups["sqlite"]["stopped"] is None
+    assert list(run.tmp.iterdir()) == []
+
+
+def test_a_command_that_keeps_no_partial_result_says_so_in_one_line(
+    own_server: LocalServer, tmp_path: Path
+) -> None:
+    matrix = Command(tmp_path, "matrix", "--adapter", "postgres", "--pg-dsn", own_server.dsn,
+                     "--fault", "none", "--strategy", "random", "--seeds", "500", "--runs", "50",
+                     "--json", "m.json")  # fmt: skip
+    matrix.wait_for(PROGRESS)
+    own_server.stop()
+    code, err = matrix.finish()
+    assert code == 3, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("racetape: database lost: postgres became")
+
+
+def test_a_frozen_server_is_a_lost_database_not_a_hung_run(
+    own_server: LocalServer, tmp_path: Path
+) -> None:
+    run = Command(tmp_path, "run", "--adapter", "postgres", "--pg-dsn", own_server.dsn,
+                  "--scenario", "late-progress", "--runs", "99999", "--settle-timeout", "1",
+                  "--json", "r.json")  # fmt: skip
+    run.wait_for(PROGRESS)
+    postmaster = int((own_server.data / "postmaster.pid").read_text().split()[0])
+    found = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True)
+    frozen = [postmaster, *map(int, found.stdout.split())]
+    for pid in frozen:  # the server and its backends stop answering, connections stay open
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        run.wait_for("racetape: database lost: postgres became unreachable")
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    code, err = run.finish()
+    assert code == 3, err
+    assert "no answer to SELECT 1" in err
+    (group,) = json.loads((tmp_path / "r.json").read_text())["groups"]
+    assert group["hung"] == 0  # the run that hung on the frozen server is not judged
+    assert group["stopped"] == "database lost"

@@ -1,0 +1,217 @@
+"""One signal policy for every command: SIGINT, SIGTERM and SIGHUP stop new work, keep and
+write what finished, remove what was made, leave no worker behind and exit 128 + the signal."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+class Command:
+    """The console script in a process of its own, its stderr read line by line as it comes,
+    with its own TMPDIR (so that what it leaves behind is seen)."""
+
+    def __init__(self, tmp_path: Path, *args: str | Path, env: dict[str, str] | None = None):
+        self.tmp = tmp_path / "tmp"
+        self.tmp.mkdir()
+        command = [str(Path(sys.executable).parent / "racetape"), *map(str, args)]
+        environment = {**os.environ, "TMPDIR": str(self.tmp), **(env or {})}
+        self.process = subprocess.Popen(
+            command, cwd=tmp_path, env=environment, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    def wait_for(self, pattern: str, timeout: float = 120.0) -> None:
+        """Until a line of stderr matches ``pattern`` (the run got that far)."""
+        give_up = time.monotonic() + timeout
+        while not any(re.search(pattern, line) for line in self.lines):
+            assert self.process.poll() is None, "".join(self.lines)
+            assert time.monotonic() < give_up, f"no {pattern!r} in {self.lines}"
+            time.sleep(0.05)
+
+    def wait_for_handlers(self, timeout: float = 120.0) -> None:
+        """Until the command took SIGTERM (its main() began; signals before it, during the
+        imports, are the interpreter's)."""
+        give_up = time.monotonic() + timeout
+        status = Path(f"/proc/{self.process.pid}/status")
+        while not int(re.findall(r"SigCgt:\s*([0-9a-f]+)", status.read_text())[0], 16) & (
+            1 << (signal.SIGTERM - 1)
+        ):
+            assert self.process.poll() is None, "".join(self.lines)
+            assert time.monotonic() < give_up, "main() never began"
+            time.sleep(0.05)
+
+    def children(self) -> list[int]:
+        found = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in found.read_text().split()] if found.exists() else []
+
+    def send(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def finish(self, timeout: float = 120.0) -> tuple[int, str]:
+        code = self.process.wait(timeout=timeout)
+        self.reader.join(timeout=10)
+        return code, "".join(self.lines)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in state  # a zombie is gone, only not yet reaped
+
+
+def _result(path: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(path.read_text())
+    return doc
+
+
+def _workers(command: Command) -> list[int]:
+    return [
+        pid
+        for pid in command.children()
+        if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text()
+    ]
+
+
+PROGRESS = r"racetape: [1-9][0-9]*/[0-9]+ runs"
+
+
+def test_sigterm_to_a_two_worker_run_writes_the_finished_runs_and_exits_143(
+    tmp_path: Path,
+) -> None:
+    run = Command(tmp_path, "run", "--workers", "2", "--runs", "100000", "--json", "r.json",
+                  "--scenario", "late-progress", "--scenario", "many-tasks")  # fmt: skip
+    run.wait_for(PROGRESS)
+    workers = _workers(run)
+    assert len(workers) == 2
+    run.send(signal.SIGTERM)
+    code, err = run.finish()
+    assert code == 143, err
+    assert "Traceback" not in err
+    assert "racetape: stopped by SIGTERM; wrote the" in err
+    doc = _result(tmp_path / "r.json")
+    assert doc["totals"]["runs"] > 0
+    for group in doc["groups"]:
+        assert group["stopped"] == "interrupted"
+        assert sum(b - a + 1 for a, b in group["runs_done"]) == group["runs"]
+    assert not [w for w in workers if _alive(w)]
+    assert list(run.tmp.iterdir()) == []  # every worker's SQLite folder removed
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGHUP, 129), (signal.SIGINT, 130)])
+def test_a_stopped_stress_job_writes_all_its_files_and_the_step_summary(
+    tmp_path: Path, signum: int, code: int
+) -> None:
+    summary = tmp_path / "step-summary.md"
+    stress = Command(tmp_path, "stress", "--adapter", "sqlite", "--runs", "100000", "--out",
+                     "out", env={"GITHUB_STEP_SUMMARY": str(summary)})  # fmt: skip
+    stress.wait_for(PROGRESS)
+    stress.send(signum)
+    returned, err = stress.finish()
+    assert returned == code, err
+    assert "Traceback" not in err
+    doc = _result(tmp_path / "out" / "result.json")
+    assert doc["totals"]["runs"] > 0
+    assert "<testsuites" in (tmp_path / "out" / "junit.xml").read_text()
+    assert summary.read_text() == (tmp_path / "out" / "summary.md").read_text()
+    assert list(stress.tmp.iterdir()) == []
+
+
+def test_a_second_signal_while_workers_drain_loses_nothing(tmp_path: Path) -> None:
+    run = Command(tmp_path, "run", "--workers", "2", "--runs", "100000", "--json", "r.json",
+                  "--scenario", "late-progress")  # fmt: skip
+    run.wait_for(PROGRESS)
+    run.send(signal.SIGINT)
+    run.send(signal.SIGINT)  # what `timeout -s INT` delivers by itself
+    code, err = run.finish()
+    assert code == 130, err
+    assert "Traceback" not in err
+    assert _result(tmp_path / "r.json")["totals"]["runs"] > 0
+
+
+def test_a_signal_before_any_run_still_writes_a_result(tmp_path: Path) -> None:
+    run = Command(tmp_path, "run", "--runs", "100000", "--json", "r.json", "--scenario",
+                  "late-progress")  # fmt: skip
+    run.wait_for(r"racetape: [0-9]+ runs")
+    run.send(signal.SIGTERM)
+    code, err = run.finish()
+    assert code == 143, err
+    assert "Traceback" not in err
+    assert _result(tmp_path / "r.json")["groups"][0]["stopped"] == "interrupted"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_interrupting_commands_stop_in_one_line(tmp_path: Path, signum: int) -> None:
+    explore = Command(tmp_path, "explore", "--examples", "100000", "--no-db")
+    explore.wait_for_handlers()
+    time.sleep(1)  # somewhere inside Hypothesis's search; where does not matter
+    explore.send(signum)
+    code, err = explore.finish()
+    assert code == 128 + signum, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"racetape: stopped by {signal.Signals(signum).name}"
+
+
+def test_an_interrupted_matrix_writes_its_json_and_markdown(tmp_path: Path) -> None:
+    matrix = Command(tmp_path, "matrix", "--seeds", "200", "--runs", "50", "--workers", "2",
+                     "--json", "m.json", "--markdown", "m.md")  # fmt: skip
+    matrix.wait_for(PROGRESS)
+    matrix.send(signal.SIGTERM)
+    code, err = matrix.finish()
+    assert code == 143, err
+    assert "Traceback" not in err
+    assert _result(tmp_path / "m.json")["interrupted"] is True
+    assert (tmp_path / "m.md").read_text().strip()
+
+
+def test_a_killed_worker_is_a_lost_environment_not_a_lost_result(tmp_path: Path) -> None:
+    run = Command(tmp_path, "run", "--workers", "2", "--runs", "100000", "--json", "r.json",
+                  "--scenario", "late-progress")  # fmt: skip
+    run.wait_for(PROGRESS)
+    os.kill(_workers(run)[0], signal.SIGKILL)  # what the kernel's OOM killer does
+    code, err = run.finish()
+    assert code == 3, err
+    assert "Traceback" not in err
+    assert "racetape: worker lost: a worker process died" in err
+    doc = _result(tmp_path / "r.json")
+    assert doc["totals"]["runs"] > 0
+    assert {g["stopped"] for g in doc["groups"]} == {"worker lost"}
+    assert list(run.tmp.iterdir()) == []
+
+
+def test_no_worker_outlives_a_parent_killed_outright(tmp_path: Path) -> None:
+    run = Command(tmp_path, "run", "--workers", "2", "--runs", "100000", "--json", "r.json",
+                  "--scenario", "late-progress")  # fmt: skip
+    run.wait_for(PROGRESS)
+    workers = _workers(run)
+    run.send(signal.SIGKILL)
+    run.finish()
+    give_up = time.monotonic() + 30
+    while any(_alive(w) for w in workers):
+        assert time.monotonic() < give_up, "a worker outlived its parent"
+        time.sleep(0.1)
+    # Each worker removed its own SQLite folder; only the empty folder the parent made is left.
+    (root,) = run.tmp.iterdir()
+    assert list(root.iterdir()) == []
