@@ -42,7 +42,9 @@ def samples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     main(["run", "--scenario", "late-progress", "--fault", "no-terminal-guard", "--runs", "20",
           "--json", str(folder / "r.json"), "--traces", str(folder / "traces")])  # fmt: skip
     trace = next((folder / "traces").glob("*.json"))
-    scenario = Path(__file__).resolve().parent.parent / "scenarios" / "late-progress.toml"
+    scenario = (
+        Path(__file__).resolve().parent.parent / "harness" / "scenarios" / "late-progress.toml"
+    )
     return {
         "trace": json.loads(trace.read_text()),
         "result": json.loads((folder / "r.json").read_text()),
