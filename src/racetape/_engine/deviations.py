@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from racetape._engine.loop import LOOP, ControlledRunError
-from racetape._engine.schedule import Candidate, Decision, Strategy
+from racetape._engine.schedule import Candidate, Decision, Strategy, chose
 
 Schedule = tuple[tuple[int, int], ...]
 """Deviations from first come, first served: (decision step, candidate index), steps ascending."""
@@ -105,20 +105,10 @@ class Deviations:
                 f" takes candidate {index}, but only {len(enabled)} were offered"
                 f" ({', '.join(c.actor for c in enabled)})"
             )
-        chosen = enabled[index]
         # The loop offers its own next step as "step" between two callbacks of a turn.
         mid_turn = any(c.actor == LOOP and c.detail == "step" for c in enabled)
-        self.taken.append(
-            Decision(
-                step,
-                chosen.actor,
-                chosen.detail,
-                tuple(c.actor for c in enabled),
-                index=index,
-                mid_turn=mid_turn,
-            )
-        )
-        return chosen
+        self.taken.append(chose(step, enabled, index, mid_turn=mid_turn))
+        return enabled[index]
 
 
 class DeviationSearch:

@@ -70,7 +70,7 @@ from enum import Enum
 from types import FrameType
 from typing import Any, TypeVar, TypeVarTuple
 
-from racetape._engine.schedule import Candidate, Decision
+from racetape._engine.schedule import Candidate, Decision, chose
 from racetape._engine.schedule import Strategy as _Strategy
 
 T = TypeVar("T")
@@ -736,16 +736,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         step = len(self.execution.decisions)
         chosen = self.strategy.choose(step, candidates)
         index = candidates.index(chosen)
-        self.execution.decisions.append(
-            Decision(
-                step,
-                chosen.actor,
-                chosen.detail,
-                tuple(c.actor for c in candidates),
-                index=index,
-                mid_turn=mid_turn,
-            )
-        )
+        self.execution.decisions.append(chose(step, candidates, index, mid_turn=mid_turn))
         action = options[index][1]
         if action is not _TURN:
             action()

@@ -84,6 +84,21 @@ class Decision:
         return data
 
 
+def chose(
+    step: int, enabled: Sequence[Candidate], index: int, *, mid_turn: bool = False
+) -> Decision:
+    """The decision of taking ``enabled[index]`` at ``step`` (the loop's and its strategies')."""
+    chosen = enabled[index]
+    return Decision(
+        step,
+        chosen.actor,
+        chosen.detail,
+        tuple(c.actor for c in enabled),
+        index=index,
+        mid_turn=mid_turn,
+    )
+
+
 class Strategy(Protocol):
     name: str
 
