@@ -163,7 +163,10 @@ class _Reader:
         self.source, self.table, self.where = source, table, where
         unknown = sorted(set(table) - allowed)
         if unknown:
-            self.fail(unknown[0], f"unknown key; allowed: {', '.join(sorted(allowed))}")
+            # A key can be any string (a newline, say): quoted unless it reads as a name, so
+            # that the error stays one line.
+            key = unknown[0] if unknown[0].isidentifier() else repr(unknown[0])
+            self.fail(key, f"unknown key; allowed: {', '.join(sorted(allowed))}")
 
     def fail(self, key: str, message: str) -> None:
         location = f"[{self.where}] " if self.where else ""
