@@ -253,3 +253,55 @@ def test_the_public_check_runs_a_coroutine_factory_on_the_loop_and_names_a_deadl
     (run,) = checked.runs
     assert run.schedule.outcome == "deadlock"
     assert "Deadlock: nothing can happen" in run.failures[0]
+
+
+def test_a_bodys_own_callbacks_run_before_its_result_is_handed_back() -> None:
+    """One thread's order: what a job's body queued with call_soon_threadsafe comes first."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        seen: list[str] = []
+
+        def body() -> int:
+            loop.call_soon_threadsafe(seen.append, "callback")
+            return 1
+
+        await asyncio.to_thread(body)
+        assert seen == ["callback"], seen
+
+    for strategy in ("search", "random"):
+        checked = check(main, runs=200, strategy=strategy)
+        assert not checked.failures, checked.failures[0].failures
+
+
+def test_a_busy_poll_on_a_thread_finishes_the_body_runs_within_the_horizon() -> None:
+    async def main() -> None:
+        future = asyncio.get_running_loop().run_in_executor(None, lambda: 42)
+        while not future.done():  # noqa: ASYNC110 - a busy poll on a thread's result
+            await asyncio.sleep(0)
+
+    checked = check(main, runs=50, strategy="random")
+    assert not checked.failures, checked.failures[0].failures
+    assert not replay(main, "fifo").failed
+
+
+def test_names_do_not_depend_on_who_drives_the_loop_so_a_decision_list_replays() -> None:
+    async def main() -> None:
+        await asyncio.gather(asyncio.to_thread(int), asyncio.to_thread(int))
+
+    checked = check(main, runs=5, strategy="random")
+    for run in checked.runs:
+        again = replay(main, run.decisions)
+        assert not again.failed, again.failures
+        assert again.decisions == run.decisions
+
+
+def test_a_failed_run_closes_its_runner_and_loop_instead_of_hanging() -> None:
+    async def main() -> None:
+        asyncio.get_running_loop().run_in_executor(None, time.sleep, 0)
+        await asyncio.Event().wait()  # a deadlock, with a job still owed
+
+    started = time.monotonic()
+    run = run_once(main, Deviations())
+    assert isinstance(run.error, Deadlock), run.error
+    assert time.monotonic() - started < 5

@@ -162,10 +162,20 @@ _SKIP = (
 )
 
 
+_DISPATCH = frozenset({"_run", "__step", "_Task__step", "_run_once", "run_forever"})
+"""asyncio's frames that run a callback or a task step: above them is whoever drives the loop,
+never the code that made the choice."""
+
+
 def _where(frame: FrameType | None) -> str:
-    """``file:line`` of the first frame outside asyncio, concurrent.futures and racetape."""
+    """``file:line`` of the first frame outside asyncio, concurrent.futures and racetape, within
+    the current callback or task step (``?`` if there is none: a task of asyncio's own, such as
+    ``to_thread`` under ``gather``), so that a name never depends on who drives the loop."""
+    asyncio_dir = _SKIP[0]
     while frame is not None:
         path = frame.f_code.co_filename
+        if path.startswith(asyncio_dir) and frame.f_code.co_name in _DISPATCH:
+            return "?"
         if not path.startswith(_SKIP) and not path.startswith("<frozen"):
             try:
                 shown = os.path.relpath(path)
@@ -488,6 +498,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         job.pool.busy -= 1
         job.state = _JobState.DONE
         self._pick_up(job.pool)
+        self._take_inbox()  # what the body queued comes before its result, as it did
         handle = asyncio.Handle(self._hand_back, (job,), self, None)
         self._arrivals.setdefault(job.name, deque()).append(
             _Arrival(handle, self._next_seq(), self._now, "hand-back")
@@ -533,7 +544,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         ident = threading.get_ident()
         job = self._body_threads.get(ident)
         if job is not None:
-            source = f"{job.name}/callback"
+            source = job.name  # the same queue as its hand-back: one thread's order is kept
         else:
             source = f"thread:{self._foreign_name(threading.current_thread())}"
         self._inbox.append((source, handle))
@@ -595,9 +606,10 @@ class ControlledLoop(asyncio.SelectorEventLoop):
             self._ready.append(timer)
 
     def _owed_since(self) -> float | None:
-        """Virtual time at which the oldest work still owed by a controlled thread began, or
-        that of an arrival already joined this turn: a timer joins the same turn only if it
-        could have come due while that work was still on its way."""
+        """Virtual time at which the oldest work still owed by a controlled thread began (a body
+        parked on the loop is not owed: it waits for the loop), or that of an arrival already
+        joined this turn: a timer joins the same turn only if it could have come due while that
+        work was still on its way."""
         times = [j.submitted_at for j in self._jobs if j.state is not _JobState.PARKED]
         times += [pending[0].at for pending in self._arrivals.values() if pending]
         times += self._joined_at
@@ -612,27 +624,28 @@ class ControlledLoop(asyncio.SelectorEventLoop):
     def _note(self, what: str) -> None:
         self.execution.uncontrolled[what] = self.execution.uncontrolled.get(what, 0) + 1
 
-    def _external(self) -> list[tuple[int, Candidate, Callable[[], None]]]:
-        """Everything that may happen now besides the loop's own next step, oldest first."""
+    def _external(self) -> tuple[list[tuple[int, Candidate, Callable[[], None]]], bool]:
+        """Everything that may happen now besides the loop's own next step, oldest first.
+
+        An event owed for ``horizon`` of virtual time or more is no longer a choice: it alone
+        is returned, with True, and happens now. A thread runs beside a busy loop too, so a
+        job's body is never put off for ever by a loop that keeps itself busy (a ``sleep(0)``
+        poll).
+        """
         self._take_inbox()
-        found: list[tuple[int, Candidate, Callable[[], None]]] = []
+        found: list[tuple[int, Candidate, Callable[[], None], float]] = []
         for job in self._jobs:
             if job.state is _JobState.PICKED:
-                found.append(
-                    (job.since, Candidate(job.name, "body", job.since), _bind(self._run_body, job))
-                )
+                candidate = Candidate(job.name, "body", job.since)
+                found.append((job.since, candidate, _bind(self._run_body, job), job.submitted_at))
         for source, pending in self._arrivals.items():
             if pending:
                 head = pending[0]
-                found.append(
-                    (
-                        head.since,
-                        Candidate(source, head.kind, head.since),
-                        _bind(self._deliver, source),
-                    )
-                )
+                candidate = Candidate(source, head.kind, head.since)
+                found.append((head.since, candidate, _bind(self._deliver, source), head.at))
         found.sort(key=lambda entry: entry[0])
-        return found
+        overdue = [entry for entry in found if entry[3] + self._horizon <= self._now]
+        return [entry[:3] for entry in (overdue[:1] or found)], bool(overdue)
 
     def _deliver(self, source: str) -> None:
         pending = self._arrivals[source]
@@ -689,7 +702,12 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         self._joined_at = []  # when what joined this turn was first owed
         self._advanced = False
         while True:
-            options = [(c, act) for _, c, act in self._external()]
+            external, forced = self._external()
+            if forced:
+                external[0][2]()
+                self._check_parked()
+                continue
+            options = [(c, act) for _, c, act in external]
             # Time moves once a turn start: a loop that wakes for one deadline does not sleep
             # through to the next one.
             advance = self._advance() if idle and not self._advanced else None
@@ -745,9 +763,13 @@ class ControlledLoop(asyncio.SelectorEventLoop):
     def _between_callbacks(self) -> None:
         """Threads run while the loop does: a job may move, a foreign callback may arrive."""
         while True:
-            external = self._external()
+            external, forced = self._external()
             if not external:
                 return
+            if forced:
+                external[0][2]()
+                self._check_parked()
+                continue
             options = [(Candidate(LOOP, "step", 0), _TURN)]
             options += [(c, act) for _, c, act in external]
             if self._choose(options, mid_turn=True) is _TURN:
@@ -857,7 +879,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         """Let every job still owed by the default pool run and hand back, as asyncio's own
         shutdown waits for the pool's threads: a detached write lands before ``asyncio.run``
         returns, at a decided point, instead of never."""
-        while True:
+        while not self._failed:  # after a failure nothing is decided: no body would run
             owed = [j for j in self._jobs if j.pool is self._default_pool]
             if not owed:
                 break
