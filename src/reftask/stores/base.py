@@ -28,6 +28,15 @@ from reftask.models import (
 logger = logging.getLogger("reftask.store")
 
 
+# A task left unfinished (by a crash): not terminal, or terminal without its final. The same
+# SQL on both adapters; each adds how it scopes the ids (list_unfinished's among).
+UNFINISHED_ROW = """(t.status IN ('PENDING', 'RUNNING')
+   OR NOT EXISTS (SELECT 1 FROM events e WHERE e.task_id = t.id AND e.kind = 'final'))"""
+
+UNFINISHED = f"SELECT id FROM tasks t WHERE {UNFINISHED_ROW} ORDER BY created_at, id"
+"""Every unfinished task of the database, oldest first: linear in the tasks ever stored."""
+
+
 class StoreUnavailableError(RuntimeError):
     """The database cannot be reached or opened; the message says where and how to fix it."""
 

@@ -20,7 +20,13 @@ from asyncpg.pool import PoolConnectionProxy
 from reftask.dsn import redact_dsn
 from reftask.faults import Fault
 from reftask.models import EventRecord, TaskRecord, TaskStatus, UnknownTaskError
-from reftask.stores.base import AppendTransaction, SqlTaskStore, StoreUnavailableError
+from reftask.stores.base import (
+    UNFINISHED,
+    UNFINISHED_ROW,
+    AppendTransaction,
+    SqlTaskStore,
+    StoreUnavailableError,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -49,14 +55,10 @@ DROP INDEX IF EXISTS tasks_unfinished;
 CREATE INDEX IF NOT EXISTS events_final ON events (task_id, kind) WHERE kind = 'final';
 """
 
-_UNFINISHED_ROW = """(t.status IN ('PENDING', 'RUNNING')
-   OR NOT EXISTS (SELECT 1 FROM events e WHERE e.task_id = t.id AND e.kind = 'final'))"""
-
-_UNFINISHED = f"SELECT id FROM tasks t WHERE {_UNFINISHED_ROW} ORDER BY created_at, id"
 
 # The unfinished tasks among the ids in $1: one primary-key probe per id.
 _UNFINISHED_AMONG = (
-    f"SELECT id FROM tasks t WHERE t.id = ANY($1::text[]) AND {_UNFINISHED_ROW}"
+    f"SELECT id FROM tasks t WHERE t.id = ANY($1::text[]) AND {UNFINISHED_ROW}"
     " ORDER BY created_at, id"
 )
 
@@ -214,7 +216,7 @@ class PostgresStore(SqlTaskStore):
         """See :meth:`SqlTaskStore.list_unfinished`: with ``among``, primary-key probes of those
         ids only; without, a pass over every task in the schema."""
         if among is None:
-            rows = await self._pool.fetch(_UNFINISHED)
+            rows = await self._pool.fetch(UNFINISHED)
         else:
             rows = await self._pool.fetch(_UNFINISHED_AMONG, sorted(set(among)))
         return [r["id"] for r in rows]

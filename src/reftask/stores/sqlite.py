@@ -19,7 +19,13 @@ import aiosqlite
 
 from reftask.faults import Fault
 from reftask.models import EventRecord, TaskRecord, TaskStatus, UnknownTaskError
-from reftask.stores.base import AppendTransaction, SqlTaskStore, StoreUnavailableError
+from reftask.stores.base import (
+    UNFINISHED,
+    UNFINISHED_ROW,
+    AppendTransaction,
+    SqlTaskStore,
+    StoreUnavailableError,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -47,10 +53,6 @@ DROP INDEX IF EXISTS tasks_unfinished;
 CREATE INDEX IF NOT EXISTS events_final ON events (task_id, kind) WHERE kind = 'final';
 """
 
-_UNFINISHED_ROW = """(t.status IN ('PENDING', 'RUNNING')
-   OR NOT EXISTS (SELECT 1 FROM events e WHERE e.task_id = t.id AND e.kind = 'final'))"""
-
-_UNFINISHED = f"SELECT id FROM tasks t WHERE {_UNFINISHED_ROW} ORDER BY created_at, id"
 
 # One statement per this many ids: well under SQLite's limit on bound parameters (32,766).
 _AMONG_CHUNK = 500
@@ -59,7 +61,7 @@ _AMONG_CHUNK = 500
 def _unfinished_among(count: int) -> str:
     """The unfinished tasks among ``count`` ids: one primary-key probe per id."""
     marks = ", ".join("?" * count)
-    return f"SELECT id, created_at FROM tasks t WHERE t.id IN ({marks}) AND {_UNFINISHED_ROW}"
+    return f"SELECT id, created_at FROM tasks t WHERE t.id IN ({marks}) AND {UNFINISHED_ROW}"
 
 
 _BUSY_TIMEOUT_MS = 10_000
@@ -196,7 +198,7 @@ class SqliteStore(SqlTaskStore):
         ids only; without, a pass over every task in the file."""
         async with self._connection() as conn:
             if among is None:
-                return [r[0] for r in await conn.execute_fetchall(_UNFINISHED)]
+                return [r[0] for r in await conn.execute_fetchall(UNFINISHED)]
             ids = sorted(set(among))
             found: list[tuple[float, str]] = []
             for start in range(0, len(ids), _AMONG_CHUNK):
