@@ -182,34 +182,47 @@ def check(
             f"strategy {name!r} does not run on the loop: {', '.join(LOOP_STRATEGIES)}"
         )
     search: Search = search_named(name, seed, pct_depth=pct_depth)
-    reports: list[RunReport] = []
-
-    async def campaign(target: Target[TargetRun]) -> None:
-        for index in range(runs):
-            chosen = search.next_strategy()
-            if chosen is None:
-                break
-            reports.append(await _one(target, index, chosen, settle_timeout))
-            search.ran(chosen)
-            if stop_at_first_failure and reports[-1].failed:
-                break
-
     if engine == "loop":
-        for index in range(runs):
-            chosen = search.next_strategy()
-            if chosen is None:
-                break
-            reports.append(_on_loop(program, index, chosen, settle_timeout))  # type: ignore[arg-type]
-            search.ran(chosen)
-            if stop_at_first_failure and reports[-1].failed:
-                break
+        factory: Main = program  # type: ignore[assignment]  # _engine_of: a coroutine factory
+        reports = _campaign(
+            search,
+            runs,
+            stop_at_first_failure,
+            lambda index, chosen: _on_loop(factory, index, chosen, settle_timeout),
+        )
     else:
-        asyncio.run(campaign(_target(program, points, detail_keys)))
+        target = _target(program, points, detail_keys)
+        with asyncio.Runner() as runner:  # the actor scheduler's runs share one event loop
+            reports = _campaign(
+                search,
+                runs,
+                stop_at_first_failure,
+                lambda index, chosen: runner.run(_one(target, index, chosen, settle_timeout)),
+            )
     exhausted = search.exhausted if name in ("exhaustive", "search") else None
     return Checked(reports, exhausted, search.covered())
 
 
 Engine = Literal["loop", "points"]
+
+
+def _campaign(
+    search: Search,
+    runs: int,
+    stop_at_first_failure: bool,
+    run: Callable[[int, Strategy], RunReport],
+) -> list[RunReport]:
+    """Up to ``runs`` runs, each with the strategy ``search`` hands out, until it has none."""
+    reports: list[RunReport] = []
+    for index in range(runs):
+        chosen = search.next_strategy()
+        if chosen is None:
+            break
+        reports.append(run(index, chosen))
+        search.ran(chosen)
+        if stop_at_first_failure and reports[-1].failed:
+            break
+    return reports
 
 
 def _engine_of(program: Program, engine: Engine | None) -> Engine:
