@@ -287,6 +287,10 @@ class _Driver(Protocol):
         """The report's lines for a failed run, and the command that replays it."""
         ...
 
+    def notes(self, item: pytest.Item) -> tuple[set[str], str]:
+        """After the call: what the run could not control, and what its search covered."""
+        ...
+
     def summary(self, tallies: Mapping[str, Tally]) -> list[str]: ...
 
 
@@ -335,6 +339,9 @@ class _Jitter:
             lines.append(f"perturbation: {perturbation.summary()}")
         lines.append(f"note: {JITTER_NOTE}")
         return lines, command
+
+    def notes(self, item: pytest.Item) -> tuple[set[str], str]:
+        return set(), ""  # nothing is controlled, so nothing is said to be uncontrolled
 
     def replay_command(self, test: str, seed: int) -> str:
         """The command that replays ``seed`` on ``test``, from where pytest was started."""
@@ -634,9 +641,8 @@ class RaceSession:
             lines, command = self.driver.failure(item, run)
             report.sections.append(("racetape", "\n".join(lines)))
             report.user_properties.append(("racetape_replay", command))
-        notes = getattr(self.driver, "notes", None)
-        if notes is not None and report.when == "call":
-            uncontrolled, verdict = notes(item)
+        if report.when == "call":
+            uncontrolled, verdict = self.driver.notes(item)
             report.user_properties += [
                 ("racetape_uncontrolled", sorted(uncontrolled)),
                 ("racetape_verdict", verdict),
