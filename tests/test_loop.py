@@ -305,3 +305,21 @@ def test_a_failed_run_closes_its_runner_and_loop_instead_of_hanging() -> None:
     run = run_once(main, Deviations())
     assert isinstance(run.error, Deadlock), run.error
     assert time.monotonic() - started < 5
+
+
+def test_cancelled_timers_do_not_pile_up_in_a_long_run() -> None:
+    """asyncio purges its heap once most timers are cancelled; the controlled turn does too."""
+    sizes: list[int] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        live = loop.call_later(1, lambda: None)  # the heap's head stays: no head-only drop
+        for _ in range(500):  # timeouts that were set and never fired, as wait_for leaves them
+            loop.call_later(60, lambda: None).cancel()
+        await asyncio.sleep(0)
+        sizes.append(len(loop._scheduled))  # type: ignore[attr-defined]
+        live.cancel()
+
+    run = run_once(main, Deviations())
+    assert run.error is None, run.error
+    assert sizes == [1], sizes

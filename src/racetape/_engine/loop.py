@@ -63,6 +63,10 @@ import sys
 import threading
 import time
 import weakref
+from asyncio.base_events import (  # type: ignore[attr-defined]
+    _MIN_CANCELLED_TIMER_HANDLES_FRACTION,
+    _MIN_SCHEDULED_TIMER_HANDLES,
+)
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -587,6 +591,25 @@ class ControlledLoop(asyncio.SelectorEventLoop):
             self.execution.timers += 1
         return timer
 
+    def _purge_cancelled_timers(self) -> None:
+        """asyncio's own rule, which this loop's turn replaces: once most timers are cancelled,
+        rebuild the heap without them, so a long run's cancelled timeouts do not pile up."""
+        count = len(self._scheduled)
+        if (
+            count > _MIN_SCHEDULED_TIMER_HANDLES
+            and self._timer_cancelled_count / count > _MIN_CANCELLED_TIMER_HANDLES_FRACTION
+        ):
+            kept = []
+            for timer in self._scheduled:
+                if timer._cancelled:
+                    timer._scheduled = False
+                    self._timer_names.pop(id(timer), None)
+                else:
+                    kept.append(timer)
+            heapq.heapify(kept)
+            self._scheduled = kept
+            self._timer_cancelled_count = 0
+
     def _drop_cancelled_timers(self) -> None:
         while self._scheduled and self._scheduled[0]._cancelled:
             self._timer_cancelled_count -= 1
@@ -693,6 +716,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
             self._failed = True
             raise Hung(f"{self._max_turns} loop turns without finishing: {self._waiting()}")
         self._now += TURN_COST
+        self._purge_cancelled_timers()
         self._check_parked()
         self._poll_io(0)
         self._move_due_timers()
