@@ -144,6 +144,21 @@ class Database:
         except TimeoutError:
             raise TimeoutError(f"no answer to SELECT 1 within {PROBE_TIMEOUT:g}s") from None
 
+    async def went_away(self, exc: Exception) -> bool:
+        """Whether ``exc``, raised while using this database, comes from the database going
+        away rather than from the code under test. A driver error that says so counts at once;
+        any other error counts only if the database then fails :meth:`check_answers`: a server
+        stopped in the middle of a request can leave the driver's connection in a state it
+        reports in its own words (asyncpg's ``InternalClientError: cannot switch to state
+        ...``), while the same error from a server that still answers stays what it is."""
+        if connection_lost(exc):
+            return True
+        try:
+            await self.check_answers()
+        except Exception as probe:
+            return connection_lost(probe)
+        return False
+
     async def close_stores(self) -> None:
         """Close every open store (and its connections); the database itself stays. A store
         whose server went away is closed as far as it can be, within the cleanup bound."""
@@ -153,7 +168,7 @@ class Database:
             try:
                 await asyncio.wait_for(store.close(), CLEANUP_TIMEOUT)
             except Exception as exc:
-                if not connection_lost(exc):
+                if not await self.went_away(exc):
                     raise
 
     async def cleanup(self) -> None:
@@ -166,7 +181,7 @@ class Database:
                     self._drop_schema(self.pg_dsn, self.pg_schema), CLEANUP_TIMEOUT
                 )
             except Exception as exc:
-                if not connection_lost(exc):
+                if not await self.went_away(exc):
                     raise
         self._remove_sqlite_files()
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness import signals
-from harness.adapters import Database, connection_lost
+from harness.adapters import Database
 from harness.files import OutputError, write_json_atomic
 from harness.run import RunResult, execute
 from harness.scenario import Scenario
@@ -217,7 +217,7 @@ async def run_indices(
             if result.unsettled:
                 await db.check_answers()
         except Exception as exc:
-            if not connection_lost(exc):
+            if not await db.went_away(exc):
                 raise
             raise _lost(group, index, exc, records) from exc
         record = _record(group, index, seed, result, settings, keep_trace=kept < keep_traces)
@@ -232,7 +232,7 @@ async def _open_store(db: Database, group: Group) -> SqlTaskStore:
     try:
         return await db.store(group.faults)
     except Exception as exc:
-        if not connection_lost(exc):
+        if not await db.went_away(exc):
             raise
         raise _lost(group, None, exc, []) from exc
 
@@ -280,7 +280,7 @@ async def run_exhaustive(
             if result.unsettled:
                 await db.check_answers()
         except Exception as exc:
-            if not connection_lost(exc):
+            if not await db.went_away(exc):
                 raise
             raise _lost(group, len(records), exc, records) from exc
         record = _record(
