@@ -18,6 +18,7 @@ The public API is what ``__all__`` lists; every other module is private (``racet
 * :func:`replay` runs one recorded decision list again.
 """
 
+import racetape.drivers  # noqa: F401  # registers the driver adapters with the engine
 from racetape._check import (
     Checked,
     RunReport,

@@ -74,6 +74,7 @@ from enum import Enum
 from types import FrameType
 from typing import Any, TypeVar, TypeVarTuple
 
+from racetape._engine.drivers import install_drivers
 from racetape._engine.schedule import Candidate, Decision, chose
 from racetape._engine.schedule import Strategy as _Strategy
 
@@ -346,6 +347,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         max_turns: int = MAX_TURNS,
     ) -> None:
         super().__init__()
+        install_drivers()
         self.strategy = strategy
         self.execution = Execution()
         self._horizon = horizon
@@ -896,6 +898,10 @@ class ControlledLoop(asyncio.SelectorEventLoop):
             handle = self._ready.popleft()
             if not handle._cancelled:
                 handle._run()
+
+    def run_forever(self) -> None:
+        install_drivers()  # a driver imported since the loop was made
+        super().run_forever()
 
     # -- closing ---------------------------------------------------------------------------------
 
