@@ -1,8 +1,9 @@
 """racetape's pytest plugin: run a project's own asyncio tests under control; replay any run.
 
 Registered through the ``pytest11`` entry point (``-p no:racetape`` unloads it). It does nothing
-unless asked: without ``--race-runs``, ``--race-replay`` or ``--race-seed`` it registers one
-marker and the ``race_scheduler`` fixture, and no hook that changes how a test runs.
+unless asked: without ``--race-runs`` (or ini ``race_runs``), ``--race-replay``, ``--race-seed``
+or a test marked ``@pytest.mark.race(runs=N)``, it registers one marker and the
+``race_scheduler`` fixture, and no hook that changes how a test runs.
 
 * ``--race-runs N``: every async test that pytest-asyncio runs is collected N times
   (``test[race0]`` ... ``test[raceN-1]``).
@@ -18,8 +19,12 @@ marker and the ``race_scheduler`` fixture, and no hook that changes how a test r
 * ``--race-mode jitter``: each run runs on a :class:`PerturbingEventLoop` with the seeded
   perturbation of ``derive_seed(B, nodeid, i)`` (``B``: ``--race-base-seed``, default 0); real
   OS scheduling, so ``--race-seed S`` repeats the perturbation, not the interleaving.
-* ``@pytest.mark.race(runs=N)``: this test's number of runs under ``--race-runs`` (0: never
-  raced).
+* ``@pytest.mark.race(runs=N)``: this test's number of runs, with or without ``--race-runs``
+  (0: never raced); without a flag, the plugin turns on at the first marked test collected.
+* ini options (``[pytest]``): ``race_runs``, ``race_mode``, ``race_strategy``,
+  ``race_base_seed``, ``race_max_delay``, ``race_keep_going``; the flag wins over the ini file.
+  Race runs that race no test are a ``PytestWarning``; a bad flag or ini value is a usage error
+  (exit 4), one line naming it and the fix.
 
 The loop reaches pytest-asyncio through its ``pytest_asyncio_loop_factories`` hook, implemented
 by :class:`RaceSession`, a plugin object registered only when the plugin is on (pytest-asyncio
@@ -36,6 +41,7 @@ import inspect
 import io
 import os
 import shlex
+import warnings
 import weakref
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
@@ -69,6 +75,7 @@ if TYPE_CHECKING:
     from racetape._controlled import ControlledRuns
 
 PLUGIN_NAME = "racetape-race"
+SWITCH_NAME = "racetape-marker-switch"
 RUN_PARAM = "_racetape_run"
 MODES = ("controlled", "jitter")
 JITTER_NOTE = (
@@ -112,27 +119,44 @@ def _schedule(text: str) -> Schedule:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+# Each flag with an ini option of the same name (``race_runs = 30`` under ``[pytest]``); the flag
+# wins over the ini file, the ini file over the default.
+INI_OPTIONS = ("race_runs", "race_mode", "race_strategy", "race_base_seed", "race_max_delay")
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(
+                f"invalid choice: {text!r} (choose from {', '.join(choices)})"
+            )
+        return text
+
+    return parse
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("racetape", "racetape: race runs of asyncio tests, replayable")
     group.addoption(
         "--race-runs",
         type=_whole(1, "--race-runs 50"),
         metavar="N",
-        help="run every async test N times, each run under its own schedule",
+        help="run every async test N times, each run under its own schedule (ini: race_runs;"
+        " @pytest.mark.race(runs=N) races one test without it)",
     )
     group.addoption(
         "--race-mode",
-        choices=MODES,
-        default="controlled",
+        type=_choice(MODES),
+        metavar="{" + ",".join(MODES) + "}",
         help="controlled (default): the loop decides every thread hand-back, timer and foreign"
         " callback, and a failing run replays exactly; jitter: seeded delays with real OS"
-        " scheduling (statistical)",
+        " scheduling (statistical) (ini: race_mode)",
     )
     group.addoption(
         "--race-strategy",
-        choices=LOOP_STRATEGIES,
-        default="search",
-        help="how controlled runs choose (default search): "
+        type=_choice(LOOP_STRATEGIES),
+        metavar="{" + ",".join(LOOP_STRATEGIES) + "}",
+        help="how controlled runs choose (default search; ini: race_strategy): "
         + "; ".join(f"{name}: {STRATEGIES[name].help}" for name in LOOP_STRATEGIES),
     )
     group.addoption(
@@ -152,45 +176,81 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--race-base-seed",
         type=_whole(0, "--race-base-seed 7"),
-        default=0,
         metavar="B",
-        help="derive each test's search (controlled) or seeds (jitter) from B (default 0)",
+        help="derive each test's search (controlled) or seeds (jitter) from B (default 0;"
+        " ini: race_base_seed)",
     )
     group.addoption(
         "--race-keep-going",
         action="store_true",
-        help="controlled: run all of a test's runs after its first failure (default: stop)",
+        default=None,
+        help="controlled: run all of a test's runs after its first failure (default: stop;"
+        " ini: race_keep_going)",
     )
     group.addoption(
         "--race-max-delay",
         type=_max_delay,
-        default=DEFAULT_MAX_DELAY,
         metavar="SECONDS",
-        help=f"jitter: longest delay around a worker-thread job (default {DEFAULT_MAX_DELAY})",
+        help=f"jitter: longest delay around a worker-thread job (default {DEFAULT_MAX_DELAY};"
+        " ini: race_max_delay)",
     )
+    for name in INI_OPTIONS:
+        flag = "--" + name.replace("_", "-")
+        parser.addini(name, f"racetape: the default of {flag}", default="")
+    parser.addini(
+        "race_keep_going", "racetape: the default of --race-keep-going", type="bool", default=False
+    )
+
+
+def _setting(config: pytest.Config, name: str, parse: Callable[[str], Any], default: Any) -> Any:
+    """The value of flag ``--name``, else of ini option ``name``, else ``default``. A bad ini
+    value is a usage error naming the ini option and the file."""
+    value = config.getoption(name)
+    if value is not None:
+        return value
+    raw = config.getini(name)
+    text = raw.strip() if isinstance(raw, str) else str(raw)
+    if not text:
+        return default
+    try:
+        return parse(text)
+    except argparse.ArgumentTypeError as exc:
+        where = config.inipath or "the ini file"
+        raise pytest.UsageError(f"racetape: {where}: {name}: {exc}") from None
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "race(runs=N): run this async test N times under --race-runs (0: never race it)",
+        "race(runs=N): race this async test N times (with or without --race-runs; 0: never"
+        " race it)",
     )
-    runs: int | None = config.getoption("race_runs")
+    runs: int | None = _setting(config, "race_runs", _whole(1, "race_runs = 50"), None)
     seed: int | None = config.getoption("race_seed")
     replay: Schedule | None = config.getoption("race_replay")
-    mode: str = config.getoption("race_mode")
+    mode: str = _setting(config, "race_mode", _choice(MODES), "controlled")
+    strategy: str = _setting(config, "race_strategy", _choice(LOOP_STRATEGIES), "search")
+    base_seed: int = _setting(config, "race_base_seed", _whole(0, "race_base_seed = 7"), 0)
+    max_delay: float = _setting(config, "race_max_delay", _max_delay, DEFAULT_MAX_DELAY)
+    keep_going = config.getoption("race_keep_going")
+    if keep_going is None:
+        keep_going = bool(config.getini("race_keep_going"))
     given = [
         flag
-        for flag, value in (("--race-runs", runs), ("--race-seed", seed), ("--race-replay", replay))
+        for flag, value in (
+            ("--race-runs", config.getoption("race_runs")),
+            ("--race-seed", seed),
+            ("--race-replay", replay),
+        )
         if value is not None
     ]
-    if not given:
-        return
     if len(given) > 1:
         raise pytest.UsageError(
             f"racetape: {' and '.join(given)} are exclusive: --race-runs races, --race-replay"
             " and --race-seed replay one printed run; keep one of them"
         )
+    if seed is not None or replay is not None:
+        runs = None  # a replay runs each selected test once, whatever the ini file's race_runs
     if seed is not None and mode != "jitter":
         raise pytest.UsageError(
             "racetape: --race-seed replays a jitter run; a controlled run replays by its"
@@ -200,29 +260,78 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             "racetape: --race-replay replays a controlled run; drop --race-mode jitter"
         )
+    replaying = seed is not None or replay is not None
+
+    def start(marked_only: bool) -> RaceSession:
+        """The session, registered: at once for flags and ini, else at the first marked test."""
+        driver: _Driver
+        if mode == "controlled":
+            driver = _Controlled(
+                config,
+                strategy=strategy,
+                base_seed=base_seed,
+                replay=replay,
+                stop_at_first=not keep_going,
+            )
+        else:
+            driver = _Jitter(config, base_seed=base_seed, max_delay=max_delay)
+        session = RaceSession(
+            config,
+            runs=None if replaying else (runs or 0),
+            replaying=replaying,
+            driver=driver,
+            warn_unused=runs is not None and not marked_only,
+        )
+        config.pluginmanager.register(session, PLUGIN_NAME)
+        return session
+
+    if runs is None and not replaying:
+        # Off until a test asks for races with the marker: then on, before pytest-asyncio
+        # parametrizes that test's loop (see _MarkerSwitch).
+        config.pluginmanager.register(_MarkerSwitch(lambda: start(True)), SWITCH_NAME)
+        return
+    _need_loop_factories(config)
+    start(False)
+
+
+def _need_loop_factories(config: pytest.Config) -> None:
     if not hasattr(config.hook, "pytest_asyncio_loop_factories"):
         raise pytest.UsageError(
-            "racetape: --race-runs/--race-replay/--race-seed need pytest-asyncio>=1.4 (its"
-            " pytest_asyncio_loop_factories hook): pip install 'pytest-asyncio>=1.4'"
+            "racetape: race runs (--race-runs, race_runs, @pytest.mark.race, --race-replay,"
+            " --race-seed) need pytest-asyncio>=1.4 (its pytest_asyncio_loop_factories hook):"
+            " pip install 'pytest-asyncio>=1.4'"
         )
-    base_seed: int = config.getoption("race_base_seed")
-    driver: _Driver
-    if mode == "controlled":
-        driver = _Controlled(
-            config,
-            strategy=config.getoption("race_strategy"),
-            base_seed=base_seed,
-            replay=replay,
-            stop_at_first=not config.getoption("race_keep_going"),
-        )
-    else:
-        driver = _Jitter(config, base_seed=base_seed, max_delay=config.getoption("race_max_delay"))
-    config.pluginmanager.register(
-        RaceSession(
-            config, runs=runs, replaying=seed is not None or replay is not None, driver=driver
-        ),
-        PLUGIN_NAME,
-    )
+
+
+class _MarkerSwitch:
+    """Turns the plugin on at the first async test marked ``@pytest.mark.race(runs=N)``, N > 0,
+    when no flag or ini option did. It runs first among the ``pytest_generate_tests`` hooks, so
+    pytest-asyncio, later in the same call, already sees racetape's loop factory for that test;
+    the race runs themselves are parametrized last (the module's own hook). Async tests
+    collected before the first marked one run on pytest-asyncio's loop as without racetape;
+    those after it on asyncio's loop through racetape's factory."""
+
+    def __init__(self, start: Callable[[], RaceSession]) -> None:
+        self.start = start
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        config = metafunc.config
+        if config.pluginmanager.has_plugin(PLUGIN_NAME):
+            return
+        test = metafunc.definition
+        if not _is_asyncio_test(test, before_marking=True) or _runs_marked(test, 0) == 0:
+            return
+        _need_loop_factories(config)
+        self.start()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The race runs' parameter, last of all, so it is the last in each node id (_test_of)."""
+    session = metafunc.config.pluginmanager.get_plugin(PLUGIN_NAME)
+    if isinstance(session, RaceSession):
+        session.parametrize(metafunc)
 
 
 @pytest.fixture
@@ -524,11 +633,15 @@ def _render(config: pytest.Config, table: Any, tallies: Mapping[str, Tally]) -> 
     return [line.rstrip() for line in buffer.getvalue().rstrip().splitlines()]
 
 
-def _is_asyncio_test(item: pytest.Item) -> bool:
+def _is_asyncio_test(item: pytest.Item, *, before_marking: bool = False) -> bool:
     """A test pytest-asyncio runs: marked asyncio (auto mode marks every async test at
-    collection), and a coroutine function, or a Hypothesis test around one."""
+    collection, in its pytest_generate_tests: ``before_marking``, earlier, counts auto mode as
+    a mark), and a coroutine function, or a Hypothesis test around one."""
     if item.get_closest_marker("asyncio") is None:
-        return False
+        config = item.config
+        mode = config.getoption("asyncio_mode", None) or config.getini("asyncio_mode")
+        if not (before_marking and mode == "auto"):
+            return False
     function = getattr(item, "obj", None)
     inner = getattr(getattr(function, "hypothesis", None), "inner_test", None)
     return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(inner)
@@ -563,10 +676,19 @@ class RaceSession:
     """The plugin's hooks while it is on: the loop factory, the runs, the reports, the summary."""
 
     def __init__(
-        self, config: pytest.Config, *, runs: int | None, replaying: bool, driver: _Driver
+        self,
+        config: pytest.Config,
+        *,
+        runs: int | None,
+        replaying: bool,
+        driver: _Driver,
+        warn_unused: bool = False,
     ) -> None:
+        """``runs``: every async test's runs (a marker overrides it; 0: only marked tests are
+        raced), None while replaying; ``warn_unused``: warn when no test is raced."""
         self.config = config
         self.runs = runs
+        self.warn_unused = warn_unused
         self.replaying = replaying
         self.driver = driver
         self.tallies: dict[str, Tally] = {}
@@ -588,8 +710,8 @@ class RaceSession:
 
     # -- collection ------------------------------------------------------------------------------
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+    def parametrize(self, metafunc: pytest.Metafunc) -> None:
+        """Called by the module's pytest_generate_tests, which runs last."""
         if self.runs is None or not _is_asyncio_test(metafunc.definition):
             return
         runs = _runs_marked(metafunc.definition, self.runs)
@@ -599,6 +721,7 @@ class RaceSession:
         metafunc.parametrize(RUN_PARAM, range(runs), ids=[f"race{i}" for i in range(runs)])
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        raced = 0
         for item in items:
             callspec = getattr(item, "callspec", None)
             index = callspec.params.get(RUN_PARAM) if callspec is not None else None
@@ -611,8 +734,18 @@ class RaceSession:
             else:
                 continue
             item.stash[RUN_KEY] = run
+            raced += 1
             # On the report, so the summary (and junitxml, and xdist's controller) can see them.
             item.user_properties += [("racetape_test", run.test), ("racetape_seed", run.seed)]
+        if self.warn_unused and not raced:
+            warnings.warn(
+                pytest.PytestWarning(
+                    f"racetape: race runs ({self.runs}) were asked for, but no collected test is"
+                    " an async test that pytest-asyncio runs: nothing was raced (strict mode"
+                    " needs @pytest.mark.asyncio; a sync test is never raced)"
+                ),
+                stacklevel=1,
+            )
 
     # -- running ---------------------------------------------------------------------------------
 
