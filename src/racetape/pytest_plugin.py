@@ -16,6 +16,11 @@ or a test marked ``@pytest.mark.race(runs=N)``, it registers one marker and the
   run prints its schedule, the few decisions that deviate from first come, first served (who,
   and at which line of the test's code), what the loop could not control, and the command that
   replays it exactly: ``pytest --race-replay SCHEDULE NODEID``.
+* One failure report per test: its first failing run has the traceback and the racetape
+  section (seed or schedule, replay command, deviating decisions); each later failing run
+  (``--race-keep-going``, jitter) is one line naming the first; the summary gives one replay
+  command per test and its other failing seeds or schedules on one line; notes once.
+  ``--race-stop-at-first`` stops a test's jitter runs at its first failure too.
 * ``--race-mode jitter``: each run runs on a :class:`PerturbingEventLoop` with the seeded
   perturbation of ``derive_seed(B, nodeid, i)`` (``B``: ``--race-base-seed``, default 0); real
   OS scheduling, so ``--race-seed S`` repeats the perturbation, not the interleaving.
@@ -43,6 +48,7 @@ import os
 import shlex
 import warnings
 import weakref
+from collections import Counter
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -188,6 +194,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         " ini: race_keep_going)",
     )
     group.addoption(
+        "--race-stop-at-first",
+        action="store_true",
+        help="jitter: skip a test's remaining runs after its first failure (controlled runs"
+        " stop there by default)",
+    )
+    group.addoption(
         "--race-max-delay",
         type=_max_delay,
         metavar="SECONDS",
@@ -274,7 +286,12 @@ def pytest_configure(config: pytest.Config) -> None:
                 stop_at_first=not keep_going,
             )
         else:
-            driver = _Jitter(config, base_seed=base_seed, max_delay=max_delay)
+            driver = _Jitter(
+                config,
+                base_seed=base_seed,
+                max_delay=max_delay,
+                stop_at_first=config.getoption("race_stop_at_first"),
+            )
         session = RaceSession(
             config,
             runs=None if replaying else (runs or 0),
@@ -356,10 +373,22 @@ class RaceRun:
     seed: int  # jitter: the perturbation's seed; controlled: the seed of the test's search
 
 
+@dataclass(frozen=True)
+class Failure:
+    """What the report of one failed run says."""
+
+    lines: list[str]  # the report's racetape section
+    command: str  # replays the run
+    label: str  # names the run among the test's failing runs: its seed or its schedule
+    kind: str  # "seed" or "schedule"
+
+
 @dataclass
 class Tally:
     runs: set[str] = field(default_factory=set)  # node ids that ran
     failed: dict[str, str] = field(default_factory=dict)  # node id -> its replay command
+    labels: dict[str, str] = field(default_factory=dict)  # node id -> its seed or schedule
+    kind: str = "seed"
     notes: set[str] = field(default_factory=set)  # what a run could not control
     verdict: str = ""  # controlled: what the test's search covered
 
@@ -392,8 +421,9 @@ class _Driver(Protocol):
     def end(self, item: pytest.Item, run: RaceRun) -> None:
         """After the run's teardown."""
 
-    def failure(self, item: pytest.Item, run: RaceRun) -> tuple[list[str], str]:
-        """The report's lines for a failed run, and the command that replays it."""
+    def failure(self, item: pytest.Item, run: RaceRun) -> Failure:
+        """The report's lines for a failed run, the command that replays it, and what names
+        the run in a list of failing runs (its seed, or its schedule)."""
         ...
 
     def notes(self, item: pytest.Item) -> tuple[set[str], str]:
@@ -406,10 +436,14 @@ class _Driver(Protocol):
 class _Jitter:
     """Seeded perturbation with real OS scheduling (:mod:`racetape._engine.perturb`)."""
 
-    def __init__(self, config: pytest.Config, *, base_seed: int, max_delay: float) -> None:
+    def __init__(
+        self, config: pytest.Config, *, base_seed: int, max_delay: float, stop_at_first: bool
+    ) -> None:
         self.config = config
         self.base_seed = base_seed
         self.max_delay = max_delay
+        self.stop_at_first = stop_at_first
+        self.failed: dict[str, str] = {}  # test -> the replay command of its first failure
         self.active: Perturbation | None = None
         self.loops: weakref.WeakSet[PerturbingEventLoop] = weakref.WeakSet()
 
@@ -432,6 +466,8 @@ class _Jitter:
         if run is None:
             self._activate(None)
             return
+        if self.stop_at_first and run.index is not None and run.test in self.failed:
+            pytest.skip(f"racetape: an earlier run failed; {self.failed[run.test]}")
         perturbation = Perturbation(run.seed, max_delay=self.max_delay)
         item.stash[PERTURBATION_KEY] = perturbation
         self._activate(perturbation)
@@ -439,15 +475,16 @@ class _Jitter:
     def end(self, item: pytest.Item, run: RaceRun) -> None:
         self._activate(None)
 
-    def failure(self, item: pytest.Item, run: RaceRun) -> tuple[list[str], str]:
+    def failure(self, item: pytest.Item, run: RaceRun) -> Failure:
         which = "a replay" if run.index is None else f"run {run.index}"
         command = self.replay_command(run.test, run.seed)
+        self.failed.setdefault(run.test, command)
         lines = [f"{which} of {run.test}, seed {run.seed}; replay it with:", f"  {command}"]
         perturbation = item.stash.get(PERTURBATION_KEY, None)
         if perturbation is not None:
             lines.append(f"perturbation: {perturbation.summary()}")
-        lines.append(f"note: {JITTER_NOTE}")
-        return lines, command
+        # JITTER_NOTE is said once, in the summary.
+        return Failure(lines, command, str(run.seed), "seed")
 
     def notes(self, item: pytest.Item) -> tuple[set[str], str]:
         return set(), ""  # nothing is controlled, so nothing is said to be uncontrolled
@@ -480,8 +517,7 @@ class _Jitter:
                 f"{low:.0%}-{high:.0%}",
                 f"{upper_bound(k, n):.1%}",
             )
-        lines = _render(self.config, table, tallies)
-        lines += [f"replay: {c}" for _, t in _by_failures(tallies) for c in t.failed.values()]
+        lines = _render(self.config, table, tallies) + _replay_lines(tallies)
         return [*lines, f"note: {JITTER_NOTE}"]
 
 
@@ -558,7 +594,7 @@ class _Controlled:
         words = ["pytest", "--race-replay", format_schedule(schedule)]
         return shlex.join([*words, _node_words(self.config, test)])
 
-    def failure(self, item: pytest.Item, run: RaceRun) -> tuple[list[str], str]:
+    def failure(self, item: pytest.Item, run: RaceRun) -> Failure:
         loop = item.stash.get(LOOP_KEY, None)
         execution = loop.execution if loop is not None else Execution()
         schedule = schedule_of(execution.decisions)
@@ -577,7 +613,7 @@ class _Controlled:
                 "note: part of this run was not under racetape's control (see coverage): its"
                 " replay may differ there"
             )
-        return lines, command
+        return Failure(lines, command, format_schedule(schedule), "schedule")
 
     def notes(self, item: pytest.Item) -> tuple[set[str], str]:
         loop = item.stash.get(LOOP_KEY, None)
@@ -600,12 +636,22 @@ class _Controlled:
             if tally.notes:
                 covered += "; partly uncontrolled: " + ", ".join(sorted(tally.notes))
             table.add_row(Text(test), str(len(tally.runs)), str(len(tally.failed)), covered)
-        lines = _render(self.config, table, tallies)
-        for _, tally in _by_failures(tallies):
-            lines += [f"replay: {command}" for command in list(tally.failed.values())[:1]]
-            if len(tally.failed) > 1:
-                lines.append(f"  ... and {len(tally.failed) - 1} more failing runs of it")
-        return lines
+        return _render(self.config, table, tallies) + _replay_lines(tallies)
+
+
+def _replay_lines(tallies: Mapping[str, Tally]) -> list[str]:
+    """For each failing test: the command that replays its first failing run, and its other
+    failing runs' seeds or schedules on one line."""
+    lines: list[str] = []
+    for test, tally in _by_failures(tallies):
+        if not tally.failed:
+            continue
+        lines.append(f"replay: {next(iter(tally.failed.values()))}")
+        others = Counter(list(tally.labels.values())[1:])  # in order of first failure
+        if others:
+            listed = ", ".join(f"{o} ({n} runs)" if n > 1 else o for o, n in others.items())
+            lines.append(f"  other failing {tally.kind}s of {test}: {listed}")
+    return lines
 
 
 def _deviation_lines(deviations: list[Decision]) -> list[str]:
@@ -692,6 +738,7 @@ class RaceSession:
         self.replaying = replaying
         self.driver = driver
         self.tallies: dict[str, Tally] = {}
+        self.first_failures: dict[str, str] = {}  # test -> the node id of its first failed run
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -771,9 +818,21 @@ class RaceSession:
         if run is None:
             return report
         if report.failed:
-            lines, command = self.driver.failure(item, run)
-            report.sections.append(("racetape", "\n".join(lines)))
-            report.user_properties.append(("racetape_replay", command))
+            failure = self.driver.failure(item, run)
+            first = self.first_failures.setdefault(run.test, item.nodeid)
+            if first == item.nodeid:
+                report.sections.append(("racetape", "\n".join(failure.lines)))
+            else:
+                # One traceback and one report per test: its first failing run's.
+                report.longrepr = (
+                    f"racetape: failed too ({failure.kind} {failure.label}); {first} is this"
+                    " test's first failing run: its traceback and report are above"
+                )
+            report.user_properties += [
+                ("racetape_replay", failure.command),
+                ("racetape_label", failure.label),
+                ("racetape_kind", failure.kind),
+            ]
         if report.when == "call":
             uncontrolled, verdict = self.driver.notes(item)
             report.user_properties += [
@@ -794,7 +853,10 @@ class RaceSession:
             tally.runs.add(report.nodeid)
         if report.failed:
             command = props.get("racetape_replay")
-            tally.failed[report.nodeid] = command if isinstance(command, str) else "?"
+            tally.failed.setdefault(report.nodeid, command if isinstance(command, str) else "?")
+            label, kind = props.get("racetape_label"), props.get("racetape_kind")
+            tally.labels.setdefault(report.nodeid, label if isinstance(label, str) else "?")
+            tally.kind = kind if isinstance(kind, str) else tally.kind
         uncontrolled = props.get("racetape_uncontrolled")
         if isinstance(uncontrolled, list):
             tally.notes.update(str(u) for u in uncontrolled)
