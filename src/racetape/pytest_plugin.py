@@ -21,6 +21,9 @@ or a test marked ``@pytest.mark.race(runs=N)``, it registers one marker and the
   (``--race-keep-going``, jitter) is one line naming the first; the summary gives one replay
   command per test and its other failing seeds or schedules on one line; notes once.
   ``--race-stop-at-first`` stops a test's jitter runs at its first failure too.
+* ``--race-json PATH``: the session's race runs as one ``racetape.result/1`` document (a group
+  per raced test; see :mod:`racetape._result`), written atomically at the end by the process
+  that hears every report (xdist's controller; a worker never writes it).
 * ``--race-mode jitter``: each run runs on a :class:`PerturbingEventLoop` with the seeded
   perturbation of ``derive_seed(B, nodeid, i)`` (``B``: ``--race-base-seed``, default 0); real
   OS scheduling, so ``--race-seed S`` repeats the perturbation, not the interleaving.
@@ -50,7 +53,8 @@ import warnings
 import weakref
 from collections import Counter
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
@@ -74,6 +78,7 @@ from racetape._engine.perturb import (
 )
 from racetape._engine.schedule import Decision
 from racetape._engine.strategies import LOOP_STRATEGIES, STRATEGIES, Search, search_named
+from racetape._result import Tally
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -141,6 +146,13 @@ def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+def _json_path(text: str) -> Path:
+    path = Path(text)
+    if not text.strip() or path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file path; e.g. --race-json race.json")
+    return path
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("racetape", "racetape: race runs of asyncio tests, replayable")
     group.addoption(
@@ -205,6 +217,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="SECONDS",
         help=f"jitter: longest delay around a worker-thread job (default {DEFAULT_MAX_DELAY};"
         " ini: race_max_delay)",
+    )
+    group.addoption(
+        "--race-json",
+        type=_json_path,
+        metavar="PATH",
+        help="write the session's race runs here: a racetape.result document (a group per"
+        " raced test), for racetape report / report compare / report merge",
     )
     for name in INI_OPTIONS:
         flag = "--" + name.replace("_", "-")
@@ -274,8 +293,11 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     replaying = seed is not None or replay is not None
 
-    def start(marked_only: bool) -> RaceSession:
-        """The session, registered: at once for flags and ini, else at the first marked test."""
+    json_path: Path | None = config.getoption("race_json")
+
+    def start(marked_only: bool, *, register: bool = True) -> RaceSession:
+        """The session, registered: at once for flags and ini, else at the first marked test
+        (or, unregistered, at the end of a session that raced nothing, for --race-json)."""
         driver: _Driver
         if mode == "controlled":
             driver = _Controlled(
@@ -298,14 +320,17 @@ def pytest_configure(config: pytest.Config) -> None:
             replaying=replaying,
             driver=driver,
             warn_unused=runs is not None and not marked_only,
+            json_path=json_path,
+            settings={"mode": mode, "strategy": strategy, "base_seed": base_seed},
         )
-        config.pluginmanager.register(session, PLUGIN_NAME)
+        if register:
+            config.pluginmanager.register(session, PLUGIN_NAME)
         return session
 
     if runs is None and not replaying:
         # Off until a test asks for races with the marker: then on, before pytest-asyncio
         # parametrizes that test's loop (see _MarkerSwitch).
-        config.pluginmanager.register(_MarkerSwitch(lambda: start(True)), SWITCH_NAME)
+        config.pluginmanager.register(_MarkerSwitch(start), SWITCH_NAME)
         return
     _need_loop_factories(config)
     start(False)
@@ -328,19 +353,31 @@ class _MarkerSwitch:
     collected before the first marked one run on pytest-asyncio's loop as without racetape;
     those after it on asyncio's loop through racetape's factory."""
 
-    def __init__(self, start: Callable[[], RaceSession]) -> None:
+    def __init__(self, start: Callable[..., RaceSession]) -> None:
         self.start = start
+        self.session: RaceSession | None = None
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
-        config = metafunc.config
-        if config.pluginmanager.has_plugin(PLUGIN_NAME):
+        if self.session is not None:
             return
         test = metafunc.definition
         if not _is_asyncio_test(test, before_marking=True) or _runs_marked(test, 0) == 0:
             return
-        _need_loop_factories(config)
-        self.start()
+        _need_loop_factories(metafunc.config)
+        self.session = self.start(True)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # xdist's controller collects nothing: it first hears of a marked test here.
+        if self.session is not None:
+            return
+        if any(name == "racetape_test" for name, _ in report.user_properties):
+            self.session = self.start(True)
+            self.session.pytest_runtest_logreport(report)  # not among this call's hooks
+
+    def pytest_sessionfinish(self) -> None:
+        if self.session is None:
+            self.start(True, register=False).write_json()  # --race-json: nothing was raced
 
 
 @pytest.hookimpl(trylast=True)
@@ -381,16 +418,6 @@ class Failure:
     command: str  # replays the run
     label: str  # names the run among the test's failing runs: its seed or its schedule
     kind: str  # "seed" or "schedule"
-
-
-@dataclass
-class Tally:
-    runs: set[str] = field(default_factory=set)  # node ids that ran
-    failed: dict[str, str] = field(default_factory=dict)  # node id -> its replay command
-    labels: dict[str, str] = field(default_factory=dict)  # node id -> its seed or schedule
-    kind: str = "seed"
-    notes: set[str] = field(default_factory=set)  # what a run could not control
-    verdict: str = ""  # controlled: what the test's search covered
 
 
 RUN_KEY = pytest.StashKey[RaceRun]()
@@ -729,6 +756,8 @@ class RaceSession:
         replaying: bool,
         driver: _Driver,
         warn_unused: bool = False,
+        json_path: Path | None = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
         """``runs``: every async test's runs (a marker overrides it; 0: only marked tests are
         raced), None while replaying; ``warn_unused``: warn when no test is raced."""
@@ -739,6 +768,8 @@ class RaceSession:
         self.driver = driver
         self.tallies: dict[str, Tally] = {}
         self.first_failures: dict[str, str] = {}  # test -> the node id of its first failed run
+        self.json_path = json_path
+        self.settings = dict(settings or {})
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -783,7 +814,11 @@ class RaceSession:
             item.stash[RUN_KEY] = run
             raced += 1
             # On the report, so the summary (and junitxml, and xdist's controller) can see them.
-            item.user_properties += [("racetape_test", run.test), ("racetape_seed", run.seed)]
+            item.user_properties += [
+                ("racetape_test", run.test),
+                ("racetape_seed", run.seed),
+                ("racetape_run", run.index if run.index is not None else 0),
+            ]
         if self.warn_unused and not raced:
             warnings.warn(
                 pytest.PytestWarning(
@@ -829,6 +864,7 @@ class RaceSession:
                     " test's first failing run: its traceback and report are above"
                 )
             report.user_properties += [
+                ("racetape_report", failure.lines),
                 ("racetape_replay", failure.command),
                 ("racetape_label", failure.label),
                 ("racetape_kind", failure.kind),
@@ -850,8 +886,14 @@ class RaceSession:
             return
         tally = self.tallies.setdefault(test, Tally())
         if report.when == "call" or report.failed:
-            tally.runs.add(report.nodeid)
+            number = props.get("racetape_run")
+            tally.runs[report.nodeid] = number if isinstance(number, int) else 0
+        if report.when == "call":
+            tally.elapsed += report.duration
         if report.failed:
+            lines = props.get("racetape_report")
+            if isinstance(lines, list):
+                tally.reports.setdefault(report.nodeid, [str(line) for line in lines])
             command = props.get("racetape_replay")
             tally.failed.setdefault(report.nodeid, command if isinstance(command, str) else "?")
             label, kind = props.get("racetape_label"), props.get("racetape_kind")
@@ -864,9 +906,40 @@ class RaceSession:
         if isinstance(verdict, str) and verdict:
             tally.verdict = verdict
 
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        if not self.tallies:
+    def pytest_sessionfinish(self) -> None:
+        self.write_json()
+
+    def write_json(self) -> None:
+        """--race-json: the session's document, written by xdist's controller (which hears
+        every worker's reports), never by a worker; an unwritable path is one line on stderr."""
+        if self.json_path is None or hasattr(self.config, "workerinput"):
             return
-        terminalreporter.write_sep("=", "racetape race runs")
-        for line in self.driver.summary(self.tallies):
-            terminalreporter.write_line(line)
+        from racetape._result import result_document, write_json_atomic
+
+        mode = self.settings.get("mode", "controlled")
+        notes = sorted({note for tally in self.tallies.values() for note in tally.notes})
+        doc = result_document(
+            self.tallies,
+            command=shlex.join(["pytest", *self.config.invocation_params.args]),
+            mode=mode,
+            strategy="jitter" if mode == "jitter" else self.settings.get("strategy", "search"),
+            runs=self.runs,
+            base_seed=self.settings.get("base_seed", 0),
+            max_delay=getattr(self.driver, "max_delay", None),
+            notes=[*(f"uncontrolled: {n}" for n in notes), *([JITTER_NOTE] * (mode == "jitter"))],
+        )
+        try:
+            write_json_atomic(self.json_path, doc)
+        except OSError as exc:
+            self.config.get_terminal_writer().line(
+                f"racetape: --race-json {self.json_path}: cannot write: {exc.strerror or exc}",
+                red=True,
+            )
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if self.tallies:
+            terminalreporter.write_sep("=", "racetape race runs")
+            for line in self.driver.summary(self.tallies):
+                terminalreporter.write_line(line)
+        if self.json_path is not None and not hasattr(self.config, "workerinput"):
+            terminalreporter.write_line(f"racetape: race runs written to {self.json_path}")
