@@ -7,12 +7,7 @@ import re
 
 import pytest
 
-from racetape import _stats
 from racetape._engine.perturb import derive_seed
-
-# pytester restores sys.modules after each in-process session, and numpy (under the jitter
-# summary's intervals) cannot be imported twice in one process: imported here, it stays.
-assert _stats.__name__
 
 AUTO = """
 [pytest]
