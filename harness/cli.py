@@ -541,9 +541,13 @@ def _totals_line(doc: dict[str, Any]) -> str:
     groups, totals = doc["groups"], doc["totals"]
     elapsed = sum(g.get("elapsed_s") or 0 for g in groups)
     return (
-        f"totals: {len(groups)} groups, {totals['runs']} runs, {totals['strands']} stranded,"
-        f" {totals['hung']} hung, {elapsed:.1f} s"
+        f"totals: {_count(len(groups), 'group')}, {totals['runs']} runs,"
+        f" {totals['strands']} stranded, {totals['hung']} hung, {elapsed:.1f} s"
     )
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
 
 
 def _verdict(doc: dict[str, Any], code: int) -> str:
@@ -555,7 +559,8 @@ def _verdict(doc: dict[str, Any], code: int) -> str:
     why = "" if code else "; --no-fail"
     return (
         f"verdict: FAIL, {totals['strands']} of {totals['runs']} runs stranded and"
-        f" {totals['hung']} hung, in {len(bad)} of {len(doc['groups'])} groups (exit {code}{why})"
+        f" {totals['hung']} hung, in {len(bad)} of {_count(len(doc['groups']), 'group')}"
+        f" (exit {code}{why})"
     )
 
 

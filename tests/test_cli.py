@@ -70,10 +70,9 @@ def test_strands_fail_the_run_by_default_and_no_fail_asks_for_zero(
     strands = doc["totals"]["strands"]
     assert strands > 0
     lines = " ".join(capsys.readouterr().out.split())  # rich may wrap at the terminal's width
-    assert f"totals: 1 groups, 20 runs, {strands} stranded, 0 hung," in lines
-    assert (
-        f"verdict: FAIL, {strands} of 20 runs stranded and 0 hung, in 1 of 1 groups (exit 1)"
-        in (lines)
+    assert f"totals: 1 group, 20 runs, {strands} stranded, 0 hung," in lines
+    assert f"verdict: FAIL, {strands} of 20 runs stranded and 0 hung, in 1 of 1 group (exit 1)" in (
+        lines
     )
     assert run_cli(*common, "--no-fail") == 0
     assert "(exit 0; --no-fail)" in " ".join(capsys.readouterr().out.split())

@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pytest
 
 # Standard library only, so loading the plugin costs milliseconds; the old engine (for the
-# fixture) and scipy and rich (for the summary) are imported when used.
+# fixture), rich and the statistics (for the summary) are imported when used.
 from racetape._engine.deviations import (
     Deviations,
     Schedule,
