@@ -71,7 +71,10 @@ def test_race_json_is_a_result_that_reports_render_and_compare_judges(
     ) == 0  # fmt: skip
     assert BUGGY in markdown.read_text()
     assert BUGGY in html.read_text()
-    assert 'failures="1"' in junit.read_text()
+    xml = junit.read_text()
+    assert 'failures="1"' in xml
+    assert f"replay: {replay}" in xml  # the failure's text: the first failing run's report
+    assert '"None"' not in xml  # settings a pytest session has not (budget_s) are left out
 
     after = tmp_path / "out" / "after.json"
     assert raced(pytester, after, fixed=True).parseoutcomes().get("failed", 0) == 0
@@ -114,3 +117,39 @@ def test_an_xdist_worker_writes_no_race_json(pytester: pytest.Pytester, tmp_path
     )
     result.assert_outcomes(passed=1, skipped=1)
     assert not out.exists()
+
+
+CONTROLLER = """
+import pytest
+
+PROPS = [
+    ("racetape_test", "t.py::test_x"), ("racetape_seed", 1), ("racetape_run", 2),
+    ("racetape_report", ["run 2 of t.py::test_x failed"]),
+    ("racetape_replay", "pytest --race-replay 3.1 t.py::test_x"),
+    ("racetape_label", "3.1"), ("racetape_kind", "schedule"),
+]
+
+
+def pytest_collection_finish(session):
+    # What xdist's controller gets: a worker's report of a marked test's failing run, for a
+    # test the controller itself never collected.
+    report = pytest.TestReport(
+        "t.py::test_x[race2]", ("t.py", 0, "test_x"), {}, "failed", "boom", "call",
+        user_properties=PROPS,
+    )
+    session.config.hook.pytest_runtest_logreport(report=report)
+"""
+
+
+def test_a_controller_that_collects_no_marked_test_still_tallies_its_workers_reports(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    pytester.makeini(AUTO)
+    pytester.makeconftest(CONTROLLER)
+    pytester.makepyfile(test_plain="def test_sync():\n    pass\n")
+    out = tmp_path / "race.json"
+    result = pytester.runpytest("-p", "no:cacheprovider", "--race-json", str(out))
+    result.stdout.fnmatch_lines(["*racetape race runs*", "replay: pytest --race-replay 3.1 t.py*"])
+    (group,) = load_result(out)["groups"]
+    assert (group["scenario"], group["runs"], group["strands"]) == ("t.py::test_x", 1, 1)
+    assert group["pytest"]["first_failure"]["schedule"] == "3.1"
