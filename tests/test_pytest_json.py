@@ -70,7 +70,11 @@ def test_race_json_is_a_result_that_reports_render_and_compare_judges(
          "--markdown", str(markdown)]
     ) == 0  # fmt: skip
     assert BUGGY in markdown.read_text()
-    assert BUGGY in html.read_text()
+    page = html.read_text()
+    assert BUGGY in page
+    assert f"<code>{replay}</code>" in page  # the groups table's replay column
+    assert re.search(rf'id="banner" class="banner fail">FAIL: {failed} of \d+ runs', page)
+    assert replay in markdown.read_text()
     xml = junit.read_text()
     assert 'failures="1"' in xml
     assert f"replay: {replay}" in xml  # the failure's text: the first failing run's report
@@ -85,6 +89,8 @@ def test_race_json_is_a_result_that_reports_render_and_compare_judges(
         if p.any_side["scenario"] == BUGGY
     ]
     assert pair.verdict == "better"
+    assert racetape(["report", str(after), "--html", str(html)]) == 0
+    assert 'class="banner pass">PASS: no run of' in html.read_text()
     assert racetape(["report", "compare", str(after), str(before)]) == 1  # worse
     merged = tmp_path / "merged.json"
     assert racetape(["report", "merge", str(before), "--json", str(merged)]) == 0
