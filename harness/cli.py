@@ -531,8 +531,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return code
     failed = bool(doc["totals"]["strands"] or doc["totals"]["hung"])
     code = 1 if failed and not args.no_fail else 0
-    display.console().print(_totals_line(doc))
-    display.console().print(_verdict(doc, code))
+    display.console().print(_totals_line(doc), soft_wrap=True)
+    display.console().print(_verdict(doc, code), soft_wrap=True)
     return code
 
 
@@ -651,11 +651,14 @@ def _print_result(doc: dict[str, Any], written: str) -> None:
     out.print(display.summary_table(doc))
     for note in doc["notes"]:
         out.print(f"[yellow]note:[/] {note}")
-    out.print(written)
+    # Paths and commands are printed unbroken (soft_wrap), at any width: a reader pastes them.
+    out.print(written, soft_wrap=True, markup=False)
     for group in doc["groups"]:
         for trace in group["traces"][:1]:
             out.print(
-                f"replay the first failing run of {group['scenario']}: {replay_command(trace)}"
+                f"replay the first failing run of {group['scenario']}: {replay_command(trace)}",
+                soft_wrap=True,
+                markup=False,
             )
 
 
@@ -668,7 +671,11 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
         write_text_atomic(args.emit_test, source)
         out = display.console()
         out.print(f"regression test: {args.emit_test}")
-        out.print(f"run it: python -m pytest {shlex.quote(str(args.emit_test))}")
+        out.print(
+            f"run it: python -m pytest {shlex.quote(str(args.emit_test))}",
+            soft_wrap=True,
+            markup=False,
+        )
         return 0
     trace = load_trace(args.trace)
     adapter = args.adapter or trace.adapter
@@ -829,7 +836,11 @@ def _shrink(args: argparse.Namespace, argv: Sequence[str]) -> int:
     write_json_atomic(out_path, shrunk.document())
     out = display.console()
     display.print_shrunk(shrunk, out)
-    out.print(f"shrunk trace: {out_path}; run it again: racetape replay {out_path}")
+    out.print(
+        f"shrunk trace: {out_path}; run it again: racetape replay {out_path}",
+        soft_wrap=True,
+        markup=False,
+    )
     return 0
 
 

@@ -62,14 +62,20 @@ def test_run_writes_the_result_document_and_traces(tmp_path: Path) -> None:
 def test_strands_fail_the_run_by_default_and_no_fail_asks_for_zero(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    traces = tmp_path / ("a-folder-whose-name-is-long-enough-to-wrap-at-any-width" * 3)
     common: list[str | Path] = ["run", "--scenario", "late-progress", "--fault",
         "no-terminal-guard", "--runs", "20", "--json", tmp_path / "r.json",
-        "--traces", tmp_path / "traces"]  # fmt: skip
+        "--traces", traces]  # fmt: skip
     assert run_cli(*common) == 1
     doc = load(tmp_path / "r.json")
     strands = doc["totals"]["strands"]
     assert strands > 0
-    lines = " ".join(capsys.readouterr().out.split())  # rich may wrap at the terminal's width
+    printed = capsys.readouterr().out
+    trace = doc["groups"][0]["traces"][0]
+    assert any(line.endswith(f": racetape replay {trace}") for line in printed.splitlines()), (
+        "the replay command is printed on one line, however long its path"
+    )
+    lines = " ".join(printed.split())
     assert f"totals: 1 group, 20 runs, {strands} stranded, 0 hung," in lines
     assert f"verdict: FAIL, {strands} of 20 runs stranded and 0 hung, in 1 of 1 group (exit 1)" in (
         lines
