@@ -1,7 +1,7 @@
 """``racetape``: the command line, a thin layer over the library (runner, replay, scenarios).
 
-Exit codes: 0 done (no strand, or strands without ``--fail-on-strand``); 1 a strand or hang
-with ``--fail-on-strand``, or a replay that strands; 2 a usage or input error, always one line
+Exit codes: 0 done (no strand, or strands with ``run --no-fail``); 1 a strand or hang (unless
+``--no-fail``), or a replay that strands; 2 a usage or input error, always one line
 on stderr; 3 the environment failed mid-run: a database became unreachable, or a worker
 process died (what finished is written); 128 + N stopped
 by signal N (SIGINT 130, SIGTERM 143, SIGHUP 129; what finished is
@@ -211,18 +211,32 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where the first failing runs of each group are written",
     )
-    run.add_argument(
-        "--fail-on-strand", action="store_true", help="exit 1 if any run strands or hangs"
+    failing = run.add_mutually_exclusive_group()
+    failing.add_argument(
+        "--fail-on-strand",
+        action="store_true",
+        help="exit 1 if any run strands or hangs: the default (kept for old command lines)",
+    )
+    failing.add_argument(
+        "--no-fail",
+        action="store_true",
+        help="exit 0 even if runs strand or hang (the result and the verdict still say so)",
     )
     run.add_argument(
-        "--pct-depth", type=_positive(int, "--pct-depth", limits.MAX_PCT_DEPTH), default=3
+        "--pct-depth",
+        type=_positive(int, "--pct-depth", limits.MAX_PCT_DEPTH),
+        default=3,
+        metavar="D",
+        help="pct: the bug depth it aims at (depth - 1 random priority drops per run); default 3",
     )
     run.set_defaults(handler=_run)
 
     rep = commands.add_parser("replay", help="re-run one recorded run and show its timeline")
-    rep.add_argument("trace", type=_path, metavar="TRACE")
+    rep.add_argument("trace", type=_path, metavar="TRACE", help="a trace a run wrote (--traces)")
     rep.add_argument("--adapter", choices=ADAPTERS, help="replay on this adapter instead")
-    rep.add_argument("--pg-dsn", metavar="DSN")
+    rep.add_argument(
+        "--pg-dsn", metavar="DSN", help="Postgres DSN; default RACETAPE_PG_DSN or local"
+    )
     rep.add_argument(
         "--emit-test",
         type=_path,
@@ -258,14 +272,32 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME|none",
         help="repeat; default: every fault and none",
     )
-    mat.add_argument("--seeds", type=_positive(int, "--seeds", limits.MAX_SEEDS), default=20)
+    mat.add_argument(
+        "--seeds",
+        type=_positive(int, "--seeds", limits.MAX_SEEDS),
+        default=20,
+        help="seeds per cell, each a run of --runs; default 20",
+    )
     mat.add_argument(
         "--runs", type=_positive(int, "--runs", limits.MAX_RUNS), default=10, help="runs per seed"
     )
-    mat.add_argument("--workers", type=_positive(int, "--workers", limits.MAX_WORKERS), default=1)
-    mat.add_argument("--json", type=_path, default=Path("reports/matrix.json"), metavar="PATH")
+    mat.add_argument(
+        "--workers",
+        type=_positive(int, "--workers", limits.MAX_WORKERS),
+        default=1,
+        help="worker processes; default 1",
+    )
+    mat.add_argument(
+        "--json",
+        type=_path,
+        default=Path("reports/matrix.json"),
+        metavar="PATH",
+        help="the matrix document; default reports/matrix.json",
+    )
     mat.add_argument("--markdown", type=_path, metavar="PATH", help="also write the matrix here")
-    mat.add_argument("--pg-dsn", metavar="DSN")
+    mat.add_argument(
+        "--pg-dsn", metavar="DSN", help="Postgres DSN; default RACETAPE_PG_DSN or local"
+    )
     mat.set_defaults(handler=_matrix)
 
     ben = commands.add_parser("bench", help="controlled vs jitter vs the floor vs the naive loop")
@@ -293,20 +325,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="also run a stress-shaped job of N runs: each scenario's first vs last 1,000 runs/s",
     )
-    ben.add_argument("--json", type=_path, default=Path("reports/bench.json"), metavar="PATH")
-    ben.add_argument("--pg-dsn", metavar="DSN")
+    ben.add_argument(
+        "--json",
+        type=_path,
+        default=Path("reports/bench.json"),
+        metavar="PATH",
+        help="the benchmark document; default reports/bench.json",
+    )
+    ben.add_argument(
+        "--pg-dsn", metavar="DSN", help="Postgres DSN; default RACETAPE_PG_DSN or local"
+    )
     ben.set_defaults(handler=_bench)
 
     shr = commands.add_parser(
         "shrink", help="minimise a failing controlled trace with Hypothesis (same strands)"
     )
-    shr.add_argument("trace", type=_path, metavar="TRACE")
+    shr.add_argument("trace", type=_path, metavar="TRACE", help="a failing run's trace")
     shr.add_argument(
         "--out", type=_path, metavar="PATH", help="shrunk trace; default TRACE with .shrunk.json"
     )
     shr.add_argument("--adapter", choices=ADAPTERS, help="shrink on this adapter instead")
     shr.add_argument("--seed", type=int, default=0, help="Hypothesis's seed; default 0")
-    shr.add_argument("--pg-dsn", metavar="DSN")
+    shr.add_argument(
+        "--pg-dsn", metavar="DSN", help="Postgres DSN; default RACETAPE_PG_DSN or local"
+    )
     shr.set_defaults(handler=_shrink)
 
     exp = commands.add_parser(
@@ -344,7 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"Hypothesis example database, failures tried first next time; default {DEFAULT_DB}",
     )
     exp.add_argument("--no-db", action="store_true", help="keep no examples between runs")
-    exp.add_argument("--pg-dsn", metavar="DSN")
+    exp.add_argument(
+        "--pg-dsn", metavar="DSN", help="Postgres DSN; default RACETAPE_PG_DSN or local"
+    )
     exp.add_argument(
         "--settle-timeout",
         type=_positive(float, "--settle-timeout", limits.MAX_SECONDS),
@@ -402,7 +446,12 @@ def _add_report(commands: Any) -> None:
         dest="report_command", required=True, metavar="render|compare|merge"
     )
     render = reports.add_parser("render", help="Markdown, HTML and JUnit from one result")
-    render.add_argument("result", type=_path, metavar="RESULT.json")
+    render.add_argument(
+        "result",
+        type=_path,
+        metavar="RESULT.json",
+        help="a result (run, merge, pytest --race-json)",
+    )
     render.add_argument("--html", type=_path, metavar="PATH", help="self-contained HTML page")
     render.add_argument(
         "--markdown", type=_path, metavar="PATH", help="Markdown (PR comment, step summary)"
@@ -417,12 +466,14 @@ def _add_report(commands: Any) -> None:
     )
     render.set_defaults(handler=_report_render)
     compare = reports.add_parser("compare", help="before vs after, with verdicts; 1 if worse")
-    compare.add_argument("before", type=_path, metavar="BEFORE.json")
-    compare.add_argument("after", type=_path, metavar="AFTER.json")
+    compare.add_argument("before", type=_path, metavar="BEFORE.json", help="the result before")
+    compare.add_argument("after", type=_path, metavar="AFTER.json", help="the result after")
     compare.add_argument("--markdown", type=_path, metavar="PATH", help="also write Markdown")
     compare.set_defaults(handler=_report_compare)
     merge = reports.add_parser("merge", help="join shard results into one document")
-    merge.add_argument("shards", type=_path, nargs="+", metavar="SHARD.json")
+    merge.add_argument(
+        "shards", type=_path, nargs="+", metavar="SHARD.json", help="the results to join"
+    )
     merge.add_argument(
         "--json",
         type=_path,
@@ -478,8 +529,39 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return _stopped(f"wrote the {doc['totals']['runs']} runs that finished")
     if code := _lost_database(doc):
         return code
-    failed = doc["totals"]["strands"] or doc["totals"]["hung"]
-    return 1 if failed and args.fail_on_strand else 0
+    failed = bool(doc["totals"]["strands"] or doc["totals"]["hung"])
+    code = 1 if failed and not args.no_fail else 0
+    display.console().print(_totals_line(doc), soft_wrap=True)
+    display.console().print(_verdict(doc, code), soft_wrap=True)
+    return code
+
+
+def _totals_line(doc: dict[str, Any]) -> str:
+    """``totals: 3 groups, 600 runs, 17 stranded, 0 hung, 4.2 s``."""
+    groups, totals = doc["groups"], doc["totals"]
+    elapsed = sum(g.get("elapsed_s") or 0 for g in groups)
+    return (
+        f"totals: {_count(len(groups), 'group')}, {totals['runs']} runs,"
+        f" {totals['strands']} stranded, {totals['hung']} hung, {elapsed:.1f} s"
+    )
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
+
+
+def _verdict(doc: dict[str, Any], code: int) -> str:
+    """One line: did any run strand or hang, and what the exit code is."""
+    totals = doc["totals"]
+    if not totals["strands"] and not totals["hung"]:
+        return f"verdict: PASS, no run of {totals['runs']} stranded or hung (exit 0)"
+    bad = [g for g in doc["groups"] if g["strands"] or g["hung"]]
+    why = "" if code else "; --no-fail"
+    return (
+        f"verdict: FAIL, {totals['strands']} of {totals['runs']} runs stranded and"
+        f" {totals['hung']} hung, in {len(bad)} of {_count(len(doc['groups']), 'group')}"
+        f" (exit {code}{why})"
+    )
 
 
 def _settings(args: argparse.Namespace, **fields: Any) -> Settings:
@@ -569,11 +651,14 @@ def _print_result(doc: dict[str, Any], written: str) -> None:
     out.print(display.summary_table(doc))
     for note in doc["notes"]:
         out.print(f"[yellow]note:[/] {note}")
-    out.print(written)
+    # Paths and commands are printed unbroken (soft_wrap), at any width: a reader pastes them.
+    out.print(written, soft_wrap=True, markup=False)
     for group in doc["groups"]:
         for trace in group["traces"][:1]:
             out.print(
-                f"replay the first failing run of {group['scenario']}: {replay_command(trace)}"
+                f"replay the first failing run of {group['scenario']}: {replay_command(trace)}",
+                soft_wrap=True,
+                markup=False,
             )
 
 
@@ -586,7 +671,11 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
         write_text_atomic(args.emit_test, source)
         out = display.console()
         out.print(f"regression test: {args.emit_test}")
-        out.print(f"run it: python -m pytest {shlex.quote(str(args.emit_test))}")
+        out.print(
+            f"run it: python -m pytest {shlex.quote(str(args.emit_test))}",
+            soft_wrap=True,
+            markup=False,
+        )
         return 0
     trace = load_trace(args.trace)
     adapter = args.adapter or trace.adapter
@@ -681,8 +770,9 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
-# The report commands import harness.report where they run: it loads matplotlib and
-# scipy.stats, seconds that every other command (racetape run in a CI loop) should not pay.
+# The report commands import harness.report where they run: it loads matplotlib and jinja2
+# (the 'report' extra), seconds that every other command (racetape run in a CI loop) should
+# not pay, and packages a plain install does not have.
 
 
 def _report_render(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -746,7 +836,11 @@ def _shrink(args: argparse.Namespace, argv: Sequence[str]) -> int:
     write_json_atomic(out_path, shrunk.document())
     out = display.console()
     display.print_shrunk(shrunk, out)
-    out.print(f"shrunk trace: {out_path}; run it again: racetape replay {out_path}")
+    out.print(
+        f"shrunk trace: {out_path}; run it again: racetape replay {out_path}",
+        soft_wrap=True,
+        markup=False,
+    )
     return 0
 
 

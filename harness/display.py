@@ -24,7 +24,7 @@ from racetape._engine.schedule import Decision
 from reftask.faults import fault_set_label
 
 if TYPE_CHECKING:
-    from harness.report.compare import Comparison  # loads scipy.stats: only when comparing
+    from harness.report.compare import Comparison  # harness.report: only when comparing
 
 COMMIT_POINTS = {"append.done", "status.committed", "create.done"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from harness.cli import main
+from harness.cli import build_parser, main
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -56,6 +57,48 @@ def test_run_writes_the_result_document_and_traces(tmp_path: Path) -> None:
     assert sum(group["windows"].values()) == 20
     assert 1 <= len(group["traces"]) <= 5
     assert all(Path(t).is_file() for t in group["traces"])
+
+
+def test_strands_fail_the_run_by_default_and_no_fail_asks_for_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    traces = tmp_path / ("a-folder-whose-name-is-long-enough-to-wrap-at-any-width" * 3)
+    common: list[str | Path] = ["run", "--scenario", "late-progress", "--fault",
+        "no-terminal-guard", "--runs", "20", "--json", tmp_path / "r.json",
+        "--traces", traces]  # fmt: skip
+    assert run_cli(*common) == 1
+    doc = load(tmp_path / "r.json")
+    strands = doc["totals"]["strands"]
+    assert strands > 0
+    printed = capsys.readouterr().out
+    trace = doc["groups"][0]["traces"][0]
+    assert any(line.endswith(f": racetape replay {trace}") for line in printed.splitlines()), (
+        "the replay command is printed on one line, however long its path"
+    )
+    lines = " ".join(printed.split())
+    assert f"totals: 1 group, 20 runs, {strands} stranded, 0 hung," in lines
+    assert f"verdict: FAIL, {strands} of 20 runs stranded and 0 hung, in 1 of 1 group (exit 1)" in (
+        lines
+    )
+    assert run_cli(*common, "--no-fail") == 0
+    assert "(exit 0; --no-fail)" in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(SystemExit) as refused:  # one or the other
+        main(["run", "--fail-on-strand", "--no-fail"])
+    assert refused.value.code == 2
+
+
+def test_every_flag_of_every_command_has_help() -> None:
+    def missing(parser: argparse.ArgumentParser, path: str) -> list[str]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found += missing(sub, f"{path} {name}")
+            elif not action.help and not isinstance(action, argparse._HelpAction):
+                found.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+        return found
+
+    assert missing(build_parser(), "racetape") == []
 
 
 def test_no_strand_exits_zero_even_with_fail_on_strand(tmp_path: Path) -> None:

@@ -39,8 +39,9 @@ def test_a_registered_command_gets_the_whole_command_line(
 
 
 def test_version_help_and_bad_commands(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["version"]) == 0
-    assert capsys.readouterr().out == f"racetape {version('racetape')}\n"
+    for asked in ("version", "--version"):
+        assert cli.main([asked]) == 0
+        assert capsys.readouterr().out == f"racetape {version('racetape')}\n"
     assert cli.main(["--help"]) == 0
     assert "commands: bench, explore, list" in capsys.readouterr().out
     for argv, problem in (([], "a command is required"), (["nope"], "unknown command 'nope'")):

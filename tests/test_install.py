@@ -84,3 +84,64 @@ def test_a_plain_install_runs_the_catalog_from_an_empty_folder(tmp_path: Path) -
     assert '"runs": 50' in result
     assert sorted(p.name for p in empty.iterdir()) == ["reports"]  # nothing else written
     assert sys.prefix != str(home)
+
+
+HEAVY = ("matplotlib", "scipy", "numpy", "jinja2", "asyncpg", "aiosqlite")
+RACED = """
+import asyncio
+
+import pytest
+
+
+@pytest.mark.race(runs=3)
+async def test_to_thread_race():
+    events = []
+    task = asyncio.create_task(asyncio.to_thread(events.append, "write"))
+    await asyncio.sleep(0)
+    events.append("final")
+    await task
+    assert events[-1] == "final", events
+"""
+
+
+def test_the_library_and_its_plugin_load_none_of_the_extras() -> None:
+    """A plain install has none of the extras ('harness': the stores' drivers; 'report': the
+    HTML page's): importing racetape and its pytest plugin must not need them."""
+    probe = (
+        "import sys, racetape, racetape.pytest_plugin, racetape._stats, racetape._result;"
+        f" print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert loaded.stdout.strip() == "[]"
+
+
+def test_the_plugin_races_a_test_without_the_extras_and_the_cli_names_the_missing_one(
+    tmp_path: Path,
+) -> None:
+    """The extras' packages made unimportable (None in sys.modules): the plugin still finds a
+    race under both modes, and a harness command says which extra to install, in one line."""
+    (tmp_path / "test_race.py").write_text(RACED)
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+    )
+    block = f"import sys; sys.modules.update(dict.fromkeys({HEAVY!r}));"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for extra in ([], ["--race-mode", "jitter", "--race-runs", "30"]):
+        ran = subprocess.run(
+            [sys.executable, "-c", f"{block} import pytest; sys.exit(pytest.main(sys.argv[1:]))",
+             "-p", "no:cacheprovider", "-q", *extra],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert ran.returncode == 1, ran.stdout + ran.stderr
+        assert "racetape race runs" in ran.stdout
+        assert "Traceback" not in ran.stderr
+    cli = subprocess.run(
+        [sys.executable, "-c", f"{block} from racetape.cli import main; sys.exit(main(['list']))"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert cli.returncode == 2
+    assert cli.stderr.strip().splitlines() == [
+        "racetape list: needs asyncpg, from the 'harness' extra: pip install 'racetape[harness]'"
+    ]

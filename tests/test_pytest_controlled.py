@@ -129,3 +129,30 @@ def test_racetape_strategies_come_from_one_registry(pytester: pytest.Pytester) -
     bad = pytester.runpytest("-p", "no:cacheprovider", "--race-runs", "2", "--race-strategy", "x")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["*--race-strategy: invalid choice: 'x'*"])
+
+
+def test_a_test_failing_many_runs_prints_one_traceback_one_report_and_one_replay(
+    pytester: pytest.Pytester,
+) -> None:
+    """Under --race-keep-going the buggy test fails several of its 60 runs; the FAILURES section
+    holds one traceback (one exception line ends each) and one racetape section, the first
+    failing run's; each later failing run is one line naming the first; the summary gives one
+    replay command and the other failing schedules on one line."""
+    project(pytester, test_example="tape_sqlite.py")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--race-runs", "60", "--race-keep-going")
+    failed = result.parseoutcomes()["failed"]
+    assert failed > 1
+    out = result.stdout.str()
+    failures = out.split("= FAILURES =")[1].split("= racetape race runs =")[0]
+    assert len(re.findall(r"^\S+\.py:\d+: \w+Error$", failures, re.MULTILINE)) == 1, failures
+    assert failures.count("- racetape -") == 1
+    assert failures.count("replay it, exactly, with:") == 1
+    assert failures.count("racetape: failed too (schedule ") == failed - 1
+    assert len(replays(result)) == 1
+    (others,) = [line for line in result.outlines if "other failing schedules of" in line]
+    counted = [
+        int(n[0]) if n else 1
+        for label in others.split(": ", 1)[1].split(", ")
+        for n in [re.findall(r"\((\d+) runs\)", label)]
+    ]
+    assert sum(counted) == failed - 1

@@ -15,7 +15,7 @@ from pathlib import Path
 import hypothesis
 import pytest
 
-from racetape._engine.perturb import derive_seed
+from racetape._engine.perturb import Perturbation, derive_seed
 from racetape._stats import interval, upper_bound
 
 # pytester restores sys.modules after every in-process session: Hypothesis, imported here,
@@ -170,8 +170,12 @@ def test_a_failure_prints_its_seed_and_the_command_that_replays_it(
     nodeid = "test_odd.py::test_even_seeds_only"
     commands = [line.removeprefix("replay: ") for line in result.outlines if "replay: " in line]
     assert commands == [
-        shlex.join(["pytest", "--race-mode", "jitter", "--race-seed", str(s), nodeid]) for s in odd
+        shlex.join(["pytest", "--race-mode", "jitter", "--race-seed", str(odd[0]), nodeid])
     ]
+    others = [line for line in result.outlines if "other failing seeds" in line]
+    assert others == [f"  other failing seeds of {nodeid}: {', '.join(map(str, odd[1:]))}"] * (
+        len(odd) > 1
+    )
     result.stdout.fnmatch_lines(
         [
             "*- racetape -*",
@@ -182,6 +186,13 @@ def test_a_failure_prints_its_seed_and_the_command_that_replays_it(
     )
     k = len(odd)
     result.stdout.fnmatch_lines([f"{nodeid} *8 *{k} *{k / 8:.0%} *{upper_bound(k, 8):.1%}"])
+
+    stopping = pytester.runpytest(
+        "-p", "no:cacheprovider", "--race-mode", "jitter", "--race-runs", "8",
+        "--race-stop-at-first",
+    )  # fmt: skip
+    first = seeds.index(odd[0])
+    stopping.assert_outcomes(passed=first, failed=1, skipped=8 - first - 1)
 
     replay = pytester.runpytest("-p", "no:cacheprovider", "-s", *shlex.split(commands[0])[1:])
     replay.assert_outcomes(failed=1)
@@ -231,8 +242,8 @@ def test_the_marker_sets_a_tests_runs_and_zero_leaves_it_alone(pytester: pytest.
     replay.assert_outcomes(passed=3)
 
     plain = pytester.runpytest("-p", "no:cacheprovider", "--strict-markers", "--collect-only")
-    assert plain.ret == pytest.ExitCode.OK  # off, the marker is still known
-    plain.stdout.fnmatch_lines(["*3 tests collected*"])
+    assert plain.ret == pytest.ExitCode.OK  # the marker is known
+    plain.stdout.fnmatch_lines(["*4 tests collected*"])  # and races test_two on its own
 
 
 def test_a_bad_marker_is_an_error_naming_the_test_and_the_fix(pytester: pytest.Pytester) -> None:
@@ -395,18 +406,27 @@ def test_the_late_write_passes_plainly_fails_under_race_runs_and_replays_from_it
     test = f"{EXAMPLE}::test_final_stays_last"
     assert re.search(rf"^{re.escape(test)}_with_guard +50 +0 ", raced.stdout, re.MULTILINE)
 
-    # Each failure's section: its seed and the delays racetape gave the worker-thread write.
+    # One section, the first failure's: its seed and the delays racetape gave the worker-thread
+    # write; the other failing runs' seeds on one line.
     sections = re.findall(
         r"seed (\d+); replay it with:\n  (.+)\nperturbation: seed \1: 1 worker-thread jobs"
         r" delayed \(ms before start/before hand-back: ([\d.]+)/([\d.]+)\)",
         raced.stdout,
     )
-    assert len(sections) == len(failed)
-    # Replay the failure with the widest margin over the test's 10 ms wait, exactly as printed.
-    # (Other failures may have smaller delays: on a loaded machine the OS adds its own.)
-    seed, command, before, after = max(sections, key=lambda s: float(s[2]))
+    assert len(sections) == 1, raced.stdout
+    other = re.search(rf"^  other failing seeds of {re.escape(test)}: (.+)$", raced.stdout, re.M)
+    listed = other[1].split(", ") if other else []
+    seeds = [int(sections[0][0]), *(int(s) for s in listed)]
+    assert len(seeds) == len(failed)
+    # Replay the failure with the widest margin over the test's 10 ms wait, exactly as the
+    # command a failure prints. (Other failures may have smaller delays: on a loaded machine
+    # the OS adds its own.) A seed's delays are its Perturbation's first draw.
+    delays = {s: Perturbation(s).job_delays() for s in seeds}
+    seed = max(seeds, key=lambda s: delays[s][0])
+    before, after = (f"{d * 1e3:.1f}" for d in delays[seed])
     assert float(before) > 10, "the worker-thread write was delayed past the test's wait"
-    assert command == f"pytest --race-mode jitter --race-seed {seed} {test}"
+    command = f"pytest --race-mode jitter --race-seed {seed} {test}"
+    assert sections[0][1] == command.replace(str(seed), sections[0][0])
     replay = pytest_in_root(*shlex.split(command)[1:])
     assert replay.returncode == 1, replay.stdout
     assert "an event landed after final: ['started', 'final', 'progress']" in replay.stdout

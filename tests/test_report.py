@@ -181,7 +181,7 @@ def _cli_run(out: Path, *faults: str, runs: int = 40) -> None:
         ["run", "--scenario", "late-progress", *fault_flags, "--runs", str(runs),
          "--json", str(out), "--traces", str(out.parent / "traces")]
     )  # fmt: skip
-    assert code == 0
+    assert code == (1 if faults else 0)  # a fault strands runs, and strands fail the run
 
 
 def test_compare_fault_on_then_off_says_better_with_the_numbers(

@@ -41,6 +41,11 @@ def _failure_text(f: GroupFigures, base: Path | None) -> tuple[str, str]:
     if f.first_trace:
         body += _violations(f.first_trace, base)
         body.append(f"replay: {f.replay}")
+    elif isinstance(pytest_part := group.get("pytest"), dict) and pytest_part.get("replay"):
+        # a raced pytest test (pytest --race-json): its first failing run's report and replay
+        first = pytest_part.get("first_failure") or {}
+        body += [str(line) for line in first.get("report") or []]
+        body.append(f"replay: {pytest_part['replay']}")
     else:
         body.append("no trace was kept for this group")
     body += [f"problem: {p}" for p in group.get("problems", [])]
@@ -69,7 +74,8 @@ def render_junit(doc: dict[str, Any], base: Path | None = None) -> str:
     properties = ET.SubElement(suite, "properties")
     settings = doc.get("settings", {})
     for name, value in [("command", doc.get("command", "")), *sorted(settings.items())]:
-        ET.SubElement(properties, "property", name=str(name), value=str(value))
+        if value is not None:  # a setting not set is left out, never written as "None"
+            ET.SubElement(properties, "property", name=str(name), value=str(value))
     for f in groups:
         group = f.group
         case = ET.SubElement(

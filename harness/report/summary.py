@@ -62,8 +62,13 @@ class GroupFigures:
 
     @property
     def replay(self) -> str | None:
-        """The command that replays the group's first failing run, if a trace was kept."""
-        return replay_command(self.first_trace) if self.first_trace else None
+        """The command that replays the group's first failing run: its trace's, if a trace was
+        kept; a raced pytest test's (``pytest --race-json``) its printed replay command."""
+        if self.first_trace:
+            return replay_command(self.first_trace)
+        raced = self.group.get("pytest")
+        replay = raced.get("replay") if isinstance(raced, dict) else None
+        return replay if isinstance(replay, str) else None
 
     @property
     def kinds(self) -> str:

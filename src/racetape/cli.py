@@ -6,7 +6,8 @@ A provider is any installed distribution with entries in the entry-point group
 and parses it itself. The reference harness registers ``run``, ``replay``, ``report``, ...
 (see ``pyproject.toml``). racetape itself knows only ``version`` and the help; it never imports
 a provider until its command is asked for, so the library stands alone and a provider can be
-installed, or not, without racetape knowing its name.
+installed, or not, without racetape knowing its name. A command that needs a package of an
+extra not installed (``racetape[harness]``, ``racetape[report]``) says so in one line, exit 2.
 """
 
 from __future__ import annotations
@@ -17,6 +18,14 @@ from importlib.metadata import entry_points, version
 from typing import cast
 
 GROUP = "racetape.commands"
+
+# The packages an extra brings (pyproject.toml), for the one line a command prints without it.
+EXTRA_OF = {
+    "aiosqlite": "harness",
+    "asyncpg": "harness",
+    "jinja2": "report",
+    "matplotlib": "report",
+}
 
 Command = Callable[[list[str]], int]
 
@@ -44,7 +53,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     registered = commands()
     name = args[0] if args else None
     if name is not None and name in registered:
-        return _load(name)(args)
+        try:
+            return _load(name)(args)
+        except ModuleNotFoundError as exc:
+            root = (exc.name or "").partition(".")[0]
+            if root not in EXTRA_OF:
+                raise
+            extra = EXTRA_OF[root]
+            print(
+                f"racetape {name}: needs {root}, from the {extra!r} extra: pip install"
+                f" 'racetape[{extra}]'",
+                file=sys.stderr,
+            )
+            return 2
     if name in ("version", "--version"):
         print(f"racetape {version('racetape')}")
         return 0

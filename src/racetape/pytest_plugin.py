@@ -1,8 +1,9 @@
 """racetape's pytest plugin: run a project's own asyncio tests under control; replay any run.
 
 Registered through the ``pytest11`` entry point (``-p no:racetape`` unloads it). It does nothing
-unless asked: without ``--race-runs``, ``--race-replay`` or ``--race-seed`` it registers one
-marker and the ``race_scheduler`` fixture, and no hook that changes how a test runs.
+unless asked: without ``--race-runs`` (or ini ``race_runs``), ``--race-replay``, ``--race-seed``
+or a test marked ``@pytest.mark.race(runs=N)``, it registers one marker and the
+``race_scheduler`` fixture, and no hook that changes how a test runs.
 
 * ``--race-runs N``: every async test that pytest-asyncio runs is collected N times
   (``test[race0]`` ... ``test[raceN-1]``).
@@ -15,11 +16,23 @@ marker and the ``race_scheduler`` fixture, and no hook that changes how a test r
   run prints its schedule, the few decisions that deviate from first come, first served (who,
   and at which line of the test's code), what the loop could not control, and the command that
   replays it exactly: ``pytest --race-replay SCHEDULE NODEID``.
+* One failure report per test: its first failing run has the traceback and the racetape
+  section (seed or schedule, replay command, deviating decisions); each later failing run
+  (``--race-keep-going``, jitter) is one line naming the first; the summary gives one replay
+  command per test and its other failing seeds or schedules on one line; notes once.
+  ``--race-stop-at-first`` stops a test's jitter runs at its first failure too.
+* ``--race-json PATH``: the session's race runs as one ``racetape.result/1`` document (a group
+  per raced test; see :mod:`racetape._result`), written atomically at the end by the process
+  that hears every report (xdist's controller; a worker never writes it).
 * ``--race-mode jitter``: each run runs on a :class:`PerturbingEventLoop` with the seeded
   perturbation of ``derive_seed(B, nodeid, i)`` (``B``: ``--race-base-seed``, default 0); real
   OS scheduling, so ``--race-seed S`` repeats the perturbation, not the interleaving.
-* ``@pytest.mark.race(runs=N)``: this test's number of runs under ``--race-runs`` (0: never
-  raced).
+* ``@pytest.mark.race(runs=N)``: this test's number of runs, with or without ``--race-runs``
+  (0: never raced); without a flag, the plugin turns on at the first marked test collected.
+* ini options (``[pytest]``): ``race_runs``, ``race_mode``, ``race_strategy``,
+  ``race_base_seed``, ``race_max_delay``, ``race_keep_going``; the flag wins over the ini file.
+  Race runs that race no test are a ``PytestWarning``; a bad flag or ini value is a usage error
+  (exit 4), one line naming it and the fix.
 
 The loop reaches pytest-asyncio through its ``pytest_asyncio_loop_factories`` hook, implemented
 by :class:`RaceSession`, a plugin object registered only when the plugin is on (pytest-asyncio
@@ -36,15 +49,18 @@ import inspect
 import io
 import os
 import shlex
+import warnings
 import weakref
+from collections import Counter
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
 # Standard library only, so loading the plugin costs milliseconds; the old engine (for the
-# fixture) and scipy and rich (for the summary) are imported when used.
+# fixture), rich and the statistics (for the summary) are imported when used.
 from racetape._engine.deviations import (
     Deviations,
     Schedule,
@@ -62,6 +78,7 @@ from racetape._engine.perturb import (
 )
 from racetape._engine.schedule import Decision
 from racetape._engine.strategies import LOOP_STRATEGIES, STRATEGIES, Search, search_named
+from racetape._result import Tally
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -69,6 +86,7 @@ if TYPE_CHECKING:
     from racetape._controlled import ControlledRuns
 
 PLUGIN_NAME = "racetape-race"
+SWITCH_NAME = "racetape-marker-switch"
 RUN_PARAM = "_racetape_run"
 MODES = ("controlled", "jitter")
 JITTER_NOTE = (
@@ -112,27 +130,51 @@ def _schedule(text: str) -> Schedule:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+# Each flag with an ini option of the same name (``race_runs = 30`` under ``[pytest]``); the flag
+# wins over the ini file, the ini file over the default.
+INI_OPTIONS = ("race_runs", "race_mode", "race_strategy", "race_base_seed", "race_max_delay")
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(
+                f"invalid choice: {text!r} (choose from {', '.join(choices)})"
+            )
+        return text
+
+    return parse
+
+
+def _json_path(text: str) -> Path:
+    path = Path(text)
+    if not text.strip() or path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file path; e.g. --race-json race.json")
+    return path
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("racetape", "racetape: race runs of asyncio tests, replayable")
     group.addoption(
         "--race-runs",
         type=_whole(1, "--race-runs 50"),
         metavar="N",
-        help="run every async test N times, each run under its own schedule",
+        help="run every async test N times, each run under its own schedule (ini: race_runs;"
+        " @pytest.mark.race(runs=N) races one test without it)",
     )
     group.addoption(
         "--race-mode",
-        choices=MODES,
-        default="controlled",
+        type=_choice(MODES),
+        metavar="{" + ",".join(MODES) + "}",
         help="controlled (default): the loop decides every thread hand-back, timer and foreign"
         " callback, and a failing run replays exactly; jitter: seeded delays with real OS"
-        " scheduling (statistical)",
+        " scheduling (statistical) (ini: race_mode)",
     )
     group.addoption(
         "--race-strategy",
-        choices=LOOP_STRATEGIES,
-        default="search",
-        help="how controlled runs choose (default search): "
+        type=_choice(LOOP_STRATEGIES),
+        metavar="{" + ",".join(LOOP_STRATEGIES) + "}",
+        help="how controlled runs choose (default search; ini: race_strategy): "
         + "; ".join(f"{name}: {STRATEGIES[name].help}" for name in LOOP_STRATEGIES),
     )
     group.addoption(
@@ -152,45 +194,94 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--race-base-seed",
         type=_whole(0, "--race-base-seed 7"),
-        default=0,
         metavar="B",
-        help="derive each test's search (controlled) or seeds (jitter) from B (default 0)",
+        help="derive each test's search (controlled) or seeds (jitter) from B (default 0;"
+        " ini: race_base_seed)",
     )
     group.addoption(
         "--race-keep-going",
         action="store_true",
-        help="controlled: run all of a test's runs after its first failure (default: stop)",
+        default=None,
+        help="controlled: run all of a test's runs after its first failure (default: stop;"
+        " ini: race_keep_going)",
+    )
+    group.addoption(
+        "--race-stop-at-first",
+        action="store_true",
+        help="jitter: skip a test's remaining runs after its first failure (controlled runs"
+        " stop there by default)",
     )
     group.addoption(
         "--race-max-delay",
         type=_max_delay,
-        default=DEFAULT_MAX_DELAY,
         metavar="SECONDS",
-        help=f"jitter: longest delay around a worker-thread job (default {DEFAULT_MAX_DELAY})",
+        help=f"jitter: longest delay around a worker-thread job (default {DEFAULT_MAX_DELAY};"
+        " ini: race_max_delay)",
     )
+    group.addoption(
+        "--race-json",
+        type=_json_path,
+        metavar="PATH",
+        help="write the session's race runs here: a racetape.result document (a group per"
+        " raced test), for racetape report / report compare / report merge",
+    )
+    for name in INI_OPTIONS:
+        flag = "--" + name.replace("_", "-")
+        parser.addini(name, f"racetape: the default of {flag}", default="")
+    parser.addini(
+        "race_keep_going", "racetape: the default of --race-keep-going", type="bool", default=False
+    )
+
+
+def _setting(config: pytest.Config, name: str, parse: Callable[[str], Any], default: Any) -> Any:
+    """The value of flag ``--name``, else of ini option ``name``, else ``default``. A bad ini
+    value is a usage error naming the ini option and the file."""
+    value = config.getoption(name)
+    if value is not None:
+        return value
+    raw = config.getini(name)
+    text = raw.strip() if isinstance(raw, str) else str(raw)
+    if not text:
+        return default
+    try:
+        return parse(text)
+    except argparse.ArgumentTypeError as exc:
+        where = config.inipath or "the ini file"
+        raise pytest.UsageError(f"racetape: {where}: {name}: {exc}") from None
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "race(runs=N): run this async test N times under --race-runs (0: never race it)",
+        "race(runs=N): race this async test N times (with or without --race-runs; 0: never"
+        " race it)",
     )
-    runs: int | None = config.getoption("race_runs")
+    runs: int | None = _setting(config, "race_runs", _whole(1, "race_runs = 50"), None)
     seed: int | None = config.getoption("race_seed")
     replay: Schedule | None = config.getoption("race_replay")
-    mode: str = config.getoption("race_mode")
+    mode: str = _setting(config, "race_mode", _choice(MODES), "controlled")
+    strategy: str = _setting(config, "race_strategy", _choice(LOOP_STRATEGIES), "search")
+    base_seed: int = _setting(config, "race_base_seed", _whole(0, "race_base_seed = 7"), 0)
+    max_delay: float = _setting(config, "race_max_delay", _max_delay, DEFAULT_MAX_DELAY)
+    keep_going = config.getoption("race_keep_going")
+    if keep_going is None:
+        keep_going = bool(config.getini("race_keep_going"))
     given = [
         flag
-        for flag, value in (("--race-runs", runs), ("--race-seed", seed), ("--race-replay", replay))
+        for flag, value in (
+            ("--race-runs", config.getoption("race_runs")),
+            ("--race-seed", seed),
+            ("--race-replay", replay),
+        )
         if value is not None
     ]
-    if not given:
-        return
     if len(given) > 1:
         raise pytest.UsageError(
             f"racetape: {' and '.join(given)} are exclusive: --race-runs races, --race-replay"
             " and --race-seed replay one printed run; keep one of them"
         )
+    if seed is not None or replay is not None:
+        runs = None  # a replay runs each selected test once, whatever the ini file's race_runs
     if seed is not None and mode != "jitter":
         raise pytest.UsageError(
             "racetape: --race-seed replays a jitter run; a controlled run replays by its"
@@ -200,29 +291,101 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             "racetape: --race-replay replays a controlled run; drop --race-mode jitter"
         )
+    replaying = seed is not None or replay is not None
+
+    json_path: Path | None = config.getoption("race_json")
+
+    def start(marked_only: bool, *, register: bool = True) -> RaceSession:
+        """The session, registered: at once for flags and ini, else at the first marked test
+        (or, unregistered, at the end of a session that raced nothing, for --race-json)."""
+        driver: _Driver
+        if mode == "controlled":
+            driver = _Controlled(
+                config,
+                strategy=strategy,
+                base_seed=base_seed,
+                replay=replay,
+                stop_at_first=not keep_going,
+            )
+        else:
+            driver = _Jitter(
+                config,
+                base_seed=base_seed,
+                max_delay=max_delay,
+                stop_at_first=config.getoption("race_stop_at_first"),
+            )
+        session = RaceSession(
+            config,
+            runs=None if replaying else (runs or 0),
+            replaying=replaying,
+            driver=driver,
+            warn_unused=runs is not None and not marked_only,
+            json_path=json_path,
+            settings={"mode": mode, "strategy": strategy, "base_seed": base_seed},
+        )
+        if register:
+            config.pluginmanager.register(session, PLUGIN_NAME)
+        return session
+
+    if runs is None and not replaying:
+        # Off until a test asks for races with the marker: then on, before pytest-asyncio
+        # parametrizes that test's loop (see _MarkerSwitch).
+        config.pluginmanager.register(_MarkerSwitch(start), SWITCH_NAME)
+        return
+    _need_loop_factories(config)
+    start(False)
+
+
+def _need_loop_factories(config: pytest.Config) -> None:
     if not hasattr(config.hook, "pytest_asyncio_loop_factories"):
         raise pytest.UsageError(
-            "racetape: --race-runs/--race-replay/--race-seed need pytest-asyncio>=1.4 (its"
-            " pytest_asyncio_loop_factories hook): pip install 'pytest-asyncio>=1.4'"
+            "racetape: race runs (--race-runs, race_runs, @pytest.mark.race, --race-replay,"
+            " --race-seed) need pytest-asyncio>=1.4 (its pytest_asyncio_loop_factories hook):"
+            " pip install 'pytest-asyncio>=1.4'"
         )
-    base_seed: int = config.getoption("race_base_seed")
-    driver: _Driver
-    if mode == "controlled":
-        driver = _Controlled(
-            config,
-            strategy=config.getoption("race_strategy"),
-            base_seed=base_seed,
-            replay=replay,
-            stop_at_first=not config.getoption("race_keep_going"),
-        )
-    else:
-        driver = _Jitter(config, base_seed=base_seed, max_delay=config.getoption("race_max_delay"))
-    config.pluginmanager.register(
-        RaceSession(
-            config, runs=runs, replaying=seed is not None or replay is not None, driver=driver
-        ),
-        PLUGIN_NAME,
-    )
+
+
+class _MarkerSwitch:
+    """Turns the plugin on at the first async test marked ``@pytest.mark.race(runs=N)``, N > 0,
+    when no flag or ini option did. It runs first among the ``pytest_generate_tests`` hooks, so
+    pytest-asyncio, later in the same call, already sees racetape's loop factory for that test;
+    the race runs themselves are parametrized last (the module's own hook). Async tests
+    collected before the first marked one run on pytest-asyncio's loop as without racetape;
+    those after it on asyncio's loop through racetape's factory."""
+
+    def __init__(self, start: Callable[..., RaceSession]) -> None:
+        self.start = start
+        self.session: RaceSession | None = None
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if self.session is not None:
+            return
+        test = metafunc.definition
+        if not _is_asyncio_test(test, before_marking=True) or _runs_marked(test, 0) == 0:
+            return
+        _need_loop_factories(metafunc.config)
+        self.session = self.start(True)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # xdist's controller collects nothing: it first hears of a marked test here.
+        if self.session is not None:
+            return
+        if any(name == "racetape_test" for name, _ in report.user_properties):
+            self.session = self.start(True)
+            self.session.pytest_runtest_logreport(report)  # not among this call's hooks
+
+    def pytest_sessionfinish(self) -> None:
+        if self.session is None:
+            self.start(True, register=False).write_json()  # --race-json: nothing was raced
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The race runs' parameter, last of all, so it is the last in each node id (_test_of)."""
+    session = metafunc.config.pluginmanager.get_plugin(PLUGIN_NAME)
+    if isinstance(session, RaceSession):
+        session.parametrize(metafunc)
 
 
 @pytest.fixture
@@ -247,12 +410,14 @@ class RaceRun:
     seed: int  # jitter: the perturbation's seed; controlled: the seed of the test's search
 
 
-@dataclass
-class Tally:
-    runs: set[str] = field(default_factory=set)  # node ids that ran
-    failed: dict[str, str] = field(default_factory=dict)  # node id -> its replay command
-    notes: set[str] = field(default_factory=set)  # what a run could not control
-    verdict: str = ""  # controlled: what the test's search covered
+@dataclass(frozen=True)
+class Failure:
+    """What the report of one failed run says."""
+
+    lines: list[str]  # the report's racetape section
+    command: str  # replays the run
+    label: str  # names the run among the test's failing runs: its seed or its schedule
+    kind: str  # "seed" or "schedule"
 
 
 RUN_KEY = pytest.StashKey[RaceRun]()
@@ -283,8 +448,9 @@ class _Driver(Protocol):
     def end(self, item: pytest.Item, run: RaceRun) -> None:
         """After the run's teardown."""
 
-    def failure(self, item: pytest.Item, run: RaceRun) -> tuple[list[str], str]:
-        """The report's lines for a failed run, and the command that replays it."""
+    def failure(self, item: pytest.Item, run: RaceRun) -> Failure:
+        """The report's lines for a failed run, the command that replays it, and what names
+        the run in a list of failing runs (its seed, or its schedule)."""
         ...
 
     def notes(self, item: pytest.Item) -> tuple[set[str], str]:
@@ -297,10 +463,14 @@ class _Driver(Protocol):
 class _Jitter:
     """Seeded perturbation with real OS scheduling (:mod:`racetape._engine.perturb`)."""
 
-    def __init__(self, config: pytest.Config, *, base_seed: int, max_delay: float) -> None:
+    def __init__(
+        self, config: pytest.Config, *, base_seed: int, max_delay: float, stop_at_first: bool
+    ) -> None:
         self.config = config
         self.base_seed = base_seed
         self.max_delay = max_delay
+        self.stop_at_first = stop_at_first
+        self.failed: dict[str, str] = {}  # test -> the replay command of its first failure
         self.active: Perturbation | None = None
         self.loops: weakref.WeakSet[PerturbingEventLoop] = weakref.WeakSet()
 
@@ -323,6 +493,8 @@ class _Jitter:
         if run is None:
             self._activate(None)
             return
+        if self.stop_at_first and run.index is not None and run.test in self.failed:
+            pytest.skip(f"racetape: an earlier run failed; {self.failed[run.test]}")
         perturbation = Perturbation(run.seed, max_delay=self.max_delay)
         item.stash[PERTURBATION_KEY] = perturbation
         self._activate(perturbation)
@@ -330,15 +502,16 @@ class _Jitter:
     def end(self, item: pytest.Item, run: RaceRun) -> None:
         self._activate(None)
 
-    def failure(self, item: pytest.Item, run: RaceRun) -> tuple[list[str], str]:
+    def failure(self, item: pytest.Item, run: RaceRun) -> Failure:
         which = "a replay" if run.index is None else f"run {run.index}"
         command = self.replay_command(run.test, run.seed)
+        self.failed.setdefault(run.test, command)
         lines = [f"{which} of {run.test}, seed {run.seed}; replay it with:", f"  {command}"]
         perturbation = item.stash.get(PERTURBATION_KEY, None)
         if perturbation is not None:
             lines.append(f"perturbation: {perturbation.summary()}")
-        lines.append(f"note: {JITTER_NOTE}")
-        return lines, command
+        # JITTER_NOTE is said once, in the summary.
+        return Failure(lines, command, str(run.seed), "seed")
 
     def notes(self, item: pytest.Item) -> tuple[set[str], str]:
         return set(), ""  # nothing is controlled, so nothing is said to be uncontrolled
@@ -371,8 +544,7 @@ class _Jitter:
                 f"{low:.0%}-{high:.0%}",
                 f"{upper_bound(k, n):.1%}",
             )
-        lines = _render(self.config, table, tallies)
-        lines += [f"replay: {c}" for _, t in _by_failures(tallies) for c in t.failed.values()]
+        lines = _render(self.config, table, tallies) + _replay_lines(tallies)
         return [*lines, f"note: {JITTER_NOTE}"]
 
 
@@ -449,7 +621,7 @@ class _Controlled:
         words = ["pytest", "--race-replay", format_schedule(schedule)]
         return shlex.join([*words, _node_words(self.config, test)])
 
-    def failure(self, item: pytest.Item, run: RaceRun) -> tuple[list[str], str]:
+    def failure(self, item: pytest.Item, run: RaceRun) -> Failure:
         loop = item.stash.get(LOOP_KEY, None)
         execution = loop.execution if loop is not None else Execution()
         schedule = schedule_of(execution.decisions)
@@ -468,7 +640,7 @@ class _Controlled:
                 "note: part of this run was not under racetape's control (see coverage): its"
                 " replay may differ there"
             )
-        return lines, command
+        return Failure(lines, command, format_schedule(schedule), "schedule")
 
     def notes(self, item: pytest.Item) -> tuple[set[str], str]:
         loop = item.stash.get(LOOP_KEY, None)
@@ -491,12 +663,22 @@ class _Controlled:
             if tally.notes:
                 covered += "; partly uncontrolled: " + ", ".join(sorted(tally.notes))
             table.add_row(Text(test), str(len(tally.runs)), str(len(tally.failed)), covered)
-        lines = _render(self.config, table, tallies)
-        for _, tally in _by_failures(tallies):
-            lines += [f"replay: {command}" for command in list(tally.failed.values())[:1]]
-            if len(tally.failed) > 1:
-                lines.append(f"  ... and {len(tally.failed) - 1} more failing runs of it")
-        return lines
+        return _render(self.config, table, tallies) + _replay_lines(tallies)
+
+
+def _replay_lines(tallies: Mapping[str, Tally]) -> list[str]:
+    """For each failing test: the command that replays its first failing run, and its other
+    failing runs' seeds or schedules on one line."""
+    lines: list[str] = []
+    for test, tally in _by_failures(tallies):
+        if not tally.failed:
+            continue
+        lines.append(f"replay: {next(iter(tally.failed.values()))}")
+        others = Counter(list(tally.labels.values())[1:])  # in order of first failure
+        if others:
+            listed = ", ".join(f"{o} ({n} runs)" if n > 1 else o for o, n in others.items())
+            lines.append(f"  other failing {tally.kind}s of {test}: {listed}")
+    return lines
 
 
 def _deviation_lines(deviations: list[Decision]) -> list[str]:
@@ -524,11 +706,15 @@ def _render(config: pytest.Config, table: Any, tallies: Mapping[str, Tally]) -> 
     return [line.rstrip() for line in buffer.getvalue().rstrip().splitlines()]
 
 
-def _is_asyncio_test(item: pytest.Item) -> bool:
+def _is_asyncio_test(item: pytest.Item, *, before_marking: bool = False) -> bool:
     """A test pytest-asyncio runs: marked asyncio (auto mode marks every async test at
-    collection), and a coroutine function, or a Hypothesis test around one."""
+    collection, in its pytest_generate_tests: ``before_marking``, earlier, counts auto mode as
+    a mark), and a coroutine function, or a Hypothesis test around one."""
     if item.get_closest_marker("asyncio") is None:
-        return False
+        config = item.config
+        mode = config.getoption("asyncio_mode", None) or config.getini("asyncio_mode")
+        if not (before_marking and mode == "auto"):
+            return False
     function = getattr(item, "obj", None)
     inner = getattr(getattr(function, "hypothesis", None), "inner_test", None)
     return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(inner)
@@ -563,13 +749,27 @@ class RaceSession:
     """The plugin's hooks while it is on: the loop factory, the runs, the reports, the summary."""
 
     def __init__(
-        self, config: pytest.Config, *, runs: int | None, replaying: bool, driver: _Driver
+        self,
+        config: pytest.Config,
+        *,
+        runs: int | None,
+        replaying: bool,
+        driver: _Driver,
+        warn_unused: bool = False,
+        json_path: Path | None = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
+        """``runs``: every async test's runs (a marker overrides it; 0: only marked tests are
+        raced), None while replaying; ``warn_unused``: warn when no test is raced."""
         self.config = config
         self.runs = runs
+        self.warn_unused = warn_unused
         self.replaying = replaying
         self.driver = driver
         self.tallies: dict[str, Tally] = {}
+        self.first_failures: dict[str, str] = {}  # test -> the node id of its first failed run
+        self.json_path = json_path
+        self.settings = dict(settings or {})
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -588,8 +788,8 @@ class RaceSession:
 
     # -- collection ------------------------------------------------------------------------------
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+    def parametrize(self, metafunc: pytest.Metafunc) -> None:
+        """Called by the module's pytest_generate_tests, which runs last."""
         if self.runs is None or not _is_asyncio_test(metafunc.definition):
             return
         runs = _runs_marked(metafunc.definition, self.runs)
@@ -599,6 +799,7 @@ class RaceSession:
         metafunc.parametrize(RUN_PARAM, range(runs), ids=[f"race{i}" for i in range(runs)])
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        raced = 0
         for item in items:
             callspec = getattr(item, "callspec", None)
             index = callspec.params.get(RUN_PARAM) if callspec is not None else None
@@ -611,8 +812,22 @@ class RaceSession:
             else:
                 continue
             item.stash[RUN_KEY] = run
+            raced += 1
             # On the report, so the summary (and junitxml, and xdist's controller) can see them.
-            item.user_properties += [("racetape_test", run.test), ("racetape_seed", run.seed)]
+            item.user_properties += [
+                ("racetape_test", run.test),
+                ("racetape_seed", run.seed),
+                ("racetape_run", run.index if run.index is not None else 0),
+            ]
+        if self.warn_unused and not raced:
+            warnings.warn(
+                pytest.PytestWarning(
+                    f"racetape: race runs ({self.runs}) were asked for, but no collected test is"
+                    " an async test that pytest-asyncio runs: nothing was raced (strict mode"
+                    " needs @pytest.mark.asyncio; a sync test is never raced)"
+                ),
+                stacklevel=1,
+            )
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -638,9 +853,22 @@ class RaceSession:
         if run is None:
             return report
         if report.failed:
-            lines, command = self.driver.failure(item, run)
-            report.sections.append(("racetape", "\n".join(lines)))
-            report.user_properties.append(("racetape_replay", command))
+            failure = self.driver.failure(item, run)
+            first = self.first_failures.setdefault(run.test, item.nodeid)
+            if first == item.nodeid:
+                report.sections.append(("racetape", "\n".join(failure.lines)))
+            else:
+                # One traceback and one report per test: its first failing run's.
+                report.longrepr = (
+                    f"racetape: failed too ({failure.kind} {failure.label}); {first} is this"
+                    " test's first failing run: its traceback and report are above"
+                )
+            report.user_properties += [
+                ("racetape_report", failure.lines),
+                ("racetape_replay", failure.command),
+                ("racetape_label", failure.label),
+                ("racetape_kind", failure.kind),
+            ]
         if report.when == "call":
             uncontrolled, verdict = self.driver.notes(item)
             report.user_properties += [
@@ -658,10 +886,19 @@ class RaceSession:
             return
         tally = self.tallies.setdefault(test, Tally())
         if report.when == "call" or report.failed:
-            tally.runs.add(report.nodeid)
+            number = props.get("racetape_run")
+            tally.runs[report.nodeid] = number if isinstance(number, int) else 0
+        if report.when == "call":
+            tally.elapsed += report.duration
         if report.failed:
+            lines = props.get("racetape_report")
+            if isinstance(lines, list):
+                tally.reports.setdefault(report.nodeid, [str(line) for line in lines])
             command = props.get("racetape_replay")
-            tally.failed[report.nodeid] = command if isinstance(command, str) else "?"
+            tally.failed.setdefault(report.nodeid, command if isinstance(command, str) else "?")
+            label, kind = props.get("racetape_label"), props.get("racetape_kind")
+            tally.labels.setdefault(report.nodeid, label if isinstance(label, str) else "?")
+            tally.kind = kind if isinstance(kind, str) else tally.kind
         uncontrolled = props.get("racetape_uncontrolled")
         if isinstance(uncontrolled, list):
             tally.notes.update(str(u) for u in uncontrolled)
@@ -669,9 +906,40 @@ class RaceSession:
         if isinstance(verdict, str) and verdict:
             tally.verdict = verdict
 
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        if not self.tallies:
+    def pytest_sessionfinish(self) -> None:
+        self.write_json()
+
+    def write_json(self) -> None:
+        """--race-json: the session's document, written by xdist's controller (which hears
+        every worker's reports), never by a worker; an unwritable path is one line on stderr."""
+        if self.json_path is None or hasattr(self.config, "workerinput"):
             return
-        terminalreporter.write_sep("=", "racetape race runs")
-        for line in self.driver.summary(self.tallies):
-            terminalreporter.write_line(line)
+        from racetape._result import result_document, write_json_atomic
+
+        mode = self.settings.get("mode", "controlled")
+        notes = sorted({note for tally in self.tallies.values() for note in tally.notes})
+        doc = result_document(
+            self.tallies,
+            command=shlex.join(["pytest", *self.config.invocation_params.args]),
+            mode=mode,
+            strategy="jitter" if mode == "jitter" else self.settings.get("strategy", "search"),
+            runs=self.runs,
+            base_seed=self.settings.get("base_seed", 0),
+            max_delay=getattr(self.driver, "max_delay", None),
+            notes=[*(f"uncontrolled: {n}" for n in notes), *([JITTER_NOTE] * (mode == "jitter"))],
+        )
+        try:
+            write_json_atomic(self.json_path, doc)
+        except OSError as exc:
+            self.config.get_terminal_writer().line(
+                f"racetape: --race-json {self.json_path}: cannot write: {exc.strerror or exc}",
+                red=True,
+            )
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if self.tallies:
+            terminalreporter.write_sep("=", "racetape race runs")
+            for line in self.driver.summary(self.tallies):
+                terminalreporter.write_line(line)
+        if self.json_path is not None and not hasattr(self.config, "workerinput"):
+            terminalreporter.write_line(f"racetape: race runs written to {self.json_path}")
