@@ -18,6 +18,7 @@ from racetape import Deadlock, check, replay
 
 sys.path.insert(0, str(Path(__file__).parent / "examples"))
 import progress_asyncpg
+import worker_stop_pg
 
 pytestmark = pytest.mark.postgres
 
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.postgres
 def dsn(postgres_server: object, monkeypatch: pytest.MonkeyPatch) -> str:
     found: str = postgres_server.dsn  # type: ignore[attr-defined]
     monkeypatch.setattr(progress_asyncpg, "DSN", found)
+    monkeypatch.setattr(worker_stop_pg, "DSN", found)
     return found
 
 
@@ -57,10 +59,40 @@ def test_a_detached_asyncpg_write_after_final_is_found_for_every_base_seed_and_r
 
 
 def test_the_fixed_twin_passes_the_runs_that_find_the_detached_write() -> None:
-    checked = check(detached_write_fixed, strategy="pct", runs=300)
+    checked = check(detached_write_fixed, strategy="pct", runs=150)
     assert not checked.failures, checked.failures[0].error
-    searched = check(detached_write_fixed, runs=100)
+    searched = check(detached_write_fixed, runs=50)
     assert not searched.failures, searched.failures[0].error
+
+
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+def test_a_lost_stop_after_a_postgres_round_trip_is_found_within_five_runs_and_replays(
+    driver: str,
+) -> None:
+    async def lost_stop() -> None:
+        await worker_stop_pg.start_then_stop(driver, fixed=False)
+
+    for seed in range(20):
+        checked = check(lost_stop, runs=5, seed=seed, stop_at_first_failure=True)
+        assert checked.failures, f"base seed {seed}: no failure in 5 runs ({checked.covered})"
+        first = checked.failures[0]
+        assert isinstance(first.error, TimeoutError), first.error
+        assert any(d.detail == "answer" for d in first.schedule.decisions), "reads decided"
+    for _ in range(100):
+        again = replay(lost_stop, first.token)
+        assert isinstance(again.error, TimeoutError)
+        assert again.schedule.decisions == first.schedule.decisions
+
+
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+def test_the_fixed_worker_stops_in_every_schedule_the_search_reaches(driver: str) -> None:
+    async def fixed() -> None:
+        await worker_stop_pg.start_then_stop(driver, fixed=True)
+
+    searched = check(fixed, runs=150)
+    assert not searched.failures, searched.failures[0].error
+    sampled = check(fixed, runs=150, strategy="random")
+    assert not sampled.failures, sampled.failures[0].error
 
 
 @asynccontextmanager

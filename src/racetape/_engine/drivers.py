@@ -50,6 +50,11 @@ class Peer(Protocol):
     name: str
     """Stable across runs of one interleaving (``postgres#1``): it names decisions."""
 
+    whole_reads: bool
+    """The driver's reader reads all that is pending itself (asyncpg's transport), so a read
+    that leaves bytes behind means what :meth:`reading` was told is wrong; False where the
+    reader only wakes a task that reads later (psycopg)."""
+
     def owed(self) -> bool:
         """A request was sent whose whole answer is not yet in the socket, and the server is
         not waiting on the client (a ``COPY ... FROM STDIN`` asks for data)."""

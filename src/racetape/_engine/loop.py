@@ -655,7 +655,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         pending = _peek(fd)
         watched.peer.reading(pending)
         reader._run()
-        if self._peers.get(fd) is watched and _unread(fd):
+        if watched.peer.whole_reads and self._peers.get(fd) is watched and _unread(fd):
             # The driver read part of what was there: which answers it has seen is no longer
             # known, so this connection's reads go back to the selector, and the run says so.
             del self._peers[fd]

@@ -7,5 +7,7 @@ driver is imported, and they act only on a ``ControlledLoop``.
 
 from racetape._engine.drivers import register
 from racetape.drivers.asyncpg import AsyncpgDriver
+from racetape.drivers.psycopg import PsycopgDriver
 
 register(AsyncpgDriver())
+register(PsycopgDriver())

@@ -97,6 +97,7 @@ def watch(loop: ControlledLoop, con: Any) -> None:
         owed=lambda: owed.pending,
         answered=owed.answered_by,
         reading=owed.read,
+        whole_reads=True,
         closed=lambda: sock.fileno() < 0,
     )
     loop.watch(sock.fileno(), peer)

@@ -168,8 +168,10 @@ class PgPeer:
         answered: Callable[[bytes], bool],
         reading: Callable[[list[bytes]], None],
         closed: Callable[[], bool],
+        whole_reads: bool,
     ) -> None:
         self.name = name
+        self.whole_reads = whole_reads
         self._pid = pid
         self._server = server
         self._owed, self._answered, self._reading, self._closed = owed, answered, reading, closed
