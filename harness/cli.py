@@ -677,6 +677,8 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
             out.print(scaling_table(adapter_result["scaling"]))
     out.print(display.control_point_line(doc["control_points"]))
     out.print(unmodified_line(doc["unmodified"]))
+    if "unmodified_asyncpg" in doc:
+        out.print(unmodified_line(doc["unmodified_asyncpg"]))
     out.print(f"bench: {args.json}")
     return 0
 
