@@ -373,7 +373,9 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         self._idle_workers: list[_Worker] = []
         self._body_threads: dict[int, _Job] = {}  # thread ident -> the job it runs
         self._thread_names: dict[int, str] = {}
-        self._baseline_threads = {t.ident for t in threading.enumerate()}
+        # The threads, not their idents: an ident is reused once its thread has ended, and a
+        # new thread under an old ident is not one that was here before.
+        self._baseline_threads = set(threading.enumerate())
         self._names: weakref.WeakKeyDictionary[asyncio.Task[Any], str] = (
             weakref.WeakKeyDictionary()
         )  # task -> spawn path; weakly, and without a done callback that would add a step
@@ -965,7 +967,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         found = [
             t
             for t in threading.enumerate()
-            if t.ident not in self._baseline_threads
+            if t not in self._baseline_threads
             and t.ident not in ours
             and not is_own_thread(t.ident)
             and t.is_alive()
