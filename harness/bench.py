@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from harness.adapters import PG_SESSION, Database
-from harness.bench_unmodified import unmodified_figures
+from harness.bench_unmodified import asyncpg_figures, unmodified_figures
 from harness.oracle import check_task
 from harness.run import execute
 from harness.scaling import scaling_adapter
@@ -595,6 +595,10 @@ def run_bench(
     control_points = control_point_cost()
     log("unmodified code: the bug-1 example, controlled and plain")
     unmodified = unmodified_figures(runs)
+    unmodified_pg: dict[str, Any] | None = None
+    if "postgres" in adapters and pg_dsn is not None:
+        log("unmodified code: the asyncpg worker example, controlled and plain")
+        unmodified_pg = asyncpg_figures(runs, pg_dsn)
     rendered = []
     for adapter in adapters:
         result = bench_adapter(adapter, runs=runs, seeds=seeds, pg_dsn=pg_dsn, log=log)
@@ -622,6 +626,7 @@ def run_bench(
         },
         "control_points": control_points,
         "unmodified": unmodified,
+        **({"unmodified_asyncpg": unmodified_pg} if unmodified_pg is not None else {}),
         "adapters": rendered,
         "notes": [
             "wall-clock timing depends on the machine and its load (see machine)",

@@ -1,15 +1,20 @@
-"""``racetape bench``'s figure for code with no control point: the controlled loop's own cost.
+"""``racetape bench``'s figures for code with no control point: the controlled loop's own cost.
 
-The workload is the bug-1 example written outside the project (``tests/examples/tape_sqlite.py``,
-its fixed twin, so every run goes to the end): submit, wait for ``started``, cancel, read the
-tape, through ``asyncio.to_thread`` and the standard ``sqlite3`` module. Two figures, measured
-in interleaved rounds so that the machine's load falls on both alike:
+Two workloads written outside the project, each its fixed twin, so every run goes to the end:
+
+* ``tests/examples/tape_sqlite.py`` (bug 1): submit, wait for ``started``, cancel, read the tape,
+  through ``asyncio.to_thread`` and the standard ``sqlite3`` module;
+* ``tests/examples/worker_stop_pg.py`` through asyncpg (with a Postgres): a worker registers
+  itself with one query, the test polls with a 1 ms sleep and stops it; every send and read of
+  the connection is a decision, and the loop waits for each of the server's answers.
+
+Two figures each, measured in interleaved rounds so that the machine's load falls on both alike:
 
 * plain: the test's coroutine under ``asyncio.run``, as plain pytest runs it;
 * controlled: the same coroutine on :class:`~racetape._engine.loop.ControlledLoop`, one seeded
   ``random`` schedule a run.
 
-The ratio controlled/plain is the figure (target: at least 1/1.5). The example is read from the
+The ratio controlled/plain is the figure (target: at least 1/1.5). An example is read from the
 checkout; where it is missing (an installed racetape), the figure says so and is left out.
 """
 
@@ -25,23 +30,52 @@ from typing import Any
 from racetape._engine.checking import run_once
 from racetape._engine.strategies import RandomStrategy
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "tests" / "examples" / "tape_sqlite.py"
+EXAMPLES = Path(__file__).resolve().parent.parent / "tests" / "examples"
+EXAMPLE = EXAMPLES / "tape_sqlite.py"
+ASYNCPG_EXAMPLE = EXAMPLES / "worker_stop_pg.py"
 ROUNDS = 5
 
 Main = Callable[[], Coroutine[Any, Any, Any]]
 
 
-def example_main(path: Path = EXAMPLE) -> Main | None:
-    """The fixed twin's coroutine factory, or None where the example is not on disk."""
+def _load(path: Path) -> Any:
     if not path.is_file():
         return None
-    spec = importlib.util.spec_from_file_location("racetape_bench_example", path)
+    spec = importlib.util.spec_from_file_location(f"racetape_bench_{path.stem}", path)
     if spec is None or spec.loader is None:
         return None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def example_main(path: Path = EXAMPLE) -> Main | None:
+    """The bug-1 fixed twin's coroutine factory, or None where the example is not on disk."""
+    module = _load(path)
+    if module is None:
+        return None
     check: Callable[..., Coroutine[Any, Any, Any]] = module.check_final_is_last
     return lambda: check(guarded=True)
+
+
+def asyncpg_main(dsn: str, path: Path = ASYNCPG_EXAMPLE) -> Main | None:
+    """The asyncpg worker's fixed twin against ``dsn``, or None where it is not on disk."""
+    module = _load(path)
+    if module is None:
+        return None
+    module.DSN = dsn
+    stop: Callable[..., Coroutine[Any, Any, Any]] = module.start_then_stop
+    return lambda: stop("asyncpg", fixed=True)
+
+
+def asyncpg_figures(runs: int, dsn: str) -> dict[str, Any]:
+    """:func:`unmodified_figures` of the asyncpg example."""
+    main = asyncpg_main(dsn)
+    if main is None:
+        return {"skipped": f"the example {ASYNCPG_EXAMPLE} is not on disk (run in a checkout)"}
+    figure = unmodified_figures(runs, main=main)
+    figure["workload"] = "tests/examples/worker_stop_pg.py, asyncpg, fixed (lost stop's twin)"
+    return figure
 
 
 def unmodified_figures(runs: int, *, main: Main | None = None) -> dict[str, Any]:
@@ -80,6 +114,8 @@ def unmodified_figures(runs: int, *, main: Main | None = None) -> dict[str, Any]
 def unmodified_line(figure: dict[str, Any]) -> str:
     if "skipped" in figure:
         return f"unmodified code: skipped: {figure['skipped']}"
+    if "error" in figure:
+        return f"unmodified code: not measured: {figure['error']}"
     rates = figure["runs_per_s"]
     return (
         f"unmodified code ({figure['workload']}): controlled {rates['controlled']} runs/s,"

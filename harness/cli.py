@@ -48,6 +48,7 @@ from harness.scenario import ScenarioError, find_scenarios, resolve_scenario
 from harness.search import DEFAULT_EXAMPLES, explore_shapes, write_findings
 from harness.shrink import ShrinkError, check_shrinkable, shrink_trace
 from harness.traces import TraceError, load_trace, replay_command
+from harness.unpointed import POINTS_OFF
 from racetape._engine.drawn import DEFAULT_DB, open_database
 from racetape._engine.strategies import STRATEGIES
 from reftask.dsn import DsnError, redact_dsn
@@ -271,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME|none",
         help="repeat; default: every fault and none",
+    )
+    mat.add_argument(
+        "--points-off",
+        action="store_true",
+        help="add a column with every named control point off: the reference manager on the"
+        " controlled loop through its stores' drivers, as a user's code runs (no crash scenario)",
     )
     mat.add_argument(
         "--seeds",
@@ -704,7 +711,8 @@ def _matrix(args: argparse.Namespace, argv: Sequence[str]) -> int:
     cells, interrupted = run_matrix(
         scenarios,
         adapters,
-        list(dict.fromkeys(args.strategy or ["random", "pct"])),
+        list(dict.fromkeys(args.strategy or ["random", "pct"]))
+        + ([POINTS_OFF] if args.points_off else []),
         list(dict.fromkeys(faults)),
         seeds=args.seeds,
         runs=args.runs,
@@ -766,6 +774,8 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
             out.print(scaling_table(adapter_result["scaling"]))
     out.print(display.control_point_line(doc["control_points"]))
     out.print(unmodified_line(doc["unmodified"]))
+    if "unmodified_asyncpg" in doc:
+        out.print(unmodified_line(doc["unmodified_asyncpg"]))
     out.print(f"bench: {args.json}")
     return 0
 

@@ -35,6 +35,7 @@ from harness.files import OutputError, write_json_atomic
 from harness.run import RunResult, execute
 from harness.scenario import Scenario
 from harness.traces import trace_document
+from harness.unpointed import POINTS_OFF, run_points_off
 from racetape._engine.jitter import JITTER_MAX_DELAY
 from racetape._engine.strategies import ExhaustiveSearch, per_run_strategy, run_seed
 from racetape._target import Controlled, Jittered, Mode
@@ -168,7 +169,7 @@ def _record(
 ) -> RunRecord:
     kinds = tuple(sorted({str(v.kind) for v in result.violations}))
     trace = None
-    if keep_trace and (kinds or result.unsettled):
+    if keep_trace and (kinds or result.unsettled) and group.strategy != POINTS_OFF:
         trace = trace_document(
             scenario=group.scenario,
             adapter=group.adapter,
@@ -211,9 +212,20 @@ async def run_indices(
             break
         seed = run_seed(settings.seed, index)
         try:
-            result = await execute(
-                store, group.scenario, group.faults, mode_for(group.strategy, seed, settings)
-            )
+            if group.strategy == POINTS_OFF:
+                result = await run_points_off(
+                    group.scenario,
+                    group.faults,
+                    seed,
+                    sqlite_path=db.sqlite_path,
+                    pg_dsn=db.pg_dsn,
+                    pg_schema=db.pg_schema,
+                    settle_timeout=settings.settle_timeout,
+                )
+            else:
+                result = await execute(
+                    store, group.scenario, group.faults, mode_for(group.strategy, seed, settings)
+                )
             if result.unsettled:
                 await db.check_answers()
         except Exception as exc:

@@ -186,3 +186,17 @@ def test_the_unmodified_figure_sets_the_controlled_loop_beside_plain_asyncio(
     )
     assert "ratio" in unmodified_line(figure)
     assert example_main(tmp_path / "missing.py") is None
+
+
+@pytest.mark.postgres
+def test_the_asyncpg_figure_runs_the_worker_example_plain_and_controlled(
+    postgres_server: Any, tmp_path: Path
+) -> None:
+    from harness.bench_unmodified import asyncpg_figures, asyncpg_main, unmodified_line
+
+    figure = asyncpg_figures(10, postgres_server.dsn)
+    assert figure["runs"] == 10
+    assert "worker_stop_pg.py, asyncpg" in figure["workload"]
+    assert set(figure["runs_per_s"]) == {"plain", "controlled"}
+    assert "ratio" in unmodified_line(figure)
+    assert asyncpg_main(postgres_server.dsn, tmp_path / "missing.py") is None

@@ -323,3 +323,36 @@ def test_cancelled_timers_do_not_pile_up_in_a_long_run() -> None:
     run = run_once(main, Deviations())
     assert run.error is None, run.error
     assert sizes == [1], sizes
+
+
+def test_a_thread_started_in_the_run_under_the_ident_of_one_that_ended_is_still_foreign() -> None:
+    # Thread idents are reused once a thread has ended: a thread alive when the loop was made
+    # that ends, and a new one the run starts (a driver's connection thread) that takes its
+    # ident, must not be taken for one that was there before, or the run is a false Deadlock.
+    stop = threading.Event()
+    before = threading.Thread(target=stop.wait, daemon=True)
+    before.start()
+
+    async def main() -> None:
+        stop.set()
+        before.join()
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def answer_later() -> None:
+            time.sleep(0.05)
+            loop.call_soon_threadsafe(done.set_result, None)
+
+        for _ in range(50):  # until one reuses the ended thread's ident, as they soon do
+            thread = threading.Thread(target=answer_later, daemon=True)
+            thread.start()
+            if thread.ident == before.ident:
+                break
+            thread.join()
+        else:
+            pytest.skip("no thread reused the ident of the one that ended")
+        await done
+        thread.join()
+
+    checked = check(main, runs=1)
+    assert not checked.failures, checked.failures[0].error

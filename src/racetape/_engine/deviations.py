@@ -111,15 +111,29 @@ class Deviations:
         return enabled[index]
 
 
+def _is_timer(actor: str) -> bool:
+    """A timer is offered as a move of time before its deadline: refusing it is the event
+    before it coming first, as on an unloaded machine, not a wait of the timer's own."""
+    return actor == "timer" or ">timer@" in actor
+
+
+_LANDINGS = frozenset({"hand-back", "callback", "answer"})
+"""Decisions that deliver what a thread or a server finished: a deviation right after one
+lands something else in the same turn as it, the shape of a lost wake-up."""
+
+
 class DeviationSearch:
     """Hands out the next run's schedule, cheapest first; None when none is left.
 
     A schedule's cost is its number of deviations, where one between two callbacks of a turn
     counts twice: a thread's event landing at a turn start is the common case of a loaded
     machine, one landing inside a turn the rarer refinement. Among schedules of one cost, the
-    ones whose last deviation takes an event after fewer refusals go first (an event that has
+    ones whose last deviation comes right after a thread's or a server's event landed go first
+    (something else landing in the same turn as a completion: the shape of a lost wake-up);
+    then those whose last deviation takes an event after fewer refusals (an event that has
     waited one turn before it lands, before one that waited five: a loaded machine delays a
-    little more often than a lot); ties are broken by the seed.
+    little more often than a lot; a timer, offered as a move of time, counts no refusals);
+    ties are broken by the seed.
 
     Invariant: every schedule handed out is new, and none of cost c + 1 is handed out while one
     of cost c is still waiting.
@@ -128,7 +142,9 @@ class DeviationSearch:
     def __init__(self, seed: int = 0) -> None:
         self._rng = random.Random(f"racetape.deviations:{seed}")
         # cost -> heap of (refusals of the last deviation's event, tie-break, schedule)
-        self._levels: dict[int, list[tuple[int, float, Schedule]]] = {0: [(0, 0.0, ())]}
+        self._levels: dict[int, list[tuple[tuple[int, int], float, Schedule]]] = {
+            0: [((0, 0), 0.0, ())]
+        }
         self._cost: dict[Schedule, int] = {(): 0}
         self.bound = 0  # the highest cost handed out so far
         self.runs = 0
@@ -151,23 +167,26 @@ class DeviationSearch:
         last = schedule[-1][0] if schedule else -1
         cost = self._cost.get(schedule, len(schedule))
         refused: dict[str, int] = {}  # how often each actor was offered and not taken
-        children: list[tuple[Schedule, int, int]] = []
+        children: list[tuple[Schedule, int, tuple[int, int]]] = []
+        landed = False  # the decision before took a thread's or a server's event
         for d in decisions:
             if d.step > last:
                 for index in range(1, len(d.enabled)):
                     child = (*schedule, (d.step, index))
                     extra = 2 if d.mid_turn else 1
-                    children.append((child, cost + extra, refused.get(d.enabled[index], 0)))
+                    waited = refused.get(d.enabled[index], 0)
+                    children.append((child, cost + extra, (0 if landed else 1, waited)))
+            landed = d.detail in _LANDINGS
             for index, actor in enumerate(d.enabled):
-                if index != d.index:
+                if index != d.index and not _is_timer(actor):
                     refused[actor] = refused.get(actor, 0) + 1
         if len(children) > MAX_CHILDREN:
             children = sorted(children, key=lambda c: c[2])[:MAX_CHILDREN]
-        for child, child_cost, waited in children:
+        for child, child_cost, order in children:
             if child not in self._cost:
                 self._cost[child] = child_cost
                 level = self._levels.setdefault(child_cost, [])
-                heapq.heappush(level, (waited, self._rng.random(), child))
+                heapq.heappush(level, (order, self._rng.random(), child))
 
     def covered(self) -> str:
         if self.exhausted:

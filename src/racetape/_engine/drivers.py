@@ -37,3 +37,58 @@ def install_drivers() -> None:
     imported after the loop was made is hooked before the loop runs its code."""
     for driver in _DRIVERS:
         driver.install()
+
+
+class Peer(Protocol):
+    """The far end of a socket, as a driver adapter knows it: a server that runs each request
+    it is sent and answers in order (a Postgres backend). A loop that watches a peer's socket
+    (:meth:`ControlledLoop.watch`) decides when what the peer sent is read, and waits, in real
+    time, for every answer the peer owes before it takes its next step, so that the server's
+    work happens at the step that sent the request and nowhere else.
+    """
+
+    name: str
+    """Stable across runs of one interleaving (``postgres#1``): it names decisions."""
+
+    whole_reads: bool
+    """The driver's reader reads all that is pending itself (asyncpg's transport), so a read
+    that leaves bytes behind means what :meth:`reading` was told is wrong; False where the
+    reader only wakes a task that reads later (psycopg)."""
+
+    def owed(self) -> bool:
+        """A request was sent whose whole answer is not yet in the socket, and the server is
+        not waiting on the client (a ``COPY ... FROM STDIN`` asks for data)."""
+
+    def answered(self, pending: bytes) -> bool:
+        """Whether ``pending`` (the unread bytes in the socket) may be read now: it ends on a
+        message boundary and holds every answer owed."""
+
+    def reading(self, pending: bytes) -> None:
+        """``pending`` is about to be read by the driver, whole."""
+
+    def blocked(self) -> str | None:
+        """While :meth:`owed`: what the server's work waits on that another connection holds
+        (``"a lock held by pid 123"``), else None. May ask the server; called rarely."""
+
+    def holders(self) -> set[int]:
+        """While :meth:`blocked`: the ids of the peers (:attr:`ident`) it waits on."""
+
+    @property
+    def ident(self) -> int:
+        """The server's id of this connection (a backend pid)."""
+
+    def closed(self) -> bool:
+        """The socket is closed: the loop stops watching it."""
+
+
+_OWN_THREADS: set[int] = set()
+
+
+def own_thread(ident: int) -> None:
+    """Mark a thread as racetape's own (a driver adapter's monitor): a controlled loop does
+    not count it as a thread it cannot control."""
+    _OWN_THREADS.add(ident)
+
+
+def is_own_thread(ident: int | None) -> bool:
+    return ident in _OWN_THREADS

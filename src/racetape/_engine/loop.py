@@ -51,15 +51,19 @@ is the interleaving's distance from the unloaded machine.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import concurrent.futures
 import contextvars
+import fcntl
 import heapq
 import os
 import queue
+import select
 import selectors
 import socket
 import sys
+import termios
 import threading
 import time
 import weakref
@@ -74,7 +78,7 @@ from enum import Enum
 from types import FrameType
 from typing import Any, TypeVar, TypeVarTuple
 
-from racetape._engine.drivers import install_drivers
+from racetape._engine.drivers import Peer, install_drivers, is_own_thread
 from racetape._engine.schedule import Candidate, Decision, chose
 from racetape._engine.schedule import Strategy as _Strategy
 
@@ -172,7 +176,7 @@ _DISPATCH = frozenset({"_run", "__step", "_Task__step", "_run_once", "run_foreve
 never the code that made the choice."""
 
 
-def _where(frame: FrameType | None) -> str:
+def _where(frame: FrameType | None, library: str = "") -> str:
     """``file:line`` of the first frame outside asyncio, concurrent.futures and racetape, within
     the current callback or task step (``?`` if there is none: a task of asyncio's own, such as
     ``to_thread`` under ``gather``), so that a name never depends on who drives the loop."""
@@ -181,7 +185,11 @@ def _where(frame: FrameType | None) -> str:
         path = frame.f_code.co_filename
         if path.startswith(asyncio_dir) and frame.f_code.co_name in _DISPATCH:
             return "?"
-        if not path.startswith(_SKIP) and not path.startswith("<frozen"):
+        if (
+            not path.startswith(_SKIP)
+            and not path.startswith("<frozen")
+            and not (library and path.startswith(library))
+        ):
             try:
                 shown = os.path.relpath(path)
             except ValueError:
@@ -311,7 +319,8 @@ class _Arrival:
     handle: asyncio.Handle
     since: int
     at: float
-    kind: str  # "hand-back" of a job, or "callback" from a thread
+    kind: str  # "hand-back" of a job, "callback" from a thread, a driver's "request", "answer"
+    label: str = ""  # the candidate's name, where one source has many events (a connection's)
 
 
 class ControlledLoop(asyncio.SelectorEventLoop):
@@ -364,7 +373,9 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         self._idle_workers: list[_Worker] = []
         self._body_threads: dict[int, _Job] = {}  # thread ident -> the job it runs
         self._thread_names: dict[int, str] = {}
-        self._baseline_threads = {t.ident for t in threading.enumerate()}
+        # The threads, not their idents: an ident is reused once its thread has ended, and a
+        # new thread under an old ident is not one that was here before.
+        self._baseline_threads = set(threading.enumerate())
         self._names: weakref.WeakKeyDictionary[asyncio.Task[Any], str] = (
             weakref.WeakKeyDictionary()
         )  # task -> spawn path; weakly, and without a done callback that would add a step
@@ -379,6 +390,8 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         self._joined_at: list[float] = []
         self._advanced = False
         self._on_over: dict[_Job, list[asyncio.Future[None]]] = {}
+        self._peers: dict[int, _Watched] = {}  # fd -> a watched socket's far end
+        self._peer_epoch = 0  # moves whenever a watched server finished some work
 
     # -- time ------------------------------------------------------------------------------------
 
@@ -535,6 +548,124 @@ class ControlledLoop(asyncio.SelectorEventLoop):
                 job.state = _JobState.PICKED
                 self._settle_job(job)
 
+    # -- watched sockets (a driver's connection to its server) ------------------------------------
+
+    def name_for(self, kind: str, *, library: str = "") -> str:
+        """A name for something the current task makes here (a connection): its spawn path,
+        ``kind`` and the user's ``file:line`` (outside ``library``, the driver's own folder),
+        as worker-thread jobs are named."""
+        owner = self._owner()
+        where = _where(sys._getframe(1), library)
+        return f"{owner}>{kind}@{where}#{self._count(owner + '>' + kind + '@' + where)}"
+
+    def watch(self, fd: int, peer: Peer) -> None:
+        """Decide when what arrives on socket ``fd`` from ``peer`` is read (a decision, kind
+        ``answer``), and wait for every answer ``peer`` owes before the next step. Called by a
+        driver adapter (``racetape.drivers``) when a connection is made under this loop."""
+        self._peers[fd] = _Watched(peer)
+
+    def defer(self, source: str, action: Callable[[], None]) -> None:
+        """Run ``action`` (a driver's send of a request) when a decision says, after every
+        action deferred earlier from ``source``: as a slow network may hold bytes back. Called
+        from the loop's thread."""
+        handle = asyncio.Handle(action, (), self, None)
+        label = f"{source}#{self._count('request:' + source)}"
+        arrival = _Arrival(handle, self._next_seq(), self._now, "request", label)
+        self._arrivals.setdefault(source, deque()).append(arrival)
+
+    def flush_deferred(self, source: str) -> None:
+        """Run, now and in order, every action still deferred from ``source`` (a connection
+        that closes sends what it was given first, as a transport flushes its buffer)."""
+        for arrival in self._arrivals.pop(source, deque()):
+            arrival.handle._run()
+
+    def _check_peers(self) -> None:
+        """Wait for what the watched servers owe; offer what they sent as arrivals."""
+        for fd, watched in list(self._peers.items()):
+            peer = watched.peer
+            if peer.closed():
+                del self._peers[fd]
+                self._peer_epoch += 1  # a connection gone releases its locks
+                continue
+            if peer.owed():
+                if watched.blocked is not None and watched.blocked_epoch == self._peer_epoch:
+                    continue
+                if not self._settle_peer(fd, watched):
+                    continue
+            elif not watched.readable:
+                continue
+            if watched.arrival is not None or not self._reads(fd):
+                continue
+            pending = _peek(fd)
+            if pending and not peer.answered(pending):
+                continue  # a message still on its way (unasked-for: a notification)
+            if not pending and not _at_eof(fd):
+                watched.readable = False  # read already: nothing to offer
+                continue
+            handle = asyncio.Handle(self._read_peer, (fd, watched), self, None)
+            label = f"{peer.name} answer#{self._count('answer:' + peer.name)}"
+            watched.arrival = _Arrival(handle, self._next_seq(), self._now, "answer", label)
+            self._arrivals.setdefault(peer.name, deque()).append(watched.arrival)
+
+    def _settle_peer(self, fd: int, watched: _Watched) -> bool:
+        """Wait, in real time, until the server has answered all ``watched`` owes (True) or
+        its work waits on a lock another connection holds (False: the schedule moves on)."""
+        peer = watched.peer
+        start = time.monotonic()
+        deadline = start + self._settle_timeout
+        ask_at = start + 0.002  # a request not answered by then may wait on a lock
+        while True:
+            if not peer.owed() or peer.answered(_peek(fd)) or _at_eof(fd):
+                if watched.blocked is not None:
+                    watched.blocked = None
+                self._peer_epoch += 1
+                return True
+            now = time.monotonic()
+            if now >= ask_at:
+                why = peer.blocked()
+                if why is not None:
+                    watched.blocked, watched.blocked_epoch = why, self._peer_epoch
+                    return False
+                ask_at = now + 0.005
+            if now > deadline:
+                self._failed = True
+                raise Hung(
+                    f"{peer.name} has not answered within {self._settle_timeout:g} s and waits"
+                    f" on nothing the server names: {self._waiting()}"
+                )
+            select.select([fd], [], [], 0.0005)
+
+    def _reads(self, fd: int) -> bool:
+        """Whether the driver reads ``fd`` now (a reader is registered)."""
+        try:
+            key = self._selector.get_key(fd)
+        except (KeyError, ValueError):
+            return False
+        reader = key.data[0]
+        return reader is not None and not reader._cancelled
+
+    def _read_peer(self, fd: int, watched: _Watched) -> None:
+        """The decided read: the driver's reader runs, as the selector would have run it."""
+        watched.arrival = None
+        watched.readable = False
+        try:
+            reader = self._selector.get_key(fd).data[0]
+        except (KeyError, ValueError):
+            return
+        if reader is None or reader._cancelled:
+            return  # the driver stopped reading; what is pending waits for its next read
+        pending = _peek(fd)
+        watched.peer.reading(pending)
+        reader._run()
+        if watched.peer.whole_reads and self._peers.get(fd) is watched and _unread(fd):
+            # The driver read part of what was there: which answers it has seen is no longer
+            # known, so this connection's reads go back to the selector, and the run says so.
+            del self._peers[fd]
+            self._note(f"reads of {watched.peer.name} (a driver read part of an answer)")
+
+    def _blocked_peers(self) -> list[_Watched]:
+        return [w for w in self._peers.values() if w.blocked is not None and w.peer.owed()]
+
     # -- callbacks from other threads ------------------------------------------------------------
 
     def call_soon_threadsafe(
@@ -658,6 +789,8 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         poll).
         """
         self._take_inbox()
+        if self._peers:
+            self._check_peers()
         found: list[tuple[int, Candidate, Callable[[], None], float]] = []
         for job in self._jobs:
             if job.state is _JobState.PICKED:
@@ -666,7 +799,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         for source, pending in self._arrivals.items():
             if pending:
                 head = pending[0]
-                candidate = Candidate(source, head.kind, head.since)
+                candidate = Candidate(head.label or source, head.kind, head.since)
                 found.append((head.since, candidate, _bind(self._deliver, source), head.at))
         found.sort(key=lambda entry: entry[0])
         overdue = [entry for entry in found if entry[3] + self._horizon <= self._now]
@@ -807,12 +940,26 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         wake-up pipe is drained here, not through a callback that would add a step."""
         events = self._selector.select(timeout)
         own = self._ssock.fileno()
-        theirs = [(key, mask) for key, mask in events if key.fd != own]
-        if len(theirs) < len(events):
-            self._read_from_self()
+        theirs = []
+        withheld = False
+        for key, mask in events:
+            if key.fd == own:
+                self._read_from_self()
+                continue
+            watched = self._peers.get(key.fd) if not self._failed else None
+            if watched is not None and mask & selectors.EVENT_READ:
+                watched.readable = True  # read when a decision says (_check_peers)
+                withheld = True
+                mask &= ~selectors.EVENT_READ
+                if not mask:
+                    continue
+            theirs.append((key, mask))
         if theirs:
-            self._note("socket readiness (not decided)")
+            if any(key.fd not in self._peers for key, _ in theirs):
+                self._note("socket readiness (not decided)")
             self._process_events(theirs)
+        elif withheld and timeout:
+            time.sleep(min(timeout, 0.0005))  # the withheld socket stays ready: do not spin
 
     def _foreign_threads(self) -> list[threading.Thread]:
         """Threads started since the loop was made that the loop does not run: uncontrolled."""
@@ -820,7 +967,10 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         found = [
             t
             for t in threading.enumerate()
-            if t.ident not in self._baseline_threads and t.ident not in ours and t.is_alive()
+            if t not in self._baseline_threads
+            and t.ident not in ours
+            and not is_own_thread(t.ident)
+            and t.is_alive()
         ]
         for thread in found:
             name = self._foreign_name(thread)
@@ -830,8 +980,14 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         return found
 
     def _sockets(self) -> bool:
+        """A socket the loop does not watch is registered, or a watched server's work waits
+        on a lock held outside the run."""
         own = self._ssock.fileno()
-        return any(key.fd != own for key in self._selector.get_map().values())
+        if any(
+            key.fd != own and key.fd not in self._peers for key in self._selector.get_map().values()
+        ):
+            return True
+        return bool(self._blocked_peers())
 
     def _uncontrolled(self) -> bool:
         """Something the loop does not control could still make something happen."""
@@ -839,11 +995,15 @@ class ControlledLoop(asyncio.SelectorEventLoop):
 
     def _wait_for_something(self) -> bool:
         """Nothing can happen under control: wait for what is not controlled, or fail."""
+        self._check_lock_cycle()
         if self._uncontrolled():
             deadline = time.monotonic() + self._settle_timeout
             while time.monotonic() < deadline:
                 self._poll_io(0.01)
                 if self._inbox or self._ready:
+                    return True
+                if self._blocked_peers():
+                    self._peer_epoch += 1  # ask the server again: the holder may be done
                     return True
                 if not self._uncontrolled():
                     break
@@ -863,6 +1023,26 @@ class ControlledLoop(asyncio.SelectorEventLoop):
                 f" {', '.join(parked)}; {self._waiting()}"
             )
         raise Deadlock(f"nothing can happen and the run has not finished: {self._waiting()}")
+
+    def _check_lock_cycle(self) -> None:
+        """Nothing in the run can go: a server connection waiting on a lock that another of
+        the run's connections holds will wait for ever (the server's own deadlock detector
+        would end it with an error after its timeout): a :class:`Deadlock`, naming both."""
+        blocked = self._blocked_peers()
+        if not blocked:
+            return
+        ours = {w.peer.ident: w.peer.name for w in self._peers.values()}
+        waits = []
+        for watched in blocked:
+            holders = watched.peer.holders()
+            if not holders or not holders <= ours.keys():
+                return  # a lock held outside the run: wait for it, in real time
+            names = ", ".join(ours[h] for h in sorted(holders))
+            waits.append(f"{watched.peer.name} waits on a lock held by {names}")
+        self._failed = True
+        raise Deadlock(
+            f"database connections wait on each other: {'; '.join(waits)}; {self._waiting()}"
+        )
 
     def _waiting(self) -> str:
         """Who waits on whom, for a deadlock or hang report."""
@@ -921,6 +1101,50 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         for worker in self._workers:
             worker.give(None)
         super().close()
+
+
+@dataclass(eq=False)
+class _Watched:
+    """A watched socket: its peer, and what the loop knows of it."""
+
+    peer: Peer
+    readable: bool = False  # the selector said so, and the read is withheld
+    arrival: _Arrival | None = None  # the pending decided read
+    blocked: str | None = None  # the server's work waits on a lock (the peer's words)
+    blocked_epoch: int = -1
+
+
+def _unread(fd: int) -> int:
+    """Bytes waiting to be read on socket ``fd``."""
+    buf = array.array("i", [0])
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, buf)
+    except OSError:
+        return 0
+    return buf[0]
+
+
+def _at_eof(fd: int) -> bool:
+    """The socket is readable with nothing to read: the server closed it."""
+    try:
+        readable, _, _ = select.select([fd], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable) and not _unread(fd)
+
+
+def _peek(fd: int) -> bytes:
+    """The unread bytes on socket ``fd``, left unread."""
+    n = _unread(fd)
+    if not n:
+        return b""
+    sock = socket.socket(fileno=fd)
+    try:
+        return sock.recv(n, socket.MSG_PEEK)
+    except OSError:
+        return b""
+    finally:
+        sock.detach()
 
 
 def _owed_future(loop: ControlledLoop, job: _Job) -> asyncio.Future[None]:

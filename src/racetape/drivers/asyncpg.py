@@ -1,0 +1,103 @@
+"""asyncpg under the controlled loop: every request's answer is read when a decision says.
+
+A connection made while a ``ControlledLoop`` runs (``asyncpg.connect``, a ``Pool``'s) has its
+socket watched by the loop. What the connection writes (asyncpg writes whole messages through
+its transport) tells what the server owes; the loop waits for the whole answer before its next
+step, so the server runs each request at the step that sent it; reading the answer is then a
+decision like a worker thread's hand-back. A backend that waits on a lock another connection
+holds is seen from the server (``pg_blocking_pids``) and the run moves on.
+
+Not controlled, and said so in the run's coverage: TLS connections (the bytes are encrypted);
+asyncpg's cancel requests, which go over a new connection of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import sys
+from typing import Any
+
+from racetape._engine.loop import ControlledLoop
+from racetape.drivers.pgwire import Owed, PgPeer, Server
+
+
+class AsyncpgDriver:
+    name = "asyncpg"
+
+    def __init__(self) -> None:
+        self._installed = False
+
+    def install(self) -> None:
+        if self._installed or "asyncpg.connect_utils" not in sys.modules:
+            return
+        connect_utils: Any = sys.modules["asyncpg.connect_utils"]
+        original = connect_utils._connect_addr
+
+        @functools.wraps(original)
+        async def _connect_addr(*args: Any, **kwargs: Any) -> Any:
+            con = await original(*args, **kwargs)
+            loop = asyncio.get_running_loop()
+            if isinstance(loop, ControlledLoop):
+                watch(loop, con)
+            return con
+
+        connect_utils._connect_addr = _connect_addr
+        self._installed = True
+
+
+def connect_utils_file() -> str:
+    return str(sys.modules["asyncpg.connect_utils"].__file__)
+
+
+def watch(loop: ControlledLoop, con: Any) -> None:
+    """Have ``loop`` watch the socket of asyncpg connection ``con``."""
+    transport = con._transport
+    if transport.get_extra_info("sslcontext") is not None:
+        loop._note("asyncpg connections over TLS (their bytes cannot be read)")
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    owed = Owed()
+    name = loop.name_for("postgres", library=os.path.dirname(os.path.dirname(connect_utils_file())))
+    sends = f"{name} send"
+    write, close = transport.write, transport.close
+
+    def send(data: bytes) -> None:
+        if not owed.sent(data):
+            loop._note("asyncpg writes that are not whole messages")
+        write(data)
+
+    def deferred_write(data: Any) -> None:
+        # A copy: asyncpg may reuse its buffer once write returns, as a transport copies too.
+        loop.defer(sends, functools.partial(send, bytes(data)))
+
+    def deferred_writelines(lines: Any) -> None:
+        deferred_write(b"".join(bytes(line) for line in lines))
+
+    def flushed_close() -> None:
+        loop.flush_deferred(sends)
+        close()
+
+    transport.write, transport.writelines = deferred_write, deferred_writelines
+    transport.close = flushed_close
+    params, addr = con._params, con._addr
+    if isinstance(addr, str):  # a Unix socket: <dir>/.s.PGSQL.<port>
+        host, port = os.path.dirname(addr), int(addr.rsplit(".", 1)[-1])
+    else:
+        host, port = addr
+    password = params.password if isinstance(params.password, str) else None
+    server = Server(str(host), int(port), params.user, password, params.database)
+    peer = PgPeer(
+        name,
+        con.get_server_pid(),
+        server,
+        owed=lambda: owed.pending,
+        answered=owed.answered_by,
+        reading=owed.read,
+        whole_reads=True,
+        closed=lambda: sock.fileno() < 0,
+    )
+    loop.watch(sock.fileno(), peer)

@@ -1,0 +1,185 @@
+"""asyncpg under the controlled loop, on a real Postgres: each request's send and each answer's
+read are decisions, the server runs a request at the step that sent it, and a backend waiting
+on another connection's lock is seen from the server, never timed out."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from racetape import Deadlock, check, replay
+
+sys.path.insert(0, str(Path(__file__).parent / "examples"))
+import progress_asyncpg
+import worker_stop_pg
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(autouse=True)
+def dsn(postgres_server: object, monkeypatch: pytest.MonkeyPatch) -> str:
+    found: str = postgres_server.dsn  # type: ignore[attr-defined]
+    monkeypatch.setattr(progress_asyncpg, "DSN", found)
+    monkeypatch.setattr(worker_stop_pg, "DSN", found)
+    return found
+
+
+async def detached_write() -> None:
+    await progress_asyncpg.check_final_is_last(fixed=False)
+
+
+async def detached_write_fixed() -> None:
+    await progress_asyncpg.check_final_is_last(fixed=True)
+
+
+def test_a_detached_asyncpg_write_after_final_is_found_for_every_base_seed_and_replays() -> None:
+    firsts = []
+    for seed in range(20):
+        checked = check(
+            detached_write, strategy="pct", runs=30, seed=seed, stop_at_first_failure=True
+        )
+        assert checked.failures, f"base seed {seed}: no failure in 30 runs"
+        first = checked.failures[0]
+        assert isinstance(first.error, AssertionError), first.error
+        assert "'final', 'progress'" in str(first.error)
+        firsts.append(len(checked.runs))
+    # The last seed's printed schedule replays its failure, decision for decision.
+    for _ in range(100):
+        again = replay(detached_write, first.token)
+        assert isinstance(again.error, AssertionError)
+        assert again.schedule.decisions == first.schedule.decisions
+    assert sorted(firsts)[len(firsts) // 2] <= 5, firsts  # the median seed within 5 runs
+
+
+def test_the_fixed_twin_passes_the_runs_that_find_the_detached_write() -> None:
+    checked = check(detached_write_fixed, strategy="pct", runs=150)
+    assert not checked.failures, checked.failures[0].error
+    searched = check(detached_write_fixed, runs=50)
+    assert not searched.failures, searched.failures[0].error
+
+
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+def test_a_lost_stop_after_a_postgres_round_trip_is_found_within_five_runs_and_replays(
+    driver: str,
+) -> None:
+    async def lost_stop() -> None:
+        await worker_stop_pg.start_then_stop(driver, fixed=False)
+
+    for seed in range(20):
+        checked = check(lost_stop, runs=5, seed=seed, stop_at_first_failure=True)
+        assert checked.failures, f"base seed {seed}: no failure in 5 runs ({checked.covered})"
+        first = checked.failures[0]
+        assert isinstance(first.error, TimeoutError), first.error
+        assert any(d.detail == "answer" for d in first.schedule.decisions), "reads decided"
+    for _ in range(100):
+        again = replay(lost_stop, first.token)
+        assert isinstance(again.error, TimeoutError)
+        assert again.schedule.decisions == first.schedule.decisions
+
+
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+def test_the_fixed_worker_stops_in_every_schedule_the_search_reaches(driver: str) -> None:
+    async def fixed() -> None:
+        await worker_stop_pg.start_then_stop(driver, fixed=True)
+
+    searched = check(fixed, runs=150)
+    assert not searched.failures, searched.failures[0].error
+    sampled = check(fixed, runs=150, strategy="random")
+    assert not sampled.failures, sampled.failures[0].error
+
+
+@asynccontextmanager
+async def a_table(dsn: str, rows: int) -> AsyncIterator[str]:
+    table = f"rt_rows_{uuid.uuid4().hex[:10]}"
+    con = await asyncpg.connect(dsn)
+    try:
+        await con.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, n int)")
+        await con.executemany(f"INSERT INTO {table} VALUES ($1, 0)", [(i,) for i in range(rows)])
+        yield table
+    finally:
+        await con.execute(f"DROP TABLE {table}")
+        await con.close()
+
+
+def test_two_transactions_contending_for_a_row_never_hang_and_both_orders_are_reached(
+    dsn: str,
+) -> None:
+    firsts: list[str] = []
+
+    async def main() -> None:
+        async with a_table(dsn, 1) as table:
+            order: list[str] = []
+
+            async def bump(name: str) -> None:
+                con = await asyncpg.connect(dsn)
+                try:
+                    async with con.transaction():
+                        n = await con.fetchval(f"SELECT n FROM {table} WHERE id = 0 FOR UPDATE")
+                        order.append(name)
+                        await con.execute(f"UPDATE {table} SET n = $1 WHERE id = 0", n + 1)
+                finally:
+                    await con.close()
+
+            await asyncio.gather(bump("a"), bump("b"))
+            con = await asyncpg.connect(dsn)
+            try:
+                assert await con.fetchval(f"SELECT n FROM {table} WHERE id = 0") == 2
+            finally:
+                await con.close()
+            firsts.append(order[0])
+
+    checked = check(main, strategy="random", runs=40, seed=3)
+    assert not checked.failures, checked.failures[0].error
+    assert set(firsts) == {"a", "b"}, "each transaction took the lock first in some run"
+
+
+def test_a_lock_order_deadlock_between_two_connections_is_reported_naming_both(dsn: str) -> None:
+    async def main() -> None:
+        async with a_table(dsn, 2) as table:
+            # Connected one after the other: a connection's start-up is not decided (the run
+            # says so), and two at once would make the decisions after them differ run to run.
+            cons = [await asyncpg.connect(dsn), await asyncpg.connect(dsn)]
+
+            async def lock(con: asyncpg.Connection, first: int, second: int) -> None:
+                async with con.transaction():
+                    await con.execute(f"SELECT 1 FROM {table} WHERE id = {first} FOR UPDATE")
+                    await con.execute(f"SELECT 1 FROM {table} WHERE id = {second} FOR UPDATE")
+
+            try:
+                await asyncio.gather(lock(cons[0], 0, 1), lock(cons[1], 1, 0))
+            finally:
+                for con in cons:
+                    con.terminate()
+
+    checked = check(main, strategy="random", runs=60, seed=1, stop_at_first_failure=True)
+    deadlocks = [f for f in checked.failures if isinstance(f.error, Deadlock)]
+    assert deadlocks, [repr(f.error) for f in checked.failures]
+    message = str(deadlocks[0].error)
+    assert message.count("waits on a lock held by") == 2, message
+    for _ in range(5):  # each replay's clean-up waits out the server's own deadlock_timeout
+        assert isinstance(replay(main, deadlocks[0].token).error, Deadlock)
+
+
+def test_the_loop_waits_for_an_answer_without_a_timeout_and_time_does_not_move(dsn: str) -> None:
+    # pg_sleep holds the answer back for 0.3 s of real time: the loop waits for it without
+    # moving its virtual time, so a 0.1 s asyncio timeout around it does not fire early.
+    async def main() -> None:
+        con = await asyncpg.connect(dsn)
+        try:
+            loop = asyncio.get_running_loop()
+            before = loop.time()
+            async with asyncio.timeout(0.1):
+                await con.execute("SELECT pg_sleep(0.3)")
+            assert loop.time() - before < 0.1
+        finally:
+            await con.close()
+
+    checked = check(main, runs=3)
+    assert not checked.failures, checked.failures[0].error
