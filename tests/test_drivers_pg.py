@@ -183,3 +183,40 @@ def test_the_loop_waits_for_an_answer_without_a_timeout_and_time_does_not_move(d
 
     checked = check(main, runs=3)
     assert not checked.failures, checked.failures[0].error
+
+
+@pytest.mark.parametrize("through", ["asyncpg", "psycopg"])
+def test_the_lock_monitor_names_the_backend_holding_the_lock(
+    dsn: str, through: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import urllib.parse
+
+    import psycopg
+
+    from racetape.drivers.pgwire import Monitor, Server
+
+    if through == "psycopg":  # a psycopg user's machine, without asyncpg
+        monkeypatch.setitem(sys.modules, "asyncpg", None)
+    url = urllib.parse.urlsplit(dsn)
+    server = Server(url.hostname or "", url.port or 5432, url.username, url.password, "postgres")
+    table = f"rt_mon_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(dsn, autocommit=True) as holder, psycopg.connect(dsn) as waiter:
+        holder.execute(f"CREATE TABLE {table} (id int)")
+        try:
+            holder.execute("BEGIN")
+            holder.execute(f"LOCK TABLE {table}")
+            blocked = threading.Thread(target=lambda: waiter.execute(f"SELECT * FROM {table}"))
+            blocked.start()
+            monitor = Monitor(server)
+            for _ in range(200):
+                if monitor.blocking_pids(waiter.info.backend_pid):
+                    break
+                blocked.join(0.01)
+            assert monitor.blocking_pids(waiter.info.backend_pid) == [holder.info.backend_pid]
+            assert monitor.blocking_pids(holder.info.backend_pid) == []
+        finally:
+            holder.execute("ROLLBACK")
+            blocked.join()
+            waiter.rollback()
+            holder.execute(f"DROP TABLE {table}")

@@ -139,8 +139,10 @@ class Monitor:
         return future.result(10.0)
 
     async def _ask(self, pid: int) -> list[int]:
-        import asyncpg  # the monitor's own driver, whatever the code under test uses
-
+        try:
+            import asyncpg  # the monitor's own driver, whatever the code under test uses
+        except ImportError:  # a psycopg user's machine: ask through psycopg, on this thread
+            return await asyncio.get_running_loop().run_in_executor(None, self._ask_psycopg, pid)
         if self._conn is None or self._conn.is_closed():
             s = self.server
             self._conn = await asyncpg.connect(
@@ -148,6 +150,22 @@ class Monitor:
             )
         found = await self._conn.fetchval("SELECT pg_blocking_pids($1)", pid)
         return list(found or [])
+
+    def _ask_psycopg(self, pid: int) -> list[int]:
+        import psycopg
+
+        if self._conn is None or self._conn.closed:
+            s = self.server
+            self._conn = psycopg.connect(
+                host=s.host,
+                port=s.port,
+                user=s.user,
+                password=s.password,
+                dbname=s.database,
+                autocommit=True,
+            )
+        row = self._conn.execute("SELECT pg_blocking_pids(%s)", (pid,)).fetchone()
+        return list(row[0] or []) if row else []
 
 
 class PgPeer:
