@@ -67,3 +67,23 @@ def test_the_matrix_command_writes_json_and_markdown(tmp_path: Path) -> None:
     assert main(["matrix", "--scenario", "prestart-cancel", "--fault", "unlocked-append",
                  "--seeds", "2", "--runs", "2", "--json", str(out)]) == 1  # fmt: skip
     assert json.loads(out.read_text())["gaps"] == ["unlocked-append"]
+
+
+def test_the_terminal_table_calls_a_gap_only_what_the_document_does() -> None:
+    from rich.console import Console
+
+    from harness.display import matrix_table
+
+    scenario = resolve_scenario("late-progress")
+    fault = Fault.NO_TERMINAL_GUARD
+    slow = Cell(fault, Group(scenario, "sqlite", frozenset({fault}), "random"))
+    for seed in range(3):  # one seed of three strands, in its last run: no median
+        slow.add(seed, [RunRecord(i, ("final-not-last",) if (seed, i) == (0, 4) else (), False,
+                                  None, (), 3, 0.01) for i in range(5)])  # fmt: skip
+    doc = matrix_document([slow], seeds=3, runs=5, command="test", interrupted=False)
+    assert doc["gaps"] == []
+    console = Console(width=200, record=True)
+    console.print(matrix_table(doc))
+    text = console.export_text()
+    assert "gap" not in text
+    assert "late-progress: median >5, 1/15 strands" in text
