@@ -9,7 +9,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from harness.replay import Replayed
@@ -36,27 +42,50 @@ def console(*, stderr: bool = False) -> Console:
 
 
 class RichProgress(ProgressSink):
+    """A bar with runs, strands, runs/s and the time left; under a budget the bar is the
+    budget's time (the runs asked for are a cap a budgeted job rarely reaches)."""
+
     def __init__(self) -> None:
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
+            TextColumn("{task.fields[runs]}"),
             TextColumn("strands {task.fields[strands]}"),
+            TextColumn("{task.fields[rate]} runs/s"),
             TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
             console=Console(stderr=True),
             transient=True,
         )
         self._task: Any = None
-        self._strands = 0
+        self._strands = self._done = self._total = 0
+        self._budget: float | None = None
+        self._started = time.monotonic()
 
-    def start(self, total: int) -> None:
+    def start(self, total: int, budget: float | None = None) -> None:
+        self._total, self._budget, self._started = total, budget, time.monotonic()
         self._progress.start()
-        self._task = self._progress.add_task("runs", total=total, strands=0)
+        self._task = self._progress.add_task(
+            "runs", total=budget or total, strands=0, runs=self._runs(), rate="-"
+        )
+
+    def _runs(self) -> str:
+        return f"{self._done} runs" if self._budget else f"{self._done}/{self._total}"
 
     def advance(self, group: Group, record: RunRecord) -> None:
         self._strands += record.stranded
+        self._done += 1
+        elapsed = time.monotonic() - self._started
+        rate = f"{self._done / elapsed:.0f}" if elapsed > 0 else "-"
+        completed = min(elapsed, self._budget) if self._budget else float(self._done)
         self._progress.update(
-            self._task, advance=1, strands=self._strands, description=group.scenario.name
+            self._task,
+            completed=completed,
+            description=group.scenario.name,
+            strands=self._strands,
+            runs=self._runs(),
+            rate=rate,
         )
 
     def finish(self) -> None:
@@ -64,24 +93,34 @@ class RichProgress(ProgressSink):
 
 
 class PlainProgress(ProgressSink):
-    """A line at most every few seconds, and one per group as it finishes."""
+    """A line at most every few seconds, and one per group as it finishes: runs, runs/s and
+    the time left (of the budget, under one)."""
 
     def __init__(self, every: float = 5.0) -> None:
         self._every, self._total, self._done, self._last = every, 0, 0, time.monotonic()
+        self._budget: float | None = None
+        self._started = time.monotonic()
 
-    def start(self, total: int) -> None:
-        self._total = total
-        print(f"racetape: {total} runs", file=sys.stderr, flush=True)
+    def start(self, total: int, budget: float | None = None) -> None:
+        self._total, self._budget, self._started = total, budget, time.monotonic()
+        cap = f" (at most; a budget of {budget:g} s)" if budget else ""
+        print(f"racetape: {total} runs{cap}", file=sys.stderr, flush=True)
 
     def advance(self, group: Group, record: RunRecord) -> None:
         self._done += 1
         if time.monotonic() - self._last >= self._every or self._done == self._total:
             self._last = time.monotonic()
-            print(
-                f"racetape: {self._done}/{self._total} runs ({group.label})",
-                file=sys.stderr,
-                flush=True,
-            )
+            print(f"racetape: {self.line()} ({group.label})", file=sys.stderr, flush=True)
+
+    def line(self) -> str:
+        """Runs done, runs/s, and the time left."""
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        rate = self._done / elapsed
+        if self._budget:
+            left = max(0.0, self._budget - elapsed)
+            return f"{self._done} runs, {rate:.0f} runs/s, {left:.0f} s of the budget left"
+        left = (self._total - self._done) / rate if rate else 0.0
+        return f"{self._done}/{self._total} runs, {rate:.0f} runs/s, about {left:.0f} s left"
 
 
 def progress_for_terminal() -> ProgressSink:

@@ -606,7 +606,8 @@ POLL_SECONDS = 0.2
 class Progress:
     """What the runner tells whoever shows progress (the CLI); these defaults show nothing."""
 
-    def start(self, total: int) -> None: ...
+    def start(self, total: int, budget: float | None = None) -> None:
+        """``total`` runs are asked for; under a ``budget`` (seconds) that is a cap."""
 
     def advance(self, group: Group, record: RunRecord) -> None: ...
 
@@ -633,7 +634,7 @@ def run_groups(
             results[group].add(record, settings.max_traces)
             progress.advance(group, record)
 
-    progress.start(total)
+    progress.start(total, settings.budget)
     interrupted = False
     lost: dict[str, str] = {}  # adapter: how its database was lost
 

@@ -324,3 +324,22 @@ def test_a_divergence_between_adapters_is_reported_as_a_finding(
         "cross-adapter finding: the interleaving recorded on sqlite cannot happen on postgres"
         in (" ".join(replayed.stdout.split()))
     )
+
+
+def test_plain_progress_says_runs_per_second_and_the_time_left_of_a_budget_or_of_the_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from harness.display import PlainProgress
+
+    capped = PlainProgress()
+    capped.start(100000, budget=8.0)
+    capped._done = 102
+    assert capped.line().startswith("102 runs, ")
+    assert capped.line().endswith("s of the budget left")
+    assert "100000" not in capped.line()  # a budgeted job's runs are a cap, not its end
+    counted = PlainProgress()
+    counted.start(200)
+    counted._done = 50
+    assert counted.line().startswith("50/200 runs, ")
+    assert counted.line().endswith("s left")
+    assert "budget of 8 s" in capsys.readouterr().err
