@@ -135,6 +135,7 @@ class Execution:
     jobs: int = 0
     timers: int = 0
     turns: int = 0
+    lock_waits: int = 0  # bodies parked on a database lock another actor held
 
     @property
     def partly_uncontrolled(self) -> bool:
@@ -155,6 +156,8 @@ class Execution:
             f"{len(self.decisions)} decisions ({len(self.deviations)} deviations), {self.jobs}"
             f" worker-thread jobs, {self.timers} timers, {self.turns} turns"
         )
+        if self.lock_waits:
+            text += f", {self.lock_waits} database lock waits"
         if self.uncontrolled:
             parts = ", ".join(f"{what} x{n}" for what, n in sorted(self.uncontrolled.items()))
             text += f"; partly uncontrolled: {parts}"
@@ -296,6 +299,15 @@ def _blocked_on(thread: threading.Thread) -> tuple[bool, Callable[[], bool] | No
     .result()`` does), a ``threading.Event``, a ``queue.Queue``. A wait on anything else is
     blocked on something unknown; a thread blocked in C (a plain ``Lock.acquire``) looks busy.
     """
+    try:
+        return _read_blocked_on(thread)
+    except (AttributeError, TypeError):
+        # The thread ran on while its frames were read (CPython 3.11 may show a frame being
+        # torn down as garbage): busy, as far as this look can tell; the loop looks again.
+        return False, None
+
+
+def _read_blocked_on(thread: threading.Thread) -> tuple[bool, Callable[[], bool] | None]:
     frame = sys._current_frames().get(thread.ident or -1)
     blocked = False
     while frame is not None:
@@ -641,6 +653,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
                     job.wakes_when = wait.over
                     job.lock_wait = wait
                     job.parked_at = self._now
+                    self.execution.lock_waits += 1
                     return
                 probe_at = time.monotonic() + LOCK_PROBE
             if time.monotonic() > deadline:
