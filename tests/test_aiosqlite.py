@@ -303,3 +303,49 @@ def test_a_writer_whose_lock_holder_waits_on_it_runs_on_to_its_own_busy_timeout(
     checked = check(main, runs=10, strategy="random")
     assert not checked.failures, checked.failures[0].failures
     assert errors == ["database is locked"] * 10
+
+
+def test_time_does_not_skip_past_a_waiting_writer_s_busy_timeout() -> None:
+    """The holder sleeps 30 s inside its transaction: on a real machine the waiter's busy
+    timeout (0.2 s) ends its wait long before; virtual time may not jump past it."""
+    errors: list[str] = []
+
+    async def main() -> None:
+        path = fresh_db()
+        locked = asyncio.Event()
+
+        async def holder() -> None:
+            async with aiosqlite.connect(path) as db:
+                await db.execute("INSERT INTO t VALUES (1)")
+                locked.set()
+                await asyncio.sleep(30)
+                await db.commit()
+
+        async def waiter() -> None:
+            await locked.wait()
+            async with aiosqlite.connect(path, timeout=0.2) as db:
+                try:
+                    await db.execute("INSERT INTO t VALUES (2)")
+                except sqlite3.OperationalError as exc:
+                    errors.append(str(exc))
+
+        await asyncio.gather(holder(), waiter())
+
+    checked = check(main, runs=5, strategy="random")
+    assert not checked.failures, checked.failures[0].failures
+    assert errors == ["database is locked"] * 5
+
+
+def test_a_connection_left_open_by_a_failed_run_does_not_hold_up_the_interpreter() -> None:
+    """A deadlocked run whose report keeps the frames of a connection never closed."""
+
+    async def main() -> None:
+        db = await aiosqlite.connect(fresh_db())
+        await db.execute("INSERT INTO t VALUES (1)")
+        await asyncio.Event().wait()
+
+    run = run_once(main, Deviations())
+    assert run.error is not None
+    served = [t for t in threading.enumerate() if "_connection_worker_thread" in t.name]
+    assert served, "the connection's thread is still there, idle"
+    assert all(t.daemon for t in served)

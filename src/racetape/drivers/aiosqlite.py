@@ -54,6 +54,10 @@ class AiosqliteDriver:
                 thread = getattr(self, "_thread", self)
                 if isinstance(thread, threading.Thread):
                     tx.serve(thread)
+                    # A run's report may keep a failed run's frames, and with them a connection
+                    # its code never closed: its idle thread must not hold up the interpreter's
+                    # exit (it ends, as without racetape, once the connection is collected).
+                    thread.daemon = True
 
         connection.__init__ = __init__
         core.SimpleQueue = _tx_queue
