@@ -245,6 +245,13 @@ def test_two_writers_contending_on_one_file_wait_as_blocked_and_both_orders_are_
         assert run.error is None, f"seed {seed}: {run.error!r}"
         orders[tuple(order)] += 1
         waits += run.execution.lock_waits
+        # The same decisions give the same interleaving, lock waits and all.
+        first = list(order)
+        order.clear()
+        again = replay(main, run.execution.choices, settle_timeout=5)
+        assert not again.failed, again.failures
+        assert again.decisions == run.execution.choices
+        assert order == first
     assert set(orders) == {(1, 2), (2, 1)}, orders
     assert waits, "no schedule made a writer wait on the other's lock"
     # No busy timeout (60 s) and no settle timeout (5 s) was waited out.

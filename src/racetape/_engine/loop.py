@@ -382,7 +382,7 @@ class ServedQueue:
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """On the served thread: the previous item's body is over; wait for the next one."""
         thread = threading.current_thread()
-        self._loop._served[thread.ident or 0] = self
+        self._loop._served[thread.ident or 0] = (thread, self)
         self._loop._served_threads.add(thread)
         self._over()
         job, item = self._real.get(block, timeout)
@@ -494,7 +494,8 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         self._advanced = False
         self._on_over: dict[_Job, list[asyncio.Future[None]]] = {}
         self._queues: list[ServedQueue] = []
-        self._served: dict[int, ServedQueue] = {}  # served thread ident -> its queue
+        # Served thread ident -> that thread and its queue (an ident outlives its thread).
+        self._served: dict[int, tuple[threading.Thread, ServedQueue]] = {}
         self._served_threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 
     # -- time ------------------------------------------------------------------------------------
@@ -730,7 +731,9 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         handle = asyncio.Handle(callback, args, self, context)
         ident = threading.get_ident()
         job = self._body_threads.get(ident)
-        served = self._served.get(ident)
+        thread, served = self._served.get(ident, (None, None))
+        if thread is not threading.current_thread():
+            served = None  # a new thread that has a served thread's old ident
         kind, actor = "callback", None
         if job is not None and job.served is not None:
             # A served thread's requests share one arrival queue: one thread's order is kept.
