@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import sqlite3
 import tempfile
 import threading
@@ -356,3 +357,9 @@ def test_a_connection_left_open_by_a_failed_run_does_not_hold_up_the_interpreter
     served = [t for t in threading.enumerate() if "_connection_worker_thread" in t.name]
     assert served, "the connection's thread is still there, idle"
     assert all(t.daemon for t in served)
+    # Collected here, not in a later test's run (aiosqlite's __del__ stops the thread).
+    del run
+    gc.collect()
+    for thread in served:
+        thread.join(5)
+    assert not any(t.is_alive() for t in served)
