@@ -27,8 +27,16 @@ The model (what a decision can do, and why each is an interleaving a real machin
   work is still owed, time may move only up to ``horizon`` seconds (default 0.05) past the moment
   the oldest of it was submitted: a job may take that long on a loaded machine, but a
   ``wait_for(..., 30)`` never fires because the engine skipped past a job still running.
+* A *served thread* (a driver's connection thread, given a :class:`ServedQueue` by its adapter
+  in ``racetape.drivers``) runs the requests the loop's code queues to it one at a time: each
+  request is a job of a pool of one, whose body starts when the thread takes it from the queue
+  and ends when the thread comes back for the next; its first ``call_soon_threadsafe`` is the
+  job's hand-back. A body that waits on a database lock another actor's open transaction holds
+  (a wait in C; a driver adapter's lock probe says so) is parked until that transaction ends,
+  or, when nothing else can happen, runs on to its own busy timeout, and time does not move
+  past that timeout meanwhile.
 * A callback from a thread the loop does not control (``call_soon_threadsafe`` from a thread
-  started by hand, a driver's own connection thread) joins the ready queue when a decision says,
+  started by hand, a driver's thread without an adapter) joins the ready queue when a decision says,
   in its thread's order, but when it *arrives* is the OS's business: such a run is *partly
   uncontrolled* and says so (:attr:`Execution.uncontrolled`). Socket readiness is not decided:
   the selector's events join each turn start as asyncio's would, and a run that used sockets
