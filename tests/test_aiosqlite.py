@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import gc
 import sqlite3
 import tempfile
@@ -215,6 +216,8 @@ def test_a_connection_outside_a_controlled_loop_is_aiosqlite_s_own() -> None:
             return list(await db.execute_fetchall("SELECT 1"))
 
     assert asyncio.run(main()) == [(1,)]
+    with contextlib.closing(sqlite3.connect(":memory:")) as plain:
+        assert type(plain) is sqlite3.Connection  # no tracking either
 
 
 async def two_writers(path: Path, order: list[int]) -> None:
