@@ -366,3 +366,37 @@ def test_a_connection_left_open_by_a_failed_run_does_not_hold_up_the_interpreter
     for thread in served:
         thread.join(5)
     assert not any(t.is_alive() for t in served)
+
+
+def test_a_parked_writer_whose_busy_timeout_runs_out_meanwhile_is_said_to_be_uncontrolled() -> None:
+    """While the holder's next body takes real time, the parked waiter's own busy timeout
+    (50 ms) runs out in C: when it finished was the machine's, and the run says so."""
+    errors: list[str] = []
+
+    async def main() -> None:
+        path = fresh_db()
+        locked = asyncio.Event()
+
+        async def holder() -> None:
+            async with aiosqlite.connect(path) as db:
+                await db.execute("INSERT INTO t VALUES (1)")
+                locked.set()
+                await asyncio.sleep(0.01)
+                await asyncio.to_thread(time.sleep, 0.3)  # slow work inside the transaction
+                await db.commit()
+
+        async def waiter() -> None:
+            await locked.wait()
+            async with aiosqlite.connect(path, timeout=0.05) as db:
+                try:
+                    await db.execute("INSERT INTO t VALUES (2)")
+                except sqlite3.OperationalError as exc:
+                    errors.append(str(exc))
+
+        await asyncio.gather(holder(), waiter())
+
+    run = run_once(main, Deviations())
+    assert run.error is None, run.error
+    assert errors == ["database is locked"]
+    assert run.execution.lock_waits == 1
+    assert "a body parked on a database lock that went on by itself" in run.execution.uncontrolled

@@ -721,7 +721,14 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         """A parked body whose wait is over runs on, alone, until it finishes or waits again."""
         for job in [j for j in self._jobs if j.state is _JobState.PARKED]:
             ended = job.thread is not None and not job.thread.is_alive()
-            if job.finished.is_set() or ended or (job.wakes_when is not None and job.wakes_when()):
+            over = job.finished.is_set() or ended
+            woken = job.wakes_when is not None and job.wakes_when()
+            if over and not woken and job.lock_wait is not None:
+                # It went on while the holder still held its transaction: it was slow, not
+                # blocked, or its busy timeout ran out in real time; either way the moment it
+                # finished was the machine's, not a decision.
+                self._note("a body parked on a database lock that went on by itself")
+            if over or woken:
                 job.state = _JobState.PICKED
                 self._settle_job(job)
 
