@@ -17,7 +17,7 @@ FORBIDDEN = frozenset({"harness", "reftask"})
 LIBRARY = Path(racetape.__file__).parent
 
 
-def forbidden_imports(root: Path) -> list[str]:
+def forbidden_imports(root: Path, forbidden: frozenset[str] = FORBIDDEN) -> list[str]:
     """``path:line: module`` for every import under ``root`` of a module in :data:`FORBIDDEN`
     (``?`` for a relative import that leaves the package), in file and line order."""
     found: list[tuple[str, int, str]] = []
@@ -37,7 +37,7 @@ def forbidden_imports(root: Path) -> list[str]:
             found += [
                 (where, node.lineno, name)
                 for name in names
-                if name.split(".")[0] in FORBIDDEN or name == "?"
+                if name.split(".")[0] in forbidden or name == "?"
             ]
     return [f"{where}:{line}: {name}" for where, line, name in sorted(found)]
 
@@ -46,6 +46,23 @@ def test_racetape_imports_neither_harness_nor_reftask() -> None:
     assert LIBRARY.name == "racetape"
     assert (LIBRARY / "_engine").is_dir()  # the walk sees the engine, not an empty folder
     assert forbidden_imports(LIBRARY) == []
+
+
+DRIVERS = frozenset({"aiosqlite", "asyncpg", "psycopg", "psycopg2", "sqlite3", "_sqlite3"})
+
+
+def test_the_engine_imports_no_database_driver(tmp_path: Path) -> None:
+    """The engine's seam is generic (a served thread, a lock probe): the adapters in
+    racetape.drivers know the drivers; the engine imports none, in any form."""
+    assert forbidden_imports(LIBRARY / "_engine", DRIVERS) == []
+    (tmp_path / "late.py").write_text("def f() -> None:\n    import sqlite3\n    import asyncpg\n")
+    (tmp_path / "top.py").write_text("from aiosqlite.core import Connection\nimport psycopg.rows\n")
+    assert forbidden_imports(tmp_path, DRIVERS) == [
+        "late.py:2: sqlite3",
+        "late.py:3: asyncpg",
+        "top.py:1: aiosqlite.core",
+        "top.py:2: psycopg.rows",
+    ]
 
 
 def test_the_check_finds_every_form_of_a_forbidden_import(tmp_path: Path) -> None:

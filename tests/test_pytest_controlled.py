@@ -43,8 +43,14 @@ def replays(result: pytest.RunResult) -> list[str]:
             "test_stop_ends_the_fixed_worker",
             "TimeoutError",
         ),
+        (
+            "progress_aiosqlite.py",
+            "test_final_is_last",
+            "test_final_is_last_fixed",
+            "an event landed after final",
+        ),
     ],
-    ids=["bug1", "lost-stop"],
+    ids=["bug1", "lost-stop", "aiosqlite-progress"],
 )
 def test_a_race_fails_within_five_controlled_runs_and_its_replay_fails_the_same_way(
     pytester: pytest.Pytester, source: str, buggy: str, fixed: str, message: str

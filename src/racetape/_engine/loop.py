@@ -27,8 +27,16 @@ The model (what a decision can do, and why each is an interleaving a real machin
   work is still owed, time may move only up to ``horizon`` seconds (default 0.05) past the moment
   the oldest of it was submitted: a job may take that long on a loaded machine, but a
   ``wait_for(..., 30)`` never fires because the engine skipped past a job still running.
+* A *served thread* (a driver's connection thread, given a :class:`ServedQueue` by its adapter
+  in ``racetape.drivers``) runs the requests the loop's code queues to it one at a time: each
+  request is a job of a pool of one, whose body starts when the thread takes it from the queue
+  and ends when the thread comes back for the next; its first ``call_soon_threadsafe`` is the
+  job's hand-back. A body that waits on a database lock another actor's open transaction holds
+  (a wait in C; a driver adapter's lock probe says so) is parked until that transaction ends,
+  or, when nothing else can happen, runs on to its own busy timeout, and time does not move
+  past that timeout meanwhile.
 * A callback from a thread the loop does not control (``call_soon_threadsafe`` from a thread
-  started by hand, a driver's own connection thread) joins the ready queue when a decision says,
+  started by hand, a driver's thread without an adapter) joins the ready queue when a decision says,
   in its thread's order, but when it *arrives* is the OS's business: such a run is *partly
   uncontrolled* and says so (:attr:`Execution.uncontrolled`). Socket readiness is not decided:
   the selector's events join each turn start as asyncio's would, and a run that used sockets
@@ -78,7 +86,14 @@ from enum import Enum
 from types import FrameType
 from typing import Any, TypeVar, TypeVarTuple
 
-from racetape._engine.drivers import Peer, install_drivers, is_own_thread
+from racetape._engine.drivers import (
+    LockWait,
+    Peer,
+    install_drivers,
+    is_own_thread,
+    lock_wait,
+    running,
+)
 from racetape._engine.schedule import Candidate, Decision, chose
 from racetape._engine.schedule import Strategy as _Strategy
 
@@ -109,6 +124,10 @@ so that a decision list means the same on every machine."""
 LOOP = "loop"
 """The actor name of the loop's own next step."""
 
+LOCK_PROBE = 0.005
+"""Real seconds a job's body may run before the loop asks the driver adapters whether it waits
+on a database lock another actor holds (a wait in C, which no Python frame shows)."""
+
 
 Strategy = _Strategy
 """A strategy picks one of two or more :class:`Candidate`s (see ``racetape._engine.strategies``)."""
@@ -135,6 +154,7 @@ class Execution:
     jobs: int = 0
     timers: int = 0
     turns: int = 0
+    lock_waits: int = 0  # bodies parked on a database lock another actor held
 
     @property
     def partly_uncontrolled(self) -> bool:
@@ -155,6 +175,8 @@ class Execution:
             f"{len(self.decisions)} decisions ({len(self.deviations)} deviations), {self.jobs}"
             f" worker-thread jobs, {self.timers} timers, {self.turns} turns"
         )
+        if self.lock_waits:
+            text += f", {self.lock_waits} database lock waits"
         if self.uncontrolled:
             parts = ", ".join(f"{what} x{n}" for what, n in sorted(self.uncontrolled.items()))
             text += f"; partly uncontrolled: {parts}"
@@ -176,20 +198,18 @@ _DISPATCH = frozenset({"_run", "__step", "_Task__step", "_run_once", "run_foreve
 never the code that made the choice."""
 
 
-def _where(frame: FrameType | None, library: str = "") -> str:
-    """``file:line`` of the first frame outside asyncio, concurrent.futures and racetape, within
-    the current callback or task step (``?`` if there is none: a task of asyncio's own, such as
-    ``to_thread`` under ``gather``), so that a name never depends on who drives the loop."""
+def _where(frame: FrameType | None, skip: tuple[str, ...] = ()) -> str:
+    """``file:line`` of the first frame outside asyncio, concurrent.futures and racetape (and
+    ``skip``: a driver's own folder), within the current callback or task step (``?`` if there
+    is none: a task of asyncio's own, such as ``to_thread`` under ``gather``), so that a name
+    never depends on who drives the loop."""
     asyncio_dir = _SKIP[0]
+    skipped = _SKIP + skip
     while frame is not None:
         path = frame.f_code.co_filename
         if path.startswith(asyncio_dir) and frame.f_code.co_name in _DISPATCH:
             return "?"
-        if (
-            not path.startswith(_SKIP)
-            and not path.startswith("<frozen")
-            and not (library and path.startswith(library))
-        ):
+        if not path.startswith(skipped) and not path.startswith("<frozen"):
             try:
                 shown = os.path.relpath(path)
             except ValueError:
@@ -235,7 +255,7 @@ class _JobState(Enum):
 class _Job:
     name: str
     call: Callable[[], Any]
-    future: asyncio.Future[Any]
+    future: asyncio.Future[Any] | None  # None for a served thread's request: nobody awaits it
     pool: _Pool
     since: int
     submitted_at: float
@@ -244,8 +264,14 @@ class _Job:
     error: BaseException | None = None
     started: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
-    thread: _Worker | None = None
+    thread: threading.Thread | None = None
     wakes_when: Callable[[], bool] | None = None
+    served: ServedQueue | None = None  # the served thread's queue this request was put on
+    item: Any = None  # what the served thread's get() returns for it
+    released: bool = False  # given to its served thread (its body was decided)
+    handed_back: bool = False  # its served thread has called back once (that is its hand-back)
+    lock_wait: LockWait | None = None  # parked on a database lock, not on the loop
+    parked_at: float = 0.0  # virtual time at which it was parked on that lock
 
 
 @dataclass(eq=False)
@@ -292,6 +318,15 @@ def _blocked_on(thread: threading.Thread) -> tuple[bool, Callable[[], bool] | No
     .result()`` does), a ``threading.Event``, a ``queue.Queue``. A wait on anything else is
     blocked on something unknown; a thread blocked in C (a plain ``Lock.acquire``) looks busy.
     """
+    try:
+        return _read_blocked_on(thread)
+    except (AttributeError, TypeError):
+        # The thread ran on while its frames were read (CPython 3.11 may show a frame being
+        # torn down as garbage): busy, as far as this look can tell; the loop looks again.
+        return False, None
+
+
+def _read_blocked_on(thread: threading.Thread) -> tuple[bool, Callable[[], bool] | None]:
     frame = sys._current_frames().get(thread.ident or -1)
     blocked = False
     while frame is not None:
@@ -311,6 +346,94 @@ def _blocked_on(thread: threading.Thread) -> tuple[bool, Callable[[], bool] | No
     return blocked, None
 
 
+class _Loose:
+    """What a served thread runs that the loop did not decide (a put from another thread)."""
+
+
+_LOOSE = _Loose()
+
+
+class ServedQueue:
+    """The request queue of a *served thread*: a thread that runs, one at a time, the functions
+    the loop's code queues to it, and hands each result back with ``call_soon_threadsafe``
+    (aiosqlite's connection thread). Made by :meth:`ControlledLoop.served_queue`.
+
+    A ``put`` from the loop's thread is a worker-thread job in a pool of one worker (the served
+    thread), named as any job is (the owner task's path and the user's ``file:line``). Unlike an
+    executor's job it cannot be dropped by cancelling its awaiter: the thread runs every item.
+    When the strategy decides its body, ``get()`` on the served thread returns the item; the
+    body is over when the thread comes back to ``get()`` (or ends); the thread's first
+    ``call_soon_threadsafe`` during the body is the job's hand-back (one decision), later ones
+    are callbacks, all in the thread's order. A put from any other thread, or once the loop has
+    failed or closed, goes straight to the thread and is counted as uncontrolled.
+    """
+
+    def __init__(self, loop: ControlledLoop, name: str, source: str, skip: tuple[str, ...]):
+        self.name = name
+        self.source = source  # the arrival queue of everything this thread calls back
+        self._loop = loop
+        self._skip = skip
+        self._pool = _Pool(1)
+        # Items in the order the thread takes them, each with its job (or _LOOSE). A
+        # SimpleQueue blocks in C: an idle served thread shows no wait of threading's.
+        self._real: queue.SimpleQueue[tuple[_Job | _Loose, Any]] = queue.SimpleQueue()
+        self._running: _Job | _Loose | None = None  # what the served thread runs now
+        self._lock = threading.Lock()
+        self._loose = 0  # loose items queued or running: the loop does not control those
+
+    def serve(self, thread: threading.Thread) -> None:
+        """Name the thread that will call :meth:`get` before it starts, so that the loop never
+        counts it as a thread it does not control."""
+        self._loop._served_threads.add(thread)
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        loop = self._loop
+        if threading.get_ident() == loop._loop_thread and not (loop._failed or loop.is_closed()):
+            loop._serve(self, item, sys._getframe(1))
+            return
+        if threading.get_ident() != loop._loop_thread:
+            loop._note(f"requests put on a served thread from another thread ({self.name})")
+        self._release(_LOOSE, item)
+
+    def put_nowait(self, item: Any) -> None:
+        self.put(item)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """On the served thread: the previous item's body is over; wait for the next one."""
+        thread = threading.current_thread()
+        self._loop._served[thread.ident or 0] = (thread, self)
+        self._loop._served_threads.add(thread)
+        self._over()
+        job, item = self._real.get(block, timeout)
+        self._running = job
+        if isinstance(job, _Job):
+            job.thread = thread
+            self._loop._body_threads[thread.ident or 0] = job
+            job.started.set()
+        return item
+
+    def empty(self) -> bool:
+        return self._real.empty()
+
+    def qsize(self) -> int:
+        return self._real.qsize()
+
+    def _release(self, job: _Job | _Loose, item: Any) -> None:
+        if job is _LOOSE:
+            with self._lock:
+                self._loose += 1
+        self._real.put((job, item))
+
+    def _over(self) -> None:
+        running, self._running = self._running, None
+        if running is _LOOSE:
+            with self._lock:
+                self._loose -= 1
+        elif isinstance(running, _Job):
+            self._loop._body_threads.pop(threading.get_ident(), None)
+            running.finished.set()
+
+
 # -- the loop ------------------------------------------------------------------------------------
 
 
@@ -319,8 +442,8 @@ class _Arrival:
     handle: asyncio.Handle
     since: int
     at: float
-    kind: str  # "hand-back" of a job, "callback" from a thread, a driver's "request", "answer"
-    label: str = ""  # the candidate's name, where one source has many events (a connection's)
+    kind: str  # "hand-back" of a job, or "callback" from a thread
+    actor: str | None = None  # the decision's name, if not its source's (a served thread's job)
 
 
 class ControlledLoop(asyncio.SelectorEventLoop):
@@ -368,7 +491,8 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         self._pools: dict[int, _Pool] = {}
         self._jobs: list[_Job] = []  # every job not OVER, in submission order
         self._arrivals: dict[str, deque[_Arrival]] = {}
-        self._inbox: deque[tuple[str, asyncio.Handle]] = deque()  # from other threads
+        # From other threads: (source, handle, kind, actor), see _Arrival.
+        self._inbox: deque[tuple[str, asyncio.Handle, str, str | None]] = deque()
         self._workers: list[_Worker] = []
         self._idle_workers: list[_Worker] = []
         self._body_threads: dict[int, _Job] = {}  # thread ident -> the job it runs
@@ -392,6 +516,10 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         self._on_over: dict[_Job, list[asyncio.Future[None]]] = {}
         self._peers: dict[int, _Watched] = {}  # fd -> a watched socket's far end
         self._peer_epoch = 0  # moves whenever a watched server finished some work
+        self._queues: list[ServedQueue] = []
+        # Served thread ident -> that thread and its queue (an ident outlives its thread).
+        self._served: dict[int, tuple[threading.Thread, ServedQueue]] = {}
+        self._served_threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 
     # -- time ------------------------------------------------------------------------------------
 
@@ -462,10 +590,37 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         self._pick_up(pool)
         return future
 
+    def served_queue(self, name: str, *, skip: tuple[str, ...] = ()) -> ServedQueue:
+        """A new served thread's request queue (see :class:`ServedQueue`): its requests are named
+        ``owner>name@file:line#n``, ``file:line`` the first frame outside racetape, asyncio and
+        the folders in ``skip`` (the driver's own)."""
+        served = ServedQueue(self, name, f"served:{name}#{len(self._queues) + 1}", skip)
+        self._queues.append(served)
+        return served
+
+    def _serve(self, served: ServedQueue, item: Any, frame: FrameType | None) -> None:
+        owner = self._owner()
+        where = _where(frame, served._skip)
+        key = f"{owner}>{served.name}@{where}"
+        job = _Job(
+            f"{key}#{self._count(key)}",
+            lambda: None,
+            None,
+            served._pool,
+            self._next_seq(),
+            self._now,
+            served=served,
+            item=item,
+        )
+        served._pool.queue.append(job)
+        self._jobs.append(job)
+        self.execution.jobs += 1
+        self._pick_up(served._pool)
+
     def _awaiter_done(self, job: _Job) -> None:
         # As wrap_future's _call_check_cancel: a cancel reaches the job only once this callback
         # runs, and stops it only if no worker has picked it up yet.
-        if job.future.cancelled() and job.state is _JobState.QUEUED:
+        if job.future is not None and job.future.cancelled() and job.state is _JobState.QUEUED:
             job.pool.queue.remove(job)
             self._over(job)
 
@@ -477,6 +632,12 @@ class ControlledLoop(asyncio.SelectorEventLoop):
             job.state = _JobState.PICKED
 
     def _run_body(self, job: _Job) -> None:
+        if job.served is not None:
+            job.served._release(job, job.item)  # its thread takes it, and only it, now
+            job.released = True
+            job.item = None
+            self._settle_job(job)
+            return
         worker = self._idle_workers.pop() if self._idle_workers else self._new_worker()
         job.thread = worker
         worker.give(job)
@@ -489,18 +650,36 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         self._workers.append(worker)
         return worker
 
-    def _settle_job(self, job: _Job) -> None:
-        """Wait until the job's body has finished, or is blocked on what the loop must do."""
-        assert job.thread is not None
-        deadline = time.monotonic() + self._settle_timeout
+    def _settle_job(self, job: _Job, *, run_on: bool = False) -> None:
+        """Wait until the job's body has finished, or is blocked on what the loop must do, or
+        (unless ``run_on``: nothing else can happen) waits on a database lock that another
+        actor holds (a driver adapter says so, see ``racetape._engine.drivers.lock_wait``)."""
+        started = time.monotonic()
+        deadline = started + self._settle_timeout
+        probe_at = started + LOCK_PROBE
         while not job.finished.wait(0.0002):
-            blocked, wakes = _blocked_on(job.thread)
+            thread = job.thread  # a served thread sets it when it takes the item
+            if thread is not None and not thread.is_alive():
+                break  # a served thread that ended after its last body
+            blocked, wakes = _blocked_on(thread) if thread is not None else (False, None)
             if blocked and (wakes is None or not wakes()):
                 if wakes is None:
                     self._note("a worker-thread job waiting on a lock racetape cannot see")
                 job.state = _JobState.PARKED
                 job.wakes_when = wakes
                 return
+            if thread is not None and not run_on and time.monotonic() >= probe_at:
+                wait = lock_wait(thread)
+                if wait is not None and not wait.over():
+                    # Blocked in the database's own busy wait: it goes on once the holder's
+                    # transaction ends, which only a later decision can bring about.
+                    job.state = _JobState.PARKED
+                    job.wakes_when = wait.over
+                    job.lock_wait = wait
+                    job.parked_at = self._now
+                    self.execution.lock_waits += 1
+                    return
+                probe_at = time.monotonic() + LOCK_PROBE
             if time.monotonic() > deadline:
                 self._failed = True
                 raise Hung(
@@ -510,8 +689,20 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         self._job_finished(job)
 
     def _job_finished(self, job: _Job) -> None:
+        job.lock_wait = None
+        if job.served is not None:
+            # What the served thread called back during the body is already on its way, in the
+            # thread's order, its first callback being the hand-back: no hand-back of our own.
+            assert job.thread is not None
+            self._body_threads.pop(job.thread.ident or 0, None)
+            job.pool.busy -= 1
+            job.state = _JobState.DONE
+            self._take_inbox()
+            self._pick_up(job.pool)
+            self._over(job)
+            return
         worker = job.thread
-        assert worker is not None
+        assert isinstance(worker, _Worker)
         self._body_threads.pop(worker.ident or 0, None)
         self._idle_workers.append(worker)
         job.pool.busy -= 1
@@ -533,7 +724,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
     def _hand_back(self, job: _Job) -> None:
         self._over(job)
         future = job.future
-        if future.cancelled():
+        if future is None or future.cancelled():
             return
         if job.error is not None:
             future.set_exception(job.error)
@@ -544,7 +735,15 @@ class ControlledLoop(asyncio.SelectorEventLoop):
     def _check_parked(self) -> None:
         """A parked body whose wait is over runs on, alone, until it finishes or waits again."""
         for job in [j for j in self._jobs if j.state is _JobState.PARKED]:
-            if job.finished.is_set() or (job.wakes_when is not None and job.wakes_when()):
+            ended = job.thread is not None and not job.thread.is_alive()
+            over = job.finished.is_set() or ended
+            woken = job.wakes_when is not None and job.wakes_when()
+            if over and not woken and job.lock_wait is not None:
+                # It went on while the holder still held its transaction: it was slow, not
+                # blocked, or its busy timeout ran out in real time; either way the moment it
+                # finished was the machine's, not a decision.
+                self._note("a body parked on a database lock that went on by itself")
+            if over or woken:
                 job.state = _JobState.PICKED
                 self._settle_job(job)
 
@@ -555,7 +754,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         ``kind`` and the user's ``file:line`` (outside ``library``, the driver's own folder),
         as worker-thread jobs are named."""
         owner = self._owner()
-        where = _where(sys._getframe(1), library)
+        where = _where(sys._getframe(1), (library,) if library else ())
         return f"{owner}>{kind}@{where}#{self._count(owner + '>' + kind + '@' + where)}"
 
     def watch(self, fd: int, peer: Peer) -> None:
@@ -680,11 +879,23 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         handle = asyncio.Handle(callback, args, self, context)
         ident = threading.get_ident()
         job = self._body_threads.get(ident)
-        if job is not None:
+        thread, served = self._served.get(ident, (None, None))
+        if thread is not threading.current_thread():
+            served = None  # a new thread that has a served thread's old ident
+        kind, actor = "callback", None
+        if job is not None and job.served is not None:
+            # A served thread's requests share one arrival queue: one thread's order is kept.
+            source, actor = job.served.source, job.name
+            if not job.handed_back:
+                job.handed_back = True
+                kind = "hand-back"
+        elif job is not None:
             source = job.name  # the same queue as its hand-back: one thread's order is kept
+        elif served is not None:
+            source, actor = served.source, served.name  # a loose item's (already counted)
         else:
             source = f"thread:{self._foreign_name(threading.current_thread())}"
-        self._inbox.append((source, handle))
+        self._inbox.append((source, handle, kind, actor))
         self._write_to_self()
         return handle
 
@@ -698,11 +909,11 @@ class ControlledLoop(asyncio.SelectorEventLoop):
 
     def _take_inbox(self) -> None:
         while self._inbox:
-            source, handle = self._inbox.popleft()
+            source, handle, kind, actor = self._inbox.popleft()
             if source.startswith("thread:"):
                 self._note("callbacks from threads racetape does not control")
             self._arrivals.setdefault(source, deque()).append(
-                _Arrival(handle, self._next_seq(), self._now, "callback")
+                _Arrival(handle, self._next_seq(), self._now, kind, actor)
             )
 
     # -- timers ----------------------------------------------------------------------------------
@@ -767,6 +978,13 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         joined this turn: a timer joins the same turn only if it could have come due while that
         work was still on its way."""
         times = [j.submitted_at for j in self._jobs if j.state is not _JobState.PARKED]
+        # A body parked on a database lock gives up at its busy timeout: time may reach that
+        # point and no further, as the database's own clock would.
+        times += [
+            j.parked_at + max(0.0, j.lock_wait.timeout - self._horizon)
+            for j in self._jobs
+            if j.state is _JobState.PARKED and j.lock_wait is not None
+        ]
         times += [pending[0].at for pending in self._arrivals.values() if pending]
         times += self._joined_at
         return min(times) if times else None
@@ -799,7 +1017,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         for source, pending in self._arrivals.items():
             if pending:
                 head = pending[0]
-                candidate = Candidate(head.label or source, head.kind, head.since)
+                candidate = Candidate(head.actor or source, head.kind, head.since)
                 found.append((head.since, candidate, _bind(self._deliver, source), head.at))
         found.sort(key=lambda entry: entry[0])
         overdue = [entry for entry in found if entry[3] + self._horizon <= self._now]
@@ -969,6 +1187,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
             for t in threading.enumerate()
             if t not in self._baseline_threads
             and t.ident not in ours
+            and t not in self._served_threads
             and not is_own_thread(t.ident)
             and t.is_alive()
         ]
@@ -991,7 +1210,8 @@ class ControlledLoop(asyncio.SelectorEventLoop):
 
     def _uncontrolled(self) -> bool:
         """Something the loop does not control could still make something happen."""
-        return bool(self._foreign_threads()) or self._sockets()
+        loose = any(served._loose for served in self._queues)
+        return loose or bool(self._foreign_threads()) or self._sockets()
 
     def _wait_for_something(self) -> bool:
         """Nothing can happen under control: wait for what is not controlled, or fail."""
@@ -1014,6 +1234,13 @@ class ControlledLoop(asyncio.SelectorEventLoop):
                     f" {self._settle_timeout:g} s: {self._waiting()}"
                 )
         if self._inbox or self._ready:
+            return True
+        waiting = [j for j in self._jobs if j.state is _JobState.PARKED and j.lock_wait]
+        if waiting:
+            # The holder of the lock will not let go while nothing else happens: the body runs
+            # on to its own busy timeout ("database is locked"), as on a real machine.
+            waiting[0].state = _JobState.PICKED
+            self._settle_job(waiting[0], run_on=True)
             return True
         self._failed = True
         parked = [j.name for j in self._jobs if j.state is _JobState.PARKED]
@@ -1062,11 +1289,12 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         for source in list(self._arrivals):
             while source in self._arrivals:
                 self._deliver(source)
+        self._release_served()
         for job in list(self._jobs):
             if job.state is _JobState.QUEUED:
                 job.pool.queue.remove(job)
                 self._over(job)
-                if not job.future.done():
+                if job.future is not None and not job.future.done():
                     job.future.cancel()
         self._poll_io(0)
         if not self._ready and not self._stopping:
@@ -1079,9 +1307,23 @@ class ControlledLoop(asyncio.SelectorEventLoop):
             if not handle._cancelled:
                 handle._run()
 
+    def _release_served(self) -> None:
+        """Undecided requests of served threads go to their threads, uncontrolled: a driver
+        runs every request it queued (a connection's close among them), decided or not."""
+        for job in list(self._jobs):
+            undecided = job.state in (_JobState.QUEUED, _JobState.PICKED) and not job.released
+            if job.served is not None and undecided:
+                if job.state is _JobState.QUEUED:
+                    job.pool.queue.remove(job)
+                else:
+                    job.pool.busy -= 1
+                job.served._release(_LOOSE, job.item)
+                self._over(job)
+
     def run_forever(self) -> None:
         install_drivers()  # a driver imported since the loop was made
-        super().run_forever()
+        with running():
+            super().run_forever()
 
     # -- closing ---------------------------------------------------------------------------------
 
@@ -1090,7 +1332,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         shutdown waits for the pool's threads: a detached write lands before ``asyncio.run``
         returns, at a decided point, instead of never."""
         while not self._failed:  # after a failure nothing is decided: no body would run
-            owed = [j for j in self._jobs if j.pool is self._default_pool]
+            owed = [j for j in self._jobs if j.pool is self._default_pool or j.served]
             if not owed:
                 break
             # Awaiting the last one lets the loop go idle, where the strategy runs the bodies.
@@ -1098,6 +1340,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         await super().shutdown_default_executor(*args)
 
     def close(self) -> None:
+        self._release_served()
         for worker in self._workers:
             worker.give(None)
         super().close()
@@ -1170,4 +1413,5 @@ __all__ = [
     "Deadlock",
     "Execution",
     "Hung",
+    "ServedQueue",
 ]
