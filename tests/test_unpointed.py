@@ -28,7 +28,7 @@ def where(adapter: str, tmp_path: Path, request: pytest.FixtureRequest) -> dict[
 @pytest.mark.parametrize(
     ("scenario", "fault", "strategy", "budget"),
     [
-        ("late-progress", Fault.NO_TERMINAL_GUARD, "pct", 10),
+        ("late-progress", Fault.NO_TERMINAL_GUARD, "pct", 30),
         ("many-tasks", Fault.UNLOCKED_APPEND, "random", 40),
     ],
 )

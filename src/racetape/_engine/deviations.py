@@ -112,14 +112,14 @@ class Deviations:
 
 
 def _is_timer(actor: str) -> bool:
-    """A timer is offered as a move of time before its deadline: refusing it is the event
-    before it coming first, as on an unloaded machine, not a wait of the timer's own."""
     return actor == "timer" or ">timer@" in actor
 
 
-_LANDINGS = frozenset({"hand-back", "callback", "answer"})
-"""Decisions that deliver what a thread or a server finished: a deviation right after one
-lands something else in the same turn as it, the shape of a lost wake-up."""
+_LANDINGS = frozenset({"answer"})
+"""Decisions that read a server's answer (a watched socket's): a timer taken right after one
+fires in the same turn as that answer's wake-up, the shape of a lost wake-up after a round
+trip. (After a worker thread's hand-back the plain order already finds it; giving every
+hand-back this priority crowded out what the order finds there.)"""
 
 
 class DeviationSearch:
@@ -128,12 +128,11 @@ class DeviationSearch:
     A schedule's cost is its number of deviations, where one between two callbacks of a turn
     counts twice: a thread's event landing at a turn start is the common case of a loaded
     machine, one landing inside a turn the rarer refinement. Among schedules of one cost, the
-    ones whose last deviation comes right after a thread's or a server's event landed go first
-    (something else landing in the same turn as a completion: the shape of a lost wake-up);
-    then those whose last deviation takes an event after fewer refusals (an event that has
-    waited one turn before it lands, before one that waited five: a loaded machine delays a
-    little more often than a lot; a timer, offered as a move of time, counts no refusals);
-    ties are broken by the seed.
+    ones whose last deviation fires a timer right after a server's answer was read go first
+    (a timer landing in the same turn as that answer: the shape of a lost wake-up, see
+    :data:`_LANDINGS`); then those whose last deviation takes an event after fewer refusals
+    (an event that has waited one turn before it lands, before one that waited five: a loaded
+    machine delays a little more often than a lot); ties are broken by the seed.
 
     Invariant: every schedule handed out is new, and none of cost c + 1 is handed out while one
     of cost c is still waiting.
@@ -141,7 +140,8 @@ class DeviationSearch:
 
     def __init__(self, seed: int = 0) -> None:
         self._rng = random.Random(f"racetape.deviations:{seed}")
-        # cost -> heap of (refusals of the last deviation's event, tie-break, schedule)
+        # cost -> heap of ((not a wake-up, refusals of the last deviation's event), tie-break,
+        # schedule)
         self._levels: dict[int, list[tuple[tuple[int, int], float, Schedule]]] = {
             0: [((0, 0), 0.0, ())]
         }
@@ -168,17 +168,18 @@ class DeviationSearch:
         cost = self._cost.get(schedule, len(schedule))
         refused: dict[str, int] = {}  # how often each actor was offered and not taken
         children: list[tuple[Schedule, int, tuple[int, int]]] = []
-        landed = False  # the decision before took a thread's or a server's event
+        landed = False  # the decision before read a server's answer
         for d in decisions:
             if d.step > last:
                 for index in range(1, len(d.enabled)):
                     child = (*schedule, (d.step, index))
                     extra = 2 if d.mid_turn else 1
                     waited = refused.get(d.enabled[index], 0)
-                    children.append((child, cost + extra, (0 if landed else 1, waited)))
+                    wakes = landed and _is_timer(d.enabled[index])
+                    children.append((child, cost + extra, (0 if wakes else 1, waited)))
             landed = d.detail in _LANDINGS
             for index, actor in enumerate(d.enabled):
-                if index != d.index and not _is_timer(actor):
+                if index != d.index:
                     refused[actor] = refused.get(actor, 0) + 1
         if len(children) > MAX_CHILDREN:
             children = sorted(children, key=lambda c: c[2])[:MAX_CHILDREN]
