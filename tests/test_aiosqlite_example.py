@@ -59,11 +59,16 @@ def test_each_base_seed_finds_the_late_progress_write_within_five_runs_and_each_
     print(f"{len(failing)} failing schedules, {time.monotonic() - started:.1f} s")
 
 
-def test_the_fixed_twin_passes_2000_controlled_runs() -> None:
+TWIN_RUNS = 600
+"""The suite's share of the twin's runs (2,000 ran clean in 29.5 s when measured on their own;
+the suite keeps under its 10 minutes)."""
+
+
+def test_the_fixed_twin_passes_every_controlled_run() -> None:
     started = time.monotonic()
-    checked = check(detached_fixed, runs=2000)
+    checked = check(detached_fixed, runs=TWIN_RUNS)
     assert not checked.failures, checked.failures[0].failures
-    assert len(checked.runs) == 2000, checked.covered
+    assert len(checked.runs) == TWIN_RUNS, checked.covered
     assert all(not run.uncontrolled for run in checked.runs)
     assert any(run.deviations for run in checked.runs)
-    print(f"2000 runs, {time.monotonic() - started:.1f} s")
+    print(f"{TWIN_RUNS} runs, {time.monotonic() - started:.1f} s")

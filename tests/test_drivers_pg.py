@@ -59,9 +59,9 @@ def test_a_detached_asyncpg_write_after_final_is_found_for_every_base_seed_and_r
 
 
 def test_the_fixed_twin_passes_the_runs_that_find_the_detached_write() -> None:
-    checked = check(detached_write_fixed, strategy="pct", runs=150)
+    checked = check(detached_write_fixed, strategy="pct", runs=100)
     assert not checked.failures, checked.failures[0].error
-    searched = check(detached_write_fixed, runs=50)
+    searched = check(detached_write_fixed, runs=30)
     assert not searched.failures, searched.failures[0].error
 
 
@@ -89,9 +89,9 @@ def test_the_fixed_worker_stops_in_every_schedule_the_search_reaches(driver: str
     async def fixed() -> None:
         await worker_stop_pg.start_then_stop(driver, fixed=True)
 
-    searched = check(fixed, runs=150)
+    searched = check(fixed, runs=100)
     assert not searched.failures, searched.failures[0].error
-    sampled = check(fixed, runs=150, strategy="random")
+    sampled = check(fixed, runs=100, strategy="random")
     assert not sampled.failures, sampled.failures[0].error
 
 

@@ -44,7 +44,7 @@ def test_with_points_off_the_controlled_loop_finds_the_store_faults(
 def test_with_points_off_the_fault_free_manager_stays_clean(where: dict[str, object]) -> None:
     for name in ["late-progress", "many-tasks", "cancel-during-started"]:
         main = program(resolve_scenario(name), frozenset(), **where)  # type: ignore[arg-type]
-        checked = check(main, strategy="pct", runs=15, seed=1)
+        checked = check(main, strategy="pct", runs=10, seed=1)
         assert not checked.failures, f"{name}: {checked.failures[0].error!r}"
 
 
