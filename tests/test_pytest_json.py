@@ -4,6 +4,7 @@ and merged by ``racetape report`` as a ``racetape run``'s are."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import stat
 from pathlib import Path
@@ -109,6 +110,12 @@ def test_race_json_without_races_is_an_empty_result_and_a_folder_is_refused(
     bad = pytester.runpytest("-p", "no:cacheprovider", "--race-json", str(tmp_path))
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["*--race-json: * is not a file path; e.g. --race-json race.json*"])
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    device = pytester.runpytest("-p", "no:cacheprovider", "--race-json", str(fifo))
+    assert device.ret == pytest.ExitCode.USAGE_ERROR
+    device.stderr.fnmatch_lines(["*--race-json: * is not a regular file (a device or a pipe)*"])
+    assert stat.S_ISFIFO(fifo.stat().st_mode), "the pipe is still a pipe"
 
 
 def test_an_xdist_worker_writes_no_race_json(pytester: pytest.Pytester, tmp_path: Path) -> None:

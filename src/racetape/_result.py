@@ -151,6 +151,8 @@ def write_json_atomic(path: Path, data: Any) -> None:
             os.umask(mask)
             os.fchmod(handle.fileno(), 0o666 & ~mask)
             handle.write(text)
+        if path.exists() and not path.is_file():  # made one since the flag was checked
+            raise IsADirectoryError(f"{path} is not a regular file: not replaced")
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -150,6 +150,12 @@ def _json_path(text: str) -> Path:
     path = Path(text)
     if not text.strip() or path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is not a file path; e.g. --race-json race.json")
+    if path.exists() and not path.is_file():
+        # A device or a FIFO: renaming a document over it would replace it (as root, even
+        # /dev/null); only regular files are ever replaced.
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a regular file (a device or a pipe); e.g. --race-json race.json"
+        )
     return path
 
 
