@@ -21,9 +21,10 @@ from harness.runner import GroupResult, Settings
 from harness.scenario import Scenario
 from harness.windows import Plan, possible_landings
 from racetape._engine.jitter import STATISTICAL_NOTE
+from racetape._result import SCHEMA, totals
 from reftask.dsn import redact_dsn
 
-RESULT_SCHEMA = "racetape.result/1"
+RESULT_SCHEMA = SCHEMA  # one document, whether racetape's commands or its plugin wrote it
 
 
 class ResultError(ValueError):
@@ -128,11 +129,6 @@ def result_document(
         "groups": groups,
         "totals": totals(groups),
     }
-
-
-def totals(groups: Sequence[dict[str, Any]]) -> dict[str, int]:
-    """The document's ``totals``: runs, strands and hung runs over its groups."""
-    return {key: sum(g[key] for g in groups) for key in ("runs", "strands", "hung")}
 
 
 def load_result(path: Path) -> dict[str, Any]:

@@ -27,7 +27,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness.report.summary import GroupKey, group_key, group_label
-from harness.results import ResultMismatch, index_ranges, totals
+from harness.results import ResultMismatch, index_ranges
+from racetape._result import totals
 
 FREE_SETTINGS = {"shard", "workers"}
 STOP_ORDER = {None: 0, "budget": 1, "interrupted": 2}

@@ -28,7 +28,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-SCHEMA = "racetape.result/1"  # harness.results.RESULT_SCHEMA: the same document
+SCHEMA = "racetape.result/1"
+"""The result document's schema, for the plugin's and the harness's (harness.results) alike."""
 
 
 @dataclass
@@ -134,8 +135,13 @@ def result_document(
         },
         "notes": list(notes),
         "groups": groups,
-        "totals": {key: sum(g[key] for g in groups) for key in ("runs", "strands", "hung")},
+        "totals": totals(groups),
     }
+
+
+def totals(groups: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """A document's ``totals``: runs, strands and hung runs over its groups."""
+    return {key: sum(g[key] for g in groups) for key in ("runs", "strands", "hung")}
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
