@@ -204,7 +204,9 @@ async def run_indices(
     on_record: Callable[[RunRecord], None] = lambda r: None,
 ) -> list[RunRecord]:
     """Run ``indices`` of ``group`` one after another on ``db``; stop early if asked."""
-    store = await _open_store(db, group)
+    # A points-off run opens its own store on its own loop: one held here, outside the run,
+    # would only be a connection whose locks the run cannot see.
+    store = None if group.strategy == POINTS_OFF else await _open_store(db, group)
     records: list[RunRecord] = []
     kept = 0  # records holding a trace; a count, not a pass over the records: one per run
     for index in indices:
@@ -223,6 +225,7 @@ async def run_indices(
                     settle_timeout=settings.settle_timeout,
                 )
             else:
+                assert store is not None
                 result = await execute(
                     store, group.scenario, group.faults, mode_for(group.strategy, seed, settings)
                 )

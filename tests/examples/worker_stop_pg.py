@@ -19,6 +19,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import asyncpg
+import psycopg
 
 DSN = os.environ.get("RACETAPE_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -62,8 +63,6 @@ async def asyncpg_register() -> Any:
 
 @asynccontextmanager
 async def psycopg_register() -> Any:
-    import psycopg
-
     async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as conn:
 
         async def register(name: str) -> Any:

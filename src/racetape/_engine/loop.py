@@ -63,7 +63,6 @@ import array
 import asyncio
 import concurrent.futures
 import contextvars
-import fcntl
 import heapq
 import os
 import queue
@@ -71,7 +70,6 @@ import select
 import selectors
 import socket
 import sys
-import termios
 import threading
 import time
 import weakref
@@ -515,6 +513,8 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         self._advanced = False
         self._on_over: dict[_Job, list[asyncio.Future[None]]] = {}
         self._peers: dict[int, _Watched] = {}  # fd -> a watched socket's far end
+        self._lock_asked = 0.0  # when the server was last asked about a lock held outside
+        self._lock_waited_since = 0.0  # since when the run has waited on one (0: it does not)
         self._peer_epoch = 0  # moves whenever a watched server finished some work
         self._queues: list[ServedQueue] = []
         # Served thread ident -> that thread and its queue (an ident outlives its thread).
@@ -796,11 +796,19 @@ class ControlledLoop(asyncio.SelectorEventLoop):
             if watched.arrival is not None or not self._reads(fd):
                 continue
             pending = _peek(fd)
-            if pending and not peer.answered(pending):
+            if pending and not peer.answered(pending) and not _at_eof(fd):
                 continue  # a message still on its way (unasked-for: a notification)
             if not pending and not _at_eof(fd):
                 watched.readable = False  # read already: nothing to offer
                 continue
+            reader = self._selector.get_key(fd).data[0]
+            if pending and (reader, len(pending)) == watched.offered:
+                # Offered and read already, to the same reader: a driver whose reader only
+                # wakes its task (psycopg) has yet to take these bytes.
+                continue
+            if pending and not peer.owed():
+                self._note(f"messages {peer.name} sent unasked (read when they arrive)")
+            watched.offered = (reader, len(pending))
             handle = asyncio.Handle(self._read_peer, (fd, watched), self, None)
             label = f"{peer.name} answer#{self._count('answer:' + peer.name)}"
             watched.arrival = _Arrival(handle, self._next_seq(), self._now, "answer", label)
@@ -812,14 +820,27 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         peer = watched.peer
         start = time.monotonic()
         deadline = start + self._settle_timeout
-        ask_at = start + 0.002  # a request not answered by then may wait on a lock
+        # A request not answered within 2 ms may wait on a lock; one found waiting before is
+        # asked about at once.
+        ask_at = start if watched.blocked is not None else start + 0.002
+        grown_at, size = start, -1
         while True:
-            if not peer.owed() or peer.answered(_peek(fd)) or _at_eof(fd):
-                if watched.blocked is not None:
-                    watched.blocked = None
-                self._peer_epoch += 1
+            pending = _peek(fd)
+            if not peer.owed() or peer.answered(pending) or _at_eof(fd):
+                watched.blocked = None
+                if len(pending) != watched.answered_size:  # the server did new work
+                    watched.answered_size = len(pending)
+                    self._peer_epoch += 1
                 return True
             now = time.monotonic()
+            if len(pending) != size:
+                grown_at, size = now, len(pending)
+            elif size >= _FULL_SOCKET and now - grown_at > 0.02:
+                # An answer larger than the socket holds: the server waits for the driver to
+                # read. This connection's reads go back to the selector, and the run says so.
+                del self._peers[fd]
+                self._note(f"reads of {peer.name} (an answer larger than the socket holds)")
+                return False
             if now >= ask_at:
                 why = peer.blocked()
                 if why is not None:
@@ -832,7 +853,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
                     f"{peer.name} has not answered within {self._settle_timeout:g} s and waits"
                     f" on nothing the server names: {self._waiting()}"
                 )
-            select.select([fd], [], [], 0.0005)
+            _wait_readable(fd, 0.0005)
 
     def _reads(self, fd: int) -> bool:
         """Whether the driver reads ``fd`` now (a reader is registered)."""
@@ -847,6 +868,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         """The decided read: the driver's reader runs, as the selector would have run it."""
         watched.arrival = None
         watched.readable = False
+        watched.answered_size = -1
         try:
             reader = self._selector.get_key(fd).data[0]
         except (KeyError, ValueError):
@@ -856,6 +878,8 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         pending = _peek(fd)
         watched.peer.reading(pending)
         reader._run()
+        if not _unread(fd):
+            watched.offered = None  # all taken: the next answer is new, whatever its size
         if watched.peer.whole_reads and self._peers.get(fd) is watched and _unread(fd):
             # The driver read part of what was there: which answers it has seen is no longer
             # known, so this connection's reads go back to the selector, and the run says so.
@@ -1069,6 +1093,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
             self._failed = True
             raise Hung(f"{self._max_turns} loop turns without finishing: {self._waiting()}")
         self._now += TURN_COST
+        install_drivers()  # a driver imported by the run itself: hooked from its next turn
         self._purge_cancelled_timers()
         self._check_parked()
         self._poll_io(0)
@@ -1199,31 +1224,50 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         return found
 
     def _sockets(self) -> bool:
-        """A socket the loop does not watch is registered, or a watched server's work waits
-        on a lock held outside the run."""
+        """A socket the loop does not watch is registered."""
         own = self._ssock.fileno()
-        if any(
+        return any(
             key.fd != own and key.fd not in self._peers for key in self._selector.get_map().values()
-        ):
-            return True
-        return bool(self._blocked_peers())
+        )
 
-    def _uncontrolled(self) -> bool:
-        """Something the loop does not control could still make something happen."""
+    def _locked_outside(self) -> list[_Watched]:
+        """Watched connections waiting on a lock that a connection outside the run holds."""
+        ours = {w.peer.ident for w in self._peers.values()}
+        return [w for w in self._blocked_peers() if not w.peer.holders() <= ours]
+
+    def _uncontrolled(self, *, counting_locks: bool = True) -> bool:
+        """Something the loop does not control could still make something happen (with
+        ``counting_locks``: a lock held outside the run, which its holder may let go)."""
         loose = any(served._loose for served in self._queues)
-        return loose or bool(self._foreign_threads()) or self._sockets()
+        if loose or self._foreign_threads() or self._sockets():
+            return True
+        return counting_locks and bool(self._locked_outside())
 
     def _wait_for_something(self) -> bool:
         """Nothing can happen under control: wait for what is not controlled, or fail."""
-        self._check_lock_cycle()
+        if not self._locked_outside():
+            self._lock_waited_since = 0.0
+        if not self._uncontrolled(counting_locks=False):
+            self._check_lock_cycle()
         if self._uncontrolled():
             deadline = time.monotonic() + self._settle_timeout
             while time.monotonic() < deadline:
                 self._poll_io(0.01)
                 if self._inbox or self._ready:
                     return True
-                if self._blocked_peers():
-                    self._peer_epoch += 1  # ask the server again: the holder may be done
+                outside = self._locked_outside()
+                if outside and time.monotonic() >= self._lock_asked + 0.005:
+                    # Ask the server again (the holder may be done), within one deadline
+                    # across these waits: a lock held outside the run ends the run Hung.
+                    self._lock_asked = time.monotonic()
+                    self._lock_waited_since = self._lock_waited_since or self._lock_asked
+                    if self._lock_asked - self._lock_waited_since > self._settle_timeout:
+                        self._failed = True
+                        raise Hung(
+                            f"{outside[0].peer.name} has waited {self._settle_timeout:g} s on"
+                            f" {outside[0].blocked}, outside the run: {self._waiting()}"
+                        )
+                    self._peer_epoch += 1
                     return True
                 if not self._uncontrolled():
                     break
@@ -1355,10 +1399,20 @@ class _Watched:
     arrival: _Arrival | None = None  # the pending decided read
     blocked: str | None = None  # the server's work waits on a lock (the peer's words)
     blocked_epoch: int = -1
+    answered_size: int = -1  # the pending bytes when last found answered
+    offered: tuple[object, int] | None = None  # the reader and pending bytes last offered
+
+
+_FULL_SOCKET = 64 * 1024
+"""Unread bytes past which an answer that stops growing waits on its reader (a socket buffer's
+worth on Linux)."""
 
 
 def _unread(fd: int) -> int:
     """Bytes waiting to be read on socket ``fd``."""
+    import fcntl  # POSIX only: imported where a watched socket needs it
+    import termios
+
     buf = array.array("i", [0])
     try:
         fcntl.ioctl(fd, termios.FIONREAD, buf)
@@ -1367,13 +1421,22 @@ def _unread(fd: int) -> int:
     return buf[0]
 
 
+def _wait_readable(fd: int, timeout: float) -> None:
+    poller = select.poll()  # not select(): it refuses descriptors of 1024 and above
+    poller.register(fd, select.POLLIN)
+    poller.poll(timeout * 1000)
+
+
 def _at_eof(fd: int) -> bool:
-    """The socket is readable with nothing to read: the server closed it."""
+    """The server closed its end (with or without a last message still unread)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLRDHUP)
     try:
-        readable, _, _ = select.select([fd], [], [], 0)
-    except (OSError, ValueError):
+        events = poller.poll(0)
+    except OSError:
         return True
-    return bool(readable) and not _unread(fd)
+    hung_up = select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL
+    return any(mask & hung_up for _, mask in events) or (bool(events) and not _unread(fd))
 
 
 def _peek(fd: int) -> bytes:
@@ -1381,7 +1444,10 @@ def _peek(fd: int) -> bytes:
     n = _unread(fd)
     if not n:
         return b""
-    sock = socket.socket(fileno=fd)
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:  # closed (and its number reused) since it was watched
+        return b""
     try:
         return sock.recv(n, socket.MSG_PEEK)
     except OSError:

@@ -63,7 +63,7 @@ def watch(loop: ControlledLoop, con: Any) -> None:
     owed = Owed()
     name = loop.name_for("postgres", library=os.path.dirname(os.path.dirname(connect_utils_file())))
     sends = f"{name} send"
-    write, close = transport.write, transport.close
+    write, close, abort = transport.write, transport.close, transport.abort
 
     def send(data: bytes) -> None:
         if not owed.sent(data):
@@ -81,8 +81,14 @@ def watch(loop: ControlledLoop, con: Any) -> None:
         loop.flush_deferred(sends)
         close()
 
+    def flushed_abort() -> None:
+        # What asyncpg handed the transport before terminate() was sent already on a real
+        # machine, as far as the kernel is concerned: it reaches the server, then the reset.
+        loop.flush_deferred(sends)
+        abort()
+
     transport.write, transport.writelines = deferred_write, deferred_writelines
-    transport.close = flushed_close
+    transport.close, transport.abort = flushed_close, flushed_abort
     params, addr = con._params, con._addr
     if isinstance(addr, str):  # a Unix socket: <dir>/.s.PGSQL.<port>
         host, port = os.path.dirname(addr), int(addr.rsplit(".", 1)[-1])

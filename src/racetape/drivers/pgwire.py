@@ -127,6 +127,7 @@ class Monitor:
         self.server = server
         self._loop = asyncio.new_event_loop()
         self._conn: Any = None
+        self._asking = threading.Lock()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="racetape-pg-monitor", daemon=True
         )
@@ -134,15 +135,22 @@ class Monitor:
         own_thread(self._thread.ident or 0)
 
     def blocking_pids(self, pid: int) -> list[int]:
-        """The backends holding what backend ``pid`` waits for (empty: it waits on none)."""
-        future = asyncio.run_coroutine_threadsafe(self._ask(pid), self._loop)
-        return future.result(10.0)
+        """The backends holding what backend ``pid`` waits for (empty: it waits on none).
+        One question at a time (loops in several threads share a monitor); one the server
+        does not answer within 10 s raises ``TimeoutError``."""
+        with self._asking:
+            future = asyncio.run_coroutine_threadsafe(self._ask(pid), self._loop)
+            try:
+                return future.result(10.0)
+            except TimeoutError:
+                future.cancel()
+                raise
 
     async def _ask(self, pid: int) -> list[int]:
         try:
             import asyncpg  # the monitor's own driver, whatever the code under test uses
         except ImportError:  # a psycopg user's machine: ask through psycopg, on this thread
-            return await asyncio.get_running_loop().run_in_executor(None, self._ask_psycopg, pid)
+            return self._ask_psycopg(pid)  # (the monitor's own thread: nothing else waits)
         if self._conn is None or self._conn.is_closed():
             s = self.server
             self._conn = await asyncpg.connect(
@@ -194,6 +202,7 @@ class PgPeer:
         self._server = server
         self._owed, self._answered, self._reading, self._closed = owed, answered, reading, closed
         self._holders: set[int] = set()
+        self.unasked: str | None = None  # why the server could not be asked about locks
 
     @property
     def ident(self) -> int:
@@ -210,7 +219,15 @@ class PgPeer:
         self._reading(types)
 
     def blocked(self) -> str | None:
-        self._holders = set(Monitor.of(self._server).blocking_pids(self._pid))
+        try:
+            self._holders = set(Monitor.of(self._server).blocking_pids(self._pid))
+        except Exception as exc:
+            # The server cannot be asked (a login the monitor cannot repeat, a server gone):
+            # the request counts as running, so the loop waits for it up to settle_timeout,
+            # and the reason is in the error that ends the run there.
+            self.unasked = f"{type(exc).__name__}: {exc}"
+            self._holders = set()
+            return None
         if not self._holders:
             return None
         return f"a lock held by backend {', '.join(map(str, sorted(self._holders)))}"
