@@ -47,10 +47,6 @@ class AsyncpgDriver:
         self._installed = True
 
 
-def connect_utils_file() -> str:
-    return str(sys.modules["asyncpg.connect_utils"].__file__)
-
-
 def watch(loop: ControlledLoop, con: Any) -> None:
     """Have ``loop`` watch the socket of asyncpg connection ``con``."""
     transport = con._transport
@@ -61,7 +57,9 @@ def watch(loop: ControlledLoop, con: Any) -> None:
     if sock is None:
         return
     owed = Owed()
-    name = loop.name_for("postgres", library=os.path.dirname(os.path.dirname(connect_utils_file())))
+    # Named by the first frame outside asyncpg's own package (a pool's connect is asyncpg's).
+    package = os.path.dirname(sys.modules["asyncpg"].__file__ or "")
+    name = loop.name_for("postgres", library=package)
     sends = f"{name} send"
     write, close, abort = transport.write, transport.close, transport.abort
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import sys
 import time
 from typing import Any
@@ -68,8 +69,8 @@ def watch(loop: ControlledLoop, conn: Any) -> None:
     if getattr(info, "encrypted", False) or conn.pgconn.ssl_in_use:
         loop._note("psycopg connections over TLS (their bytes cannot be read)")
         return
-    library = sys.modules["psycopg"].__file__ or ""
-    name = loop.name_for("postgres", library=library.rsplit("/", 2)[0])
+    package = os.path.dirname(sys.modules["psycopg"].__file__ or "")  # psycopg's own frames
+    name = loop.name_for("postgres", library=package)
     host = info.host or "localhost"
     server = Server(host, int(info.port), info.user, info.password or None, info.dbname)
     pgconn = conn.pgconn
