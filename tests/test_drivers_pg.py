@@ -43,22 +43,21 @@ async def detached_write_fixed() -> None:
 
 
 def test_a_detached_asyncpg_write_after_final_is_found_for_every_base_seed_and_replays() -> None:
-    firsts = []
+    # The default search: it holds the progress write's request back while the final write's
+    # waits too (one deviation), where one swap lets only one message pass.
     for seed in range(20):
-        checked = check(
-            detached_write, strategy="pct", runs=30, seed=seed, stop_at_first_failure=True
-        )
-        assert checked.failures, f"base seed {seed}: no failure in 30 runs"
+        checked = check(detached_write, runs=5, seed=seed, stop_at_first_failure=True)
+        assert checked.failures, f"base seed {seed}: no failure in 5 runs ({checked.covered})"
         first = checked.failures[0]
         assert isinstance(first.error, AssertionError), first.error
         assert "'final', 'progress'" in str(first.error)
-        firsts.append(len(checked.runs))
     # The last seed's printed schedule replays its failure, decision for decision.
     for _ in range(100):
         again = replay(detached_write, first.token)
         assert isinstance(again.error, AssertionError)
         assert again.schedule.decisions == first.schedule.decisions
-    assert sorted(firsts)[len(firsts) // 2] <= 5, firsts  # the median seed within 5 runs
+    # pct finds it too (it holds a connection back by its priority).
+    assert check(detached_write, strategy="pct", runs=30, stop_at_first_failure=True).failures
 
 
 def test_the_fixed_twin_passes_the_runs_that_find_the_detached_write() -> None:
