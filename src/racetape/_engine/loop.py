@@ -390,7 +390,9 @@ class ServedQueue:
             loop._serve(self, item, sys._getframe(1))
             return
         if threading.get_ident() != loop._loop_thread:
-            loop._note(f"requests put on a served thread from another thread ({self.name})")
+            loop.note_uncontrolled(
+                f"requests put on a served thread from another thread ({self.name})"
+            )
         self._release(_LOOSE, item)
 
     def put_nowait(self, item: Any) -> None:
@@ -569,7 +571,9 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         else:
             # A process pool, or a thread pool whose submit does more than queue the job (an
             # instrumented one): its jobs run as it says, out of the loop's control.
-            self._note(f"jobs of an executor racetape cannot see into ({type(executor).__name__})")
+            self.note_uncontrolled(
+                f"jobs of an executor racetape cannot see into ({type(executor).__name__})"
+            )
             return super().run_in_executor(executor, func, *args)
         owner = self._owner()
         where = _where(sys._getframe(1))
@@ -664,7 +668,9 @@ class ControlledLoop(asyncio.SelectorEventLoop):
             blocked, wakes = _blocked_on(thread) if thread is not None else (False, None)
             if blocked and (wakes is None or not wakes()):
                 if wakes is None:
-                    self._note("a worker-thread job waiting on a lock racetape cannot see")
+                    self.note_uncontrolled(
+                        "a worker-thread job waiting on a lock racetape cannot see"
+                    )
                 job.state = _JobState.PARKED
                 job.wakes_when = wakes
                 return
@@ -742,7 +748,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
                 # It went on while the holder still held its transaction: it was slow, not
                 # blocked, or its busy timeout ran out in real time; either way the moment it
                 # finished was the machine's, not a decision.
-                self._note("a body parked on a database lock that went on by itself")
+                self.note_uncontrolled("a body parked on a database lock that went on by itself")
             if over or woken:
                 job.state = _JobState.PICKED
                 self._settle_job(job)
@@ -807,7 +813,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
                 # wakes its task (psycopg) has yet to take these bytes.
                 continue
             if pending and not peer.owed():
-                self._note(f"messages {peer.name} sent unasked (read when they arrive)")
+                self.note_uncontrolled(f"messages {peer.name} sent unasked (read when they arrive)")
             watched.offered = (reader, len(pending))
             handle = asyncio.Handle(self._read_peer, (fd, watched), self, None)
             label = f"{peer.name} answer#{self._count('answer:' + peer.name)}"
@@ -839,7 +845,9 @@ class ControlledLoop(asyncio.SelectorEventLoop):
                 # An answer larger than the socket holds: the server waits for the driver to
                 # read. This connection's reads go back to the selector, and the run says so.
                 del self._peers[fd]
-                self._note(f"reads of {peer.name} (an answer larger than the socket holds)")
+                self.note_uncontrolled(
+                    f"reads of {peer.name} (an answer larger than the socket holds)"
+                )
                 return False
             if now >= ask_at:
                 why = peer.blocked()
@@ -884,7 +892,9 @@ class ControlledLoop(asyncio.SelectorEventLoop):
             # The driver read part of what was there: which answers it has seen is no longer
             # known, so this connection's reads go back to the selector, and the run says so.
             del self._peers[fd]
-            self._note(f"reads of {watched.peer.name} (a driver read part of an answer)")
+            self.note_uncontrolled(
+                f"reads of {watched.peer.name} (a driver read part of an answer)"
+            )
 
     def _blocked_peers(self) -> list[_Watched]:
         return [w for w in self._peers.values() if w.blocked is not None and w.peer.owed()]
@@ -935,7 +945,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         while self._inbox:
             source, handle, kind, actor = self._inbox.popleft()
             if source.startswith("thread:"):
-                self._note("callbacks from threads racetape does not control")
+                self.note_uncontrolled("callbacks from threads racetape does not control")
             self._arrivals.setdefault(source, deque()).append(
                 _Arrival(handle, self._next_seq(), self._now, kind, actor)
             )
@@ -1019,7 +1029,10 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         self._seq += 1
         return self._seq
 
-    def _note(self, what: str) -> None:
+    def note_uncontrolled(self, what: str) -> None:
+        """Count ``what`` (a phrase: "asyncpg connections over TLS") in this run's coverage as
+        something the loop could not decide: the run is then ``partly uncontrolled`` and says
+        so, never clean. A driver adapter calls it for what it cannot see into."""
         self.execution.uncontrolled[what] = self.execution.uncontrolled.get(what, 0) + 1
 
     def _external(self) -> tuple[list[tuple[int, Candidate, Callable[[], None]]], bool]:
@@ -1199,7 +1212,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
             theirs.append((key, mask))
         if theirs:
             if any(key.fd not in self._peers for key, _ in theirs):
-                self._note("socket readiness (not decided)")
+                self.note_uncontrolled("socket readiness (not decided)")
             self._process_events(theirs)
         elif withheld and timeout:
             time.sleep(min(timeout, 0.0005))  # the withheld socket stays ready: do not spin
@@ -1220,7 +1233,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
             name = self._foreign_name(thread)
             if name not in self._noted_threads:
                 self._noted_threads.add(name)
-                self._note(f"a thread started by hand ({name})")
+                self.note_uncontrolled(f"a thread started by hand ({name})")
         return found
 
     def _sockets(self) -> bool:

@@ -51,7 +51,7 @@ def watch(loop: ControlledLoop, con: Any) -> None:
     """Have ``loop`` watch the socket of asyncpg connection ``con``."""
     transport = con._transport
     if transport.get_extra_info("sslcontext") is not None:
-        loop._note("asyncpg connections over TLS (their bytes cannot be read)")
+        loop.note_uncontrolled("asyncpg connections over TLS (their bytes cannot be read)")
         return
     sock = transport.get_extra_info("socket")
     if sock is None:
@@ -65,7 +65,7 @@ def watch(loop: ControlledLoop, con: Any) -> None:
 
     def send(data: bytes) -> None:
         if not owed.sent(data):
-            loop._note("asyncpg writes that are not whole messages")
+            loop.note_uncontrolled("asyncpg writes that are not whole messages")
         write(data)
 
     def deferred_write(data: Any) -> None:
