@@ -5,6 +5,7 @@ on another connection's lock is seen from the server, never timed out."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import sys
 import threading
@@ -330,3 +331,41 @@ def test_an_answer_larger_than_the_socket_holds_is_read_and_said_uncontrolled(ds
     checked = check(main, runs=1, settle_timeout=5)
     assert not checked.failures, checked.failures[0].error
     assert any("larger than the socket holds" in what for what in checked.partly_uncontrolled)
+
+
+def test_a_cancelled_query_lands_either_side_of_the_lock_it_waits_on_and_each_replays(
+    dsn: str,
+) -> None:
+    # A query that waits on a row lock times out, so asyncpg sends a cancel; the lock's holder
+    # commits at the same moment. The cancel reaching the server first undoes the query's
+    # update; the commit first lets the update run, and the caller still sees its timeout.
+    async def main() -> None:
+        async with a_table(dsn, 1) as table:
+            holder, waiter = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+            try:
+                tx = holder.transaction()
+                await tx.start()
+                await holder.execute(f"UPDATE {table} SET n = 1 WHERE id = 0")
+
+                async def commit_soon() -> None:
+                    await asyncio.sleep(0.05)
+                    await tx.commit()
+
+                committing = asyncio.create_task(commit_soon())
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.05):
+                        await waiter.execute(f"UPDATE {table} SET n = 2 WHERE id = 0")
+                await committing
+                n = await holder.fetchval(f"SELECT n FROM {table} WHERE id = 0")
+                raise AssertionError(f"n = {n}")  # each run's outcome, as its failure
+            finally:
+                await holder.close()
+                await waiter.close()
+
+    checked = check(main, runs=12)
+    outcomes = {str(run.error): run for run in checked.runs}
+    assert {"n = 1", "n = 2"} <= set(outcomes), outcomes.keys()  # the cancel won; the commit won
+    for outcome, run in outcomes.items():
+        assert any(d.actor.endswith(" cancel#1") for d in run.schedule.decisions), outcome
+        for _ in range(5):
+            assert str(replay(main, run.token).error) == outcome, run.token

@@ -778,6 +778,16 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         arrival = _Arrival(handle, self._next_seq(), self._now, "request", label)
         self._arrivals.setdefault(source, deque()).append(arrival)
 
+    def interrupted(self, ident: int) -> None:
+        """A request to interrupt the server's work for the watched peer ``ident`` (a cancel)
+        reached the server. Called by a driver adapter from a decision's action. The server now
+        answers that peer's request, with an error or its result, whatever lock it waited on:
+        the loop waits for that answer before its next step, as for any other."""
+        for watched in self._peers.values():
+            if watched.peer.ident == ident and watched.peer.owed():
+                watched.blocked, watched.interrupted = None, True
+        self._peer_epoch += 1
+
     def flush_deferred(self, source: str) -> None:
         """Run, now and in order, every action still deferred from ``source`` (a connection
         that closes sends what it was given first, as a transport flushes its buffer)."""
@@ -829,11 +839,13 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         # A request not answered within 2 ms may wait on a lock; one found waiting before is
         # asked about at once.
         ask_at = start if watched.blocked is not None else start + 0.002
+        if watched.interrupted:
+            ask_at = deadline  # interrupted: it answers, whatever it waited on
         grown_at, size = start, -1
         while True:
             pending = _peek(fd)
             if not peer.owed() or peer.answered(pending) or _at_eof(fd):
-                watched.blocked = None
+                watched.blocked, watched.interrupted = None, False
                 if len(pending) != watched.answered_size:  # the server did new work
                     watched.answered_size = len(pending)
                     self._peer_epoch += 1
@@ -857,9 +869,14 @@ class ControlledLoop(asyncio.SelectorEventLoop):
                 ask_at = now + 0.005
             if now > deadline:
                 self._failed = True
+                why = (
+                    "after a cancel of its request reached the server"
+                    if watched.interrupted
+                    else "and waits on nothing the server names"
+                )
                 raise Hung(
-                    f"{peer.name} has not answered within {self._settle_timeout:g} s and waits"
-                    f" on nothing the server names: {self._waiting()}"
+                    f"{peer.name} has not answered within {self._settle_timeout:g} s {why}:"
+                    f" {self._waiting()}"
                 )
             _wait_readable(fd, 0.0005)
 
@@ -1412,6 +1429,7 @@ class _Watched:
     arrival: _Arrival | None = None  # the pending decided read
     blocked: str | None = None  # the server's work waits on a lock (the peer's words)
     blocked_epoch: int = -1
+    interrupted: bool = False  # a cancel of its request landed: its answer is awaited
     answered_size: int = -1  # the pending bytes when last found answered
     offered: tuple[object, int] | None = None  # the reader and pending bytes last offered
 

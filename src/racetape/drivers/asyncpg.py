@@ -7,8 +7,16 @@ step, so the server runs each request at the step that sent it; reading the answ
 decision like a worker thread's hand-back. A backend that waits on a lock another connection
 holds is seen from the server (``pg_blocking_pids``) and the run moves on.
 
-Not controlled, and said so in the run's coverage: TLS connections (the bytes are encrypted);
-asyncpg's cancel requests, which go over a new connection of their own.
+A cancel (the task awaiting a query is cancelled, or its timeout fires: asyncpg then sends a
+CancelRequest over a new connection of its own) is a decision too: when it reaches the server
+is decided like a send, against the other connections' requests, so both of its outcomes are
+reachable and replay: it lands while the query still waits (the query fails, its work undone)
+or after the query's work was done (the caller still sees its timeout or cancellation). A
+query that does not wait in the server is done by the step after its send, so a cancel can only
+find it done, or not yet sent; what a real cancel may interrupt is a query that waits.
+
+Not controlled, and said so in the run's coverage: TLS connections (the bytes are encrypted),
+and cancels of them.
 """
 
 from __future__ import annotations
@@ -17,10 +25,12 @@ import asyncio
 import functools
 import os
 import sys
+import weakref
 from typing import Any
 
+from racetape._engine.drivers import controlled_running
 from racetape._engine.loop import ControlledLoop
-from racetape.drivers.pgwire import Owed, PgPeer, Server
+from racetape.drivers.pgwire import Owed, PgPeer, Server, send_cancel
 
 
 class AsyncpgDriver:
@@ -44,7 +54,53 @@ class AsyncpgDriver:
             return con
 
         connect_utils._connect_addr = _connect_addr
+        connect_utils._cancel = _controlled_cancel(connect_utils)
         self._installed = True
+
+
+_WATCHED: weakref.WeakKeyDictionary[ControlledLoop, dict[int, str]] = weakref.WeakKeyDictionary()
+"""Per loop, the backend pid of each connection it watches, and the connection's name: a cancel
+of one of them is decided; the name names the cancel."""
+
+
+def _controlled_cancel(connect_utils: Any) -> Any:
+    """asyncpg's ``connect_utils._cancel``, whose CancelRequest reaches the server when a
+    decision says (see the module's docstring); as it was off a controlled loop, and over TLS."""
+    original = connect_utils._cancel
+
+    @functools.wraps(original)
+    async def _cancel(
+        *, loop: Any, addr: Any, params: Any, backend_pid: int, backend_secret: Any
+    ) -> None:
+        watched = _WATCHED.get(loop, {}) if isinstance(loop, ControlledLoop) else {}
+        if backend_pid not in watched or not controlled_running():
+            if isinstance(loop, ControlledLoop):
+                loop.note_uncontrolled("asyncpg cancels of connections it does not watch")
+            await original(
+                loop=loop,
+                addr=addr,
+                params=params,
+                backend_pid=backend_pid,
+                backend_secret=backend_secret,
+            )
+            return
+        landed: asyncio.Future[None] = loop.create_future()
+
+        def land() -> None:
+            try:
+                send_cancel(addr, backend_pid, backend_secret)
+            except OSError as exc:  # asyncpg's own cancel raises what its connection raised
+                if not landed.done():
+                    landed.set_exception(exc)
+            else:
+                if not landed.done():
+                    landed.set_result(None)
+            loop.interrupted(backend_pid)
+
+        loop.defer(f"{watched[backend_pid]} cancel", land)
+        await landed
+
+    return _cancel
 
 
 def watch(loop: ControlledLoop, con: Any) -> None:
@@ -105,3 +161,4 @@ def watch(loop: ControlledLoop, con: Any) -> None:
         closed=lambda: sock.fileno() < 0,
     )
     loop.watch(sock.fileno(), peer)
+    _WATCHED.setdefault(loop, {})[peer.ident] = name
