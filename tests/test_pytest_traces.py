@@ -256,15 +256,20 @@ def test_racetape_shrink_by_node_id_writes_a_smaller_trace_that_replays(
     before = load_trace(recorded)
     assert len(before.schedule) > 2  # random deviates at many decisions
     capsys.readouterr()
-    assert racetape(["shrink", TEST]) == 0
+    assert racetape(["shrink", TEST, "-v"]) == 0
     captured = capsys.readouterr()
     shrunk = load_trace(recorded.with_name(recorded.stem + ".shrunk.json"))
     assert len(shrunk.schedule) == 1
     data = json.loads(shrunk.source.read_text())["shrunk_from"]
     assert (data["schedule"], data["deviations"]) == (before.label, len(before.schedule))
     lines = captured.out.splitlines()
-    assert lines[0].startswith(f"racetape shrink: {TEST}: {before.label} (")
-    assert lines[0].endswith(f"-> {shrunk.label} (1 deviation), in {data['runs']} runs")
+    per_run = [line for line in lines if line.startswith("racetape shrink: run ")]
+    assert len(per_run) == data["runs"]  # -v: a line per run
+    assert per_run[-1] == f"racetape shrink: run {data['runs']}: best {shrunk.label} (1 deviation)"
+    # -v shows pytest's own output (the plugin's summary of the shrink) before the command's.
+    summary = [line for line in lines if line.startswith(f"racetape shrink: {TEST}: ")][-1]
+    assert summary.startswith(f"racetape shrink: {TEST}: {before.label} (")
+    assert summary.endswith(f"-> {shrunk.label} (1 deviation), in {data['runs']} runs")
     shown = os.path.relpath(shrunk.source)
     assert f"replay it: racetape replay {shown}" in lines
     assert f"  or: pytest --race-replay {shrunk.label} {TEST}" in lines

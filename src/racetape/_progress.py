@@ -15,8 +15,9 @@ from typing import Any, Protocol, TextIO
 
 
 class RunsProgress(Protocol):
-    def start(self, total: int, what: str, *, cap: bool = False) -> None:
-        """``total`` runs to come (``cap``: at most; the command may stop sooner)."""
+    def start(self, total: int | None, what: str, *, cap: bool = False) -> None:
+        """``total`` runs to come (``cap``: at most; the command may stop sooner; None: not
+        known, as in a Hypothesis search, so no time left is shown)."""
 
     def advance(self, done: int, note: str = "") -> None:
         """``done`` runs so far (not an increment: a child process reports its own count)."""
@@ -27,7 +28,7 @@ class RunsProgress(Protocol):
 class NoProgress:
     """Quiet: the verdict only."""
 
-    def start(self, total: int, what: str, *, cap: bool = False) -> None:
+    def start(self, total: int | None, what: str, *, cap: bool = False) -> None:
         pass
 
     def advance(self, done: int, note: str = "") -> None:
@@ -49,16 +50,20 @@ class PlainProgress:
     def __init__(self, stream: TextIO | None = None, every: float = 5.0) -> None:
         self.stream = stream or sys.stderr
         self.every = every
-        self.total = self.done = 0
+        self.total: int | None = None
+        self.done = 0
         self.what = ""
         self.note = ""
         self.started = self.last = time.monotonic()
 
-    def start(self, total: int, what: str, *, cap: bool = False) -> None:
+    def start(self, total: int | None, what: str, *, cap: bool = False) -> None:
         self.total, self.what = total, what
         self.started = self.last = time.monotonic()
-        runs = f"{total} run" + ("" if total == 1 else "s")
-        print(f"racetape: {what}: {'at most ' if cap else ''}{runs}", file=self.stream, flush=True)
+        if total is None:
+            runs = "runs until it is done"
+        else:
+            runs = ("at most " if cap else "") + f"{total} run" + ("" if total == 1 else "s")
+        print(f"racetape: {what}: {runs}", file=self.stream, flush=True)
 
     def advance(self, done: int, note: str = "") -> None:
         self.done, self.note = done, note
@@ -67,8 +72,12 @@ class PlainProgress:
             print(f"racetape: {self.what}: {self.line()}", file=self.stream, flush=True)
 
     def line(self) -> str:
-        rate, left = _rate_and_left(self.done, self.total, self.started)
-        text = f"{self.done}/{self.total} runs, {rate:.1f} runs/s, about {left:.0f} s left"
+        if self.total is None:
+            rate, _ = _rate_and_left(self.done, self.done, self.started)
+            text = f"{self.done} runs, {rate:.1f} runs/s"
+        else:
+            rate, left = _rate_and_left(self.done, self.total, self.started)
+            text = f"{self.done}/{self.total} runs, {rate:.1f} runs/s, about {left:.0f} s left"
         return f"{text}; {self.note}" if self.note else text
 
     def finish(self) -> None:
@@ -98,7 +107,7 @@ class RichProgress:
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            TextColumn("{task.completed:.0f}/{task.total:.0f} runs"),
+            TextColumn("{task.fields[runs]}"),
             TextColumn("{task.fields[rate]} runs/s"),
             TimeElapsedColumn(),
             TextColumn("left"),
@@ -108,16 +117,25 @@ class RichProgress:
             transient=True,
         )
         self._task: Any = None
+        self._total: int | None = None
         self._started = time.monotonic()
 
-    def start(self, total: int, what: str, *, cap: bool = False) -> None:
+    def start(self, total: int | None, what: str, *, cap: bool = False) -> None:
         self._started = time.monotonic()
+        self._total = total
         self._progress.start()
-        self._task = self._progress.add_task(what, total=total, rate="-", note="")
+        self._task = self._progress.add_task(
+            what, total=total, rate="-", note="", runs=self._runs(0)
+        )
+
+    def _runs(self, done: int) -> str:
+        return f"{done} runs" if self._total is None else f"{done}/{self._total} runs"
 
     def advance(self, done: int, note: str = "") -> None:
         rate, _ = _rate_and_left(done, done, self._started)
-        self._progress.update(self._task, completed=done, rate=f"{rate:.1f}", note=note)
+        self._progress.update(
+            self._task, completed=done, rate=f"{rate:.1f}", note=note, runs=self._runs(done)
+        )
 
     def finish(self) -> None:
         task = self._progress.tasks[0] if self._progress.tasks else None

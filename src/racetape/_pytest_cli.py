@@ -190,9 +190,8 @@ def _pytest_failed_to_run(ran: _Ran, trace: PytestTrace) -> str | None:
     """pytest's own trouble (a usage error, nothing collected, an internal error): one line."""
     if ran.code in (0, 1):
         return None
-    detail = next(
-        (line for line in [*ran.other_stderr, *ran.stdout.splitlines()] if "error" in line.lower()), ""
-    )
+    said = [*ran.other_stderr, *ran.stdout.splitlines()]
+    detail = next((line for line in said if "error" in line.lower()), "")
     return (
         f"pytest exited {ran.code} on {trace.node_words} (in {trace.invocation_dir})"
         + (f": {detail.strip()}" if detail else "")

@@ -270,7 +270,8 @@ def find_root(start: Path) -> Path | None:
 
 def find_trace(nodeid: str, root: Path, *, cwd: Path, shrunk: bool = True) -> PytestTrace:
     """The trace of ``nodeid`` in the newest session under ``root`` that has one: its shrunk
-    trace (if ``shrunk``), else its first failing run's. Raises :class:`TraceError` naming what is missing and how to get it."""
+    trace (if ``shrunk``), else its first failing run's. Raises :class:`TraceError` naming
+    what is missing and how to get it."""
     if not root.is_dir():
         raise TraceError(
             f"{root}: no traces folder; run the test under the plugin first (pytest"
