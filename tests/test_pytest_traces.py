@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -22,6 +23,7 @@ from racetape._traces import (
     sessions,
 )
 from racetape.cli import main as racetape
+from racetape.pytest_plugin import TRACES_KEY, pytest_configure_node
 
 AUTO = """
 [pytest]
@@ -200,6 +202,12 @@ def test_xdist_workers_write_into_the_controllers_session_folder(
     ordered(pytester, "--race-runs", "20")
     (session,) = sessions(pytester.path / ".racetape" / "traces")  # the default root
     assert session.name == "20260102T030405.000000Z-9"
+    # The controller's side: it hands each worker its session folder's name.
+    pytester.makeconftest("")
+    config = pytester.parseconfigure("--race-runs", "2")
+    node = SimpleNamespace(config=config, workerinput={})
+    pytest_configure_node(node)
+    assert node.workerinput == {"racetape_traces": config.stash[TRACES_KEY].folder.name}
 
 
 def test_pytest_replays_a_trace_on_its_test_alone(pytester: pytest.Pytester) -> None:
@@ -273,7 +281,9 @@ def test_racetape_shrink_by_node_id_writes_a_smaller_trace_that_replays(
     shown = os.path.relpath(shrunk.source)
     assert f"replay it: racetape replay {shown}" in lines
     assert f"  or: pytest --race-replay {shrunk.label} {TEST}" in lines
-    assert "racetape: shrink" in captured.err  # the progress, on stderr
+    # The progress, on stderr (plain lines: not a terminal), counted from the plugin's runs.
+    assert f"racetape: shrink {TEST}: at most 65 runs\n" in captured.err
+    assert f"racetape: shrink {TEST}: {data['runs']} runs, " in captured.err
     # replay NODEID now takes the shrunk trace.
     assert racetape(["replay", TEST, "-q"]) == 1
     assert f"under schedule {format_schedule(shrunk.schedule)}:" in capsys.readouterr().out
