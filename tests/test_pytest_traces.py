@@ -244,7 +244,8 @@ def test_racetape_replay_by_node_id_says_reproduced_then_not_after_the_fix(
     ]  # -q: the verdict alone
     ordered(pytester, "--collect-only", fixed=True)  # the fix, no new run
     assert racetape(["replay", TEST, "-v"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert f"racetape: replay {TEST}: 1 run, " in err  # the progress, from the plugin's run
     assert "1 passed" in out  # -v: pytest's own output
     assert f"racetape replay: did not reproduce: {TEST} passed under schedule" in out
     pytester.path.joinpath("test_order.py").unlink()  # the test is gone

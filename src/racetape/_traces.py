@@ -268,9 +268,9 @@ def find_root(start: Path) -> Path | None:
     return None
 
 
-def find_trace(nodeid: str, root: Path, *, cwd: Path, shrunk: bool = True) -> PytestTrace:
+def find_trace(nodeid: str, root: Path, *, cwd: Path) -> PytestTrace:
     """The trace of ``nodeid`` in the newest session under ``root`` that has one: its shrunk
-    trace (if ``shrunk``), else its first failing run's. Raises :class:`TraceError` naming
+    trace, else its first failing run's. Raises :class:`TraceError` naming
     what is missing and how to get it."""
     if not root.is_dir():
         raise TraceError(
@@ -282,8 +282,7 @@ def find_trace(nodeid: str, root: Path, *, cwd: Path, shrunk: bool = True) -> Py
         # Newest first; stable sorts: the session's first failing run (the one its report
         # shows), and a shrunk trace before any.
         found.sort(key=lambda t: t.run if t.run is not None else -1)
-        if shrunk:
-            found.sort(key=lambda t: not t.source.name.endswith(SHRUNK_SUFFIX))
+        found.sort(key=lambda t: not t.source.name.endswith(SHRUNK_SUFFIX))
         if found:
             return found[0]
     raise TraceError(

@@ -24,6 +24,14 @@ or a test marked ``@pytest.mark.race(runs=N)``, it registers one marker and the
 * ``--race-json PATH``: the session's race runs as one ``racetape.result/1`` document (a group
   per raced test; see :mod:`racetape._result`), written atomically at the end by the process
   that hears every report (xdist's controller; a worker never writes it).
+* Traces: a failing controlled run (the first few per test) writes a ``racetape.pytest-trace/1``
+  into a folder of its session's under ``--race-traces DIR`` (ini ``race_traces``, default
+  ``.racetape/traces`` under the rootdir; see :mod:`racetape._traces`), and its report names it
+  with ``racetape replay NODEID`` (:mod:`racetape._pytest_cli`). ``--race-replay TRACE`` runs
+  the trace's test alone under its schedule; ``--race-shrink TRACE`` runs it under the
+  proposals of a :class:`~racetape._shrink.ScheduleShrinker`, one per race run, and writes the
+  smallest schedule that fails the same way beside the trace; ``--race-progress`` writes a
+  JSON line per run on stderr for the commands' bars.
 * ``--race-mode jitter``: each run runs on a :class:`PerturbingEventLoop` with the seeded
   perturbation of ``derive_seed(B, nodeid, i)`` (``B``: ``--race-base-seed``, default 0); real
   OS scheduling, so ``--race-seed S`` repeats the perturbation, not the interleaving.
