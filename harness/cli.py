@@ -47,7 +47,7 @@ from harness.scaling import scaling_table
 from harness.scenario import ScenarioError, find_scenarios, resolve_scenario
 from harness.search import DEFAULT_EXAMPLES, explore_shapes, write_findings
 from harness.shrink import ShrinkError, check_shrinkable, shrink_trace
-from harness.traces import TraceError, load_trace, replay_command
+from harness.traces import TraceError, load_trace, replay_command, shrunk_path
 from harness.unpointed import POINTS_OFF
 from racetape._engine.drawn import DEFAULT_DB, open_database
 from racetape._engine.strategies import STRATEGIES
@@ -792,7 +792,7 @@ def _report_render(args: argparse.Namespace, argv: Sequence[str]) -> int:
     doc = load_result(args.result)
     outputs: list[tuple[Path | None, Callable[[], str]]] = [
         (args.markdown, lambda: render_markdown(doc)),
-        (args.html, lambda: render_html(doc, args.base)),
+        (args.html, lambda: render_html(doc, args.base, page_dir=args.html.parent)),
         (args.junit, lambda: render_junit(doc, args.base)),
     ]
     if not any(path for path, _ in outputs):
@@ -840,7 +840,7 @@ def _shrink(args: argparse.Namespace, argv: Sequence[str]) -> int:
     trace = load_trace(args.trace)
     check_shrinkable(trace)
     adapter = args.adapter or trace.adapter
-    out_path = args.out or args.trace.with_name(f"{args.trace.stem}.shrunk.json")
+    out_path = args.out or shrunk_path(args.trace)
     check_writable(out_path)
     shrunk = shrink_trace(trace, adapter=adapter, pg_dsn=_pg_dsn(args, [adapter]), seed=args.seed)
     write_json_atomic(out_path, shrunk.document())

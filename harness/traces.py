@@ -88,6 +88,12 @@ def replay_command(trace_path: str) -> str:
     return shlex.join(["racetape", "replay", trace_path])
 
 
+def shrunk_path(trace_path: Path) -> Path:
+    """Where ``racetape shrink TRACE`` writes the shrunk trace unless told (``--out``): beside
+    it, ``NAME.shrunk.json``; the HTML report looks there for a group's shrunk run."""
+    return trace_path.with_name(f"{trace_path.stem}.shrunk.json")
+
+
 def kinds_of(result: RunResult) -> list[tuple[int, str]]:
     return sorted((result.task_number(v.task_id), str(v.kind)) for v in result.violations)
 
