@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import math
 import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -26,6 +28,7 @@ from harness.bench_unmodified import unmodified_line
 from harness.files import (
     OutputError,
     check_writable,
+    folder_of_its_own,
     strict_json,
     write_all_atomic,
     write_json_atomic,
@@ -47,7 +50,13 @@ from harness.scaling import scaling_table
 from harness.scenario import ScenarioError, find_scenarios, resolve_scenario
 from harness.search import DEFAULT_EXAMPLES, explore_shapes, write_findings
 from harness.shrink import ShrinkError, check_shrinkable, shrink_trace
-from harness.traces import TraceError, load_trace, replay_command, shrunk_path
+from harness.traces import (
+    TraceError,
+    load_trace,
+    replay_command,
+    run_folder_name,
+    shrunk_path,
+)
 from harness.unpointed import POINTS_OFF
 from racetape._engine.drawn import DEFAULT_DB, open_database
 from racetape._engine.strategies import STRATEGIES
@@ -524,11 +533,11 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if "exhaustive" in strategies and args.shard != (1, 1):
         raise UsageError("--shard: exhaustive search walks one tree in order and does not shard")
     check_writable(args.json, folders=(args.traces,))  # before any work: see check_writable
-    settings = _settings(
-        args, pct_depth=args.pct_depth, traces_dir=args.traces, pg_dsn=_pg_dsn(args, adapters)
-    )
+    pg_dsn = _pg_dsn(args, adapters)
     groups = [Group(s, a, faults, st) for s in scenarios for a in adapters for st in strategies]
-    results = run_groups(groups, settings, display.progress_for_terminal())
+    with _run_folder(args.traces, args.shard) as traces:
+        settings = _settings(args, pct_depth=args.pct_depth, traces_dir=traces, pg_dsn=pg_dsn)
+        results = run_groups(groups, settings, display.progress_for_terminal())
     doc = result_document(results, settings, command=_command(argv))
     write_json_atomic(args.json, doc)
     _print_result(doc, f"result: {args.json}")
@@ -571,6 +580,12 @@ def _verdict(doc: dict[str, Any], code: int) -> str:
     )
 
 
+def _run_folder(root: Path, shard: tuple[int, int]) -> AbstractContextManager[Path]:
+    """This run's traces folder under ``root``, of its own, so that old traces never pile up
+    beside new ones; gone again after a run that kept no trace."""
+    return folder_of_its_own(root, run_folder_name(shard, datetime.datetime.now(datetime.UTC)))
+
+
 def _settings(args: argparse.Namespace, **fields: Any) -> Settings:
     """Settings from the flags of :func:`_run_flags` (and ``--runs``), and ``fields``."""
     return Settings(
@@ -593,11 +608,12 @@ def _stress(args: argparse.Namespace, argv: Sequence[str]) -> int:
         adapters, notes = stress.available_adapters(pg_dsn)
     files = stress.StressFiles.under(args.out)
     check_writable(files.result, files.markdown, files.junit, folders=(args.out / "traces",))
-    settings = _settings(
-        args, traces_dir=args.out / "traces", pg_dsn=pg_dsn if "postgres" in adapters else None
-    )
     groups = stress.stress_groups(find_scenarios(), adapters)
-    results = run_groups(groups, settings, display.progress_for_terminal())
+    with _run_folder(args.out / "traces", args.shard) as traces:
+        settings = _settings(
+            args, traces_dir=traces, pg_dsn=pg_dsn if "postgres" in adapters else None
+        )
+        results = run_groups(groups, settings, display.progress_for_terminal())
     doc = result_document(results, settings, command=_command(argv), notes=notes)
     stress.write_files(doc, files)
     if summary := os.environ.get("GITHUB_STEP_SUMMARY"):
