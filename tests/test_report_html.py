@@ -7,6 +7,8 @@ entry for every mark drawn. The page in a real browser is in ``test_report_brows
 from __future__ import annotations
 
 import contextlib
+import copy
+import html
 import json
 import re
 import shutil
@@ -269,3 +271,27 @@ def test_no_two_texts_of_a_plot_overlap(shrunk: tuple[dict[str, Any], Path]) -> 
     fig = rate_figure(groups)
     fig.axes[0].legend(["rate"], loc="upper center", bbox_to_anchor=(0.5, -0.12))
     assert _text_overlaps(fig) != []
+
+
+def test_a_raced_pytest_test_shows_the_plugins_report_in_place_of_a_timeline(
+    shrunk: tuple[dict[str, Any], Path],
+) -> None:
+    """A ``--race-json`` group keeps no trace, but the plugin's report of its first failing run
+    (replay command, deviating decisions with file:line): the page shows that, and says why
+    there is no timeline."""
+    doc, base = shrunk
+    raced = copy.deepcopy(doc)
+    group = raced["groups"][1]
+    group["traces"] = []
+    lines = [
+        "run 3 failed under controlled schedule 3.1; replay it, exactly, with:",
+        "  decision 3: t1/run1>job@test_example.py:57#1 body, ahead of the loop's own next step",
+    ]
+    replay = "pytest --race-replay 3.1 t.py::t"
+    group["pytest"] = {"replay": replay, "first_failure": {"report": lines}}
+    second = article(render_html(raced, base), "failure-2")
+    shown = re.search(r'<pre class="plugin-report">(.*?)</pre>', second, re.S)
+    assert shown is not None
+    assert html.unescape(shown.group(1)) == "\n".join(lines)
+    assert "No trace was kept" in second
+    assert f"<code>{replay}</code>" in second

@@ -50,6 +50,7 @@ class Failure:
     recorded: Timeline | None  # the first failing run's, as recorded; None: no trace kept
     shrunk: Timeline | None
     no_shrunk: str  # why there is no shrunk timeline (empty when there is one)
+    report: list[str]  # a raced pytest test's report of its first failing run, if any
 
     @property
     def anchor(self) -> str:
@@ -106,19 +107,29 @@ def find_shrunk(trace: str, base: Path) -> tuple[str | None, str]:
     return str(candidate), ""
 
 
+def plugin_report(group: dict[str, Any]) -> list[str]:
+    """The report the pytest plugin printed for a raced test's first failing run (its replay
+    command and its deviating decisions, with ``file:line``), as ``--race-json`` keeps it."""
+    raced = group.get("pytest")
+    first = raced.get("first_failure") if isinstance(raced, dict) else None
+    report = first.get("report") if isinstance(first, dict) else None
+    return [line for line in report if isinstance(line, str)] if isinstance(report, list) else []
+
+
 def failures(groups: list[GroupFigures], base: Path, page_dir: Path) -> list[Failure]:
     """The failing groups, numbered from 1 in the result's order."""
     found: list[Failure] = []
     for g in (g for g in groups if g.failed):
         number = len(found) + 1
-        trace = g.first_trace
+        trace, report = g.first_trace, plugin_report(g.group)
         if trace is None:
-            found.append(Failure(number, g, None, None, "No trace was kept for this group."))
+            why = "No trace was kept for this group: no timeline."
+            found.append(Failure(number, g, None, None, why, report))
             continue
         recorded = _timeline(f"timeline-{number}-recorded", trace, base, page_dir)
         shrunk_trace, why = find_shrunk(trace, base)
         shrunk = None
         if shrunk_trace is not None:
             shrunk = _timeline(f"timeline-{number}-shrunk", shrunk_trace, base, page_dir)
-        found.append(Failure(number, g, recorded, shrunk, why))
+        found.append(Failure(number, g, recorded, shrunk, why, report))
     return found
