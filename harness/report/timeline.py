@@ -63,12 +63,18 @@ class Deviation:
     where: str | None  # file:line, where known
 
 
+def deviates(step: dict[str, Any]) -> bool:
+    """Whether a trace's decision (one of its ``steps``) passed over the first come."""
+    enabled = step.get("enabled") or []
+    return bool(enabled) and step.get("actor") != enabled[0]
+
+
 def deviations_of(steps: list[dict[str, Any]]) -> list[Deviation]:
     """The decisions of a trace's ``steps`` that deviated from first come, first served."""
     found = []
     for number, step in enumerate(steps):
-        enabled, actor = step.get("enabled") or [], str(step.get("actor", "?"))
-        if enabled and actor != enabled[0]:
+        if deviates(step):
+            enabled, actor = step["enabled"], str(step.get("actor", "?"))
             detail = str(step.get("detail", ""))
             found.append(
                 Deviation(
@@ -252,11 +258,10 @@ class _Layout:
             parked_lane, x0, point = self.parked.pop(actor)
             parked_lane.spans.append(Span(x0, x, "parked", f"{actor} parked at {point}"))
             lane = parked_lane
-        enabled = decision.get("enabled") or []
-        deviation = bool(enabled) and decision.get("actor") != enabled[0]
+        deviation = deviates(decision)
         if deviation:
             at = where(str(decision.get("actor")), str(decision.get("detail", "")))
-            title = f"DEVIATION, ahead of {enabled[0]} (the first come): {title}"
+            title = f"DEVIATION, ahead of {decision['enabled'][0]} (the first come): {title}"
             title += f"; at {at}" if at else ""
         label = f"#{step}" + (" cancel lands" if decision.get("landing") else "")
         lane.marks.append(
