@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import math
 import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -26,6 +28,7 @@ from harness.bench_unmodified import unmodified_line
 from harness.files import (
     OutputError,
     check_writable,
+    folder_of_its_own,
     strict_json,
     write_all_atomic,
     write_json_atomic,
@@ -48,7 +51,13 @@ from harness.scaling import scaling_table
 from harness.scenario import ScenarioError, find_scenarios, resolve_scenario
 from harness.search import DEFAULT_EXAMPLES, Exploration, explore_shapes, write_findings
 from harness.shrink import ShrinkError, check_shrinkable, shrink_trace
-from harness.traces import TraceError, load_trace, replay_command
+from harness.traces import (
+    TraceError,
+    load_trace,
+    replay_command,
+    run_folder_name,
+    shrunk_path,
+)
 from harness.unpointed import POINTS_OFF
 from racetape._engine.drawn import DEFAULT_DB, open_database
 from racetape._engine.strategies import STRATEGIES
@@ -551,11 +560,11 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if "exhaustive" in strategies and args.shard != (1, 1):
         raise UsageError("--shard: exhaustive search walks one tree in order and does not shard")
     check_writable(args.json, folders=(args.traces,))  # before any work: see check_writable
-    settings = _settings(
-        args, pct_depth=args.pct_depth, traces_dir=args.traces, pg_dsn=_pg_dsn(args, adapters)
-    )
+    pg_dsn = _pg_dsn(args, adapters)
     groups = [Group(s, a, faults, st) for s in scenarios for a in adapters for st in strategies]
-    results = run_groups(groups, settings, display.progress_for(args.quiet, args.verbose))
+    with _run_folder(args.traces, args.shard) as traces:
+        settings = _settings(args, pct_depth=args.pct_depth, traces_dir=traces, pg_dsn=pg_dsn)
+        results = run_groups(groups, settings, display.progress_for(args.quiet, args.verbose))
     doc = result_document(results, settings, command=_command(argv))
     write_json_atomic(args.json, doc)
     if not args.quiet:
@@ -600,6 +609,12 @@ def _verdict(doc: dict[str, Any], code: int) -> str:
     )
 
 
+def _run_folder(root: Path, shard: tuple[int, int]) -> AbstractContextManager[Path]:
+    """This run's traces folder under ``root``, of its own, so that old traces never pile up
+    beside new ones; gone again after a run that kept no trace."""
+    return folder_of_its_own(root, run_folder_name(shard, datetime.datetime.now(datetime.UTC)))
+
+
 def _settings(args: argparse.Namespace, **fields: Any) -> Settings:
     """Settings from the flags of :func:`_run_flags` (and ``--runs``), and ``fields``."""
     return Settings(
@@ -622,11 +637,12 @@ def _stress(args: argparse.Namespace, argv: Sequence[str]) -> int:
         adapters, notes = stress.available_adapters(pg_dsn)
     files = stress.StressFiles.under(args.out)
     check_writable(files.result, files.markdown, files.junit, folders=(args.out / "traces",))
-    settings = _settings(
-        args, traces_dir=args.out / "traces", pg_dsn=pg_dsn if "postgres" in adapters else None
-    )
     groups = stress.stress_groups(find_scenarios(), adapters)
-    results = run_groups(groups, settings, display.progress_for_terminal())
+    with _run_folder(args.out / "traces", args.shard) as traces:
+        settings = _settings(
+            args, traces_dir=traces, pg_dsn=pg_dsn if "postgres" in adapters else None
+        )
+        results = run_groups(groups, settings, display.progress_for_terminal())
     doc = result_document(results, settings, command=_command(argv), notes=notes)
     stress.write_files(doc, files)
     if summary := os.environ.get("GITHUB_STEP_SUMMARY"):
@@ -833,7 +849,7 @@ def _report_render(args: argparse.Namespace, argv: Sequence[str]) -> int:
     doc = load_result(args.result)
     outputs: list[tuple[Path | None, Callable[[], str]]] = [
         (args.markdown, lambda: render_markdown(doc)),
-        (args.html, lambda: render_html(doc, args.base)),
+        (args.html, lambda: render_html(doc, args.base, page_dir=args.html.parent)),
         (args.junit, lambda: render_junit(doc, args.base)),
     ]
     if not any(path for path, _ in outputs):
@@ -881,7 +897,7 @@ def _shrink(args: argparse.Namespace, argv: Sequence[str]) -> int:
     trace = load_trace(args.trace)
     check_shrinkable(trace)
     adapter = args.adapter or trace.adapter
-    out_path = args.out or args.trace.with_name(f"{args.trace.stem}.shrunk.json")
+    out_path = args.out or shrunk_path(args.trace)
     check_writable(out_path)
     out = display.console()
     bar = progress_bar(quiet=args.quiet)
