@@ -899,6 +899,7 @@ def _shrink(args: argparse.Namespace, argv: Sequence[str]) -> int:
     adapter = args.adapter or trace.adapter
     out_path = args.out or shrunk_path(args.trace)
     check_writable(out_path)
+    pg_dsn = _pg_dsn(args, [adapter])  # checked before the bar starts: an error is one line
     out = display.console()
     bar = progress_bar(quiet=args.quiet)
     bar.start(None, f"shrink {trace.scenario.name}")
@@ -910,9 +911,7 @@ def _shrink(args: argparse.Namespace, argv: Sequence[str]) -> int:
             out.print(line, soft_wrap=True, markup=False)
 
     try:
-        shrunk = shrink_trace(
-            trace, adapter=adapter, pg_dsn=_pg_dsn(args, [adapter]), seed=args.seed, on_run=ran
-        )
+        shrunk = shrink_trace(trace, adapter=adapter, pg_dsn=pg_dsn, seed=args.seed, on_run=ran)
     finally:
         bar.finish()
     write_json_atomic(out_path, shrunk.document())
