@@ -1051,6 +1051,12 @@ def _is_asyncio_test(item: pytest.Item, *, before_marking: bool = False) -> bool
     return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(inner)
 
 
+def _on_anyio(item: pytest.Item) -> bool:
+    """A test anyio's pytest plugin runs (``@pytest.mark.anyio``): on a loop that plugin makes,
+    which racetape cannot take, so it is never raced (see pytest_collection_modifyitems)."""
+    return item.get_closest_marker("anyio") is not None
+
+
 def _runs_marked(item: pytest.Item, default: int) -> int:
     marker = item.get_closest_marker("race")
     if marker is None:
@@ -1126,7 +1132,9 @@ class RaceSession:
 
     def parametrize(self, metafunc: pytest.Metafunc) -> None:
         """Called by the module's pytest_generate_tests, which runs last."""
-        if self.runs is None or not _is_asyncio_test(metafunc.definition):
+        if self.runs is None or _on_anyio(metafunc.definition):
+            return
+        if not _is_asyncio_test(metafunc.definition):
             return
         test = metafunc.definition.nodeid
         if self.only is not None and not (
@@ -1163,6 +1171,18 @@ class RaceSession:
                 ("racetape_seed", run.seed),
                 ("racetape_run", run.index if run.index is not None else 0),
             ]
+        on_anyio = [item.nodeid for item in items if _on_anyio(item)]
+        if self.runs is not None and on_anyio:
+            warnings.warn(
+                pytest.PytestWarning(
+                    f"racetape: {len(on_anyio)} test(s) run on anyio's loop (@pytest.mark.anyio;"
+                    f" {on_anyio[0]}{', ...' if len(on_anyio) > 1 else ''}), which racetape"
+                    " cannot take: each ran as anyio runs it, not raced; to race one, let"
+                    " pytest-asyncio run it (@pytest.mark.asyncio, or asyncio_mode = auto"
+                    " without the anyio mark)"
+                ),
+                stacklevel=1,
+            )
         if self.warn_unused and not raced:
             warnings.warn(
                 pytest.PytestWarning(
