@@ -369,3 +369,43 @@ def test_a_cancelled_query_lands_either_side_of_the_lock_it_waits_on_and_each_re
         assert any(d.actor.endswith(" cancel#1") for d in run.schedule.decisions), outcome
         for _ in range(5):
             assert str(replay(main, run.token).error) == outcome, run.token
+
+
+def test_a_cancel_that_never_reaches_the_server_leaves_the_query_waiting_without_a_stall(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server resets the cancel's connection (some do): asyncpg ignores that, and the query
+    # goes on waiting for its lock. The run must not wait for an answer the cancel never asked.
+    import racetape.drivers.asyncpg as adapter
+
+    def reset(*args: object) -> None:
+        raise ConnectionResetError("reset by the server")
+
+    monkeypatch.setattr(adapter, "send_cancel", reset)
+
+    async def main() -> None:
+        async with a_table(dsn, 1) as table:
+            holder, waiter = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+            try:
+                tx = holder.transaction()
+                await tx.start()
+                await holder.execute(f"UPDATE {table} SET n = 1 WHERE id = 0")
+
+                async def commit_later() -> None:
+                    await asyncio.sleep(0.2)
+                    await tx.commit()
+
+                committing = asyncio.create_task(commit_later())
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.05):
+                        await waiter.execute(f"UPDATE {table} SET n = 2 WHERE id = 0")
+                await committing
+                assert await holder.fetchval(f"SELECT n FROM {table} WHERE id = 0") == 2
+            finally:
+                await holder.close()
+                await waiter.close()
+
+    started = time.monotonic()
+    checked = check(main, runs=3, settle_timeout=20)
+    assert not checked.failures, checked.failures[0].error
+    assert time.monotonic() - started < 15, "no wait of a settle timeout for the cancel"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from racetape import check, replay
+from racetape._engine import deviations
 from racetape._engine.checking import Main, run_once
 from racetape._engine.deviations import (
     Deviations,
@@ -394,3 +395,26 @@ def test_the_search_holds_back_a_request_while_another_connections_waits_first()
     second = search.next_strategy()
     assert second is not None
     assert (second.schedule, second.holds) == ((), (1,))
+
+
+def test_a_complete_search_with_holds_reaches_the_schedules_of_one_without_and_rarely_repeats(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def nothing() -> None:
+        pass
+
+    async def main() -> None:
+        async def jobs(n: int) -> None:
+            for _ in range(n):
+                await asyncio.to_thread(nothing)
+
+        await asyncio.gather(jobs(2), jobs(1))
+
+    held = check(main, runs=5000)
+    monkeypatch.setattr(deviations, "_holdable", lambda enabled: False)
+    plain = check(main, runs=5000)
+    assert held.exhausted
+    assert plain.exhausted
+    tokens = [run.token for run in held.runs]
+    assert set(tokens) == {run.token for run in plain.runs}
+    assert len(tokens) <= 1.05 * len(set(tokens)), "a hold that takes what a swap took is rare"

@@ -90,8 +90,8 @@ def _is_timer(actor: str) -> bool:
 
 
 def _holdable(enabled: Sequence[Candidate]) -> bool:
-    """Whether holding back the first-come candidate differs from one swap: it is an event
-    (not the loop's own work, not the clock) and another event could go instead of it."""
+    """Whether the first-come candidate can be held back: it is an event (not the loop's own
+    work, not the clock) and another event could go instead of it."""
     first = enabled[0]
     return (
         first.actor != LOOP
@@ -135,12 +135,15 @@ class Deviations:
         self._at = dict(self.schedule)
 
     def choose(self, step: int, enabled: Sequence[Candidate]) -> Candidate:
+        # A hold here is new only while no hold is on, and where the first-come event was not
+        # just passed by a swap (holding it here would be holding it one step earlier).
+        fresh = self._held is None and _holdable(enabled) and not self._just_passed(enabled[0])
         if step in self.holds:
-            if _holdable(enabled):
+            if fresh:
                 self._held = (enabled[0].actor, enabled[0].detail)
             else:
                 self.diverged.append(step)
-        if _holdable(enabled):
+        elif fresh:
             self.holdable.add(step)
             if enabled[0].detail == "request" and any(c.detail == "request" for c in enabled[1:]):
                 self.racing.add(step)
@@ -161,6 +164,13 @@ class Deviations:
         if (chosen.actor, chosen.detail) == self._held:
             self._held = None
         return chosen
+
+    def _just_passed(self, first: Candidate) -> bool:
+        """Whether ``first`` came first at the decision before too, and a swap passed it."""
+        if not self.taken:
+            return False
+        before = self.taken[-1]
+        return bool(before.index) and before.enabled[0] == first.actor
 
     def _first_not_held(self, enabled: Sequence[Candidate]) -> int:
         """First come, first served, past the held event while anything but the clock could
@@ -199,13 +209,15 @@ class DeviationSearch:
     loaded machine delays a little more often than a lot); other holds last, since a swap finds
     what most of them would; ties are broken by the seed.
 
-    Invariant: every plan handed out is new, and none of cost c + 1 is handed out while one of
-    cost c is still waiting.
+    Invariant: every plan handed out is new, none of cost c + 1 is handed out while one of cost c
+    is still waiting, and a plan without holds whose decisions an earlier run took (a hold
+    can take what a swap would) is not handed out. A plan with holds may still repeat an
+    earlier run's decisions; its run then adds no children.
     """
 
     def __init__(self, seed: int = 0) -> None:
         self._rng = random.Random(f"racetape.deviations:{seed}")
-        # Holds draw their tie-breaks apart, so that adding them left the swaps' order as it was.
+        # Holds draw their tie-breaks apart (see ran).
         self._hold_rng = random.Random(f"racetape.deviations.holds:{seed}")
         # cost -> heap of ((class: 0 first, 2 last; refusals of the last deviation's event),
         # tie-break, plan)
@@ -213,6 +225,8 @@ class DeviationSearch:
             0: [((0, 0), 0.0, ((), ()))]
         }
         self._cost: dict[_Plan, int] = {((), ()): 0}
+        self._taken: set[Schedule] = set()  # what each run took (a hold's run is one of these)
+        self._repeats = 0  # runs that took what an earlier run took
         self.bound = 0  # the highest cost handed out so far
         self.runs = 0
 
@@ -221,10 +235,12 @@ class DeviationSearch:
     def next_strategy(self) -> Deviations | None:
         for level in sorted(self._levels):
             waiting = self._levels[level]
-            if waiting:
+            while waiting:
+                schedule, holds = heapq.heappop(waiting)[2]
+                if not holds and schedule in self._taken:
+                    continue  # a run that held an event took these very decisions already
                 self.bound = max(self.bound, level)
                 self.runs += 1
-                schedule, holds = heapq.heappop(waiting)[2]
                 return Deviations(schedule, name="search", lenient=True, holds=holds)
         return None
 
@@ -232,43 +248,58 @@ class DeviationSearch:
         """After a run: one more deviation at any of its later decisions is a child."""
         assert isinstance(strategy, Deviations), "the deviation search serves its own runs"
         schedule, holds, decisions = strategy.schedule, strategy.holds, strategy.taken
+        took = schedule_of(decisions)
+        if took in self._taken:
+            self._repeats += 1
+            return  # a run like one before (a hold that took what a swap took): same children
+        self._taken.add(took)
         plan = (schedule, holds)
         last = max([step for step, _ in schedule] + list(holds), default=-1)
         cost = self._cost.get(plan, len(schedule) + len(holds))
         refused: dict[str, int] = {}  # how often each actor was offered and not taken
-        children: list[tuple[_Plan, int, tuple[int, int], random.Random]] = []
+        swaps: list[tuple[_Plan, int, tuple[int, int]]] = []
+        held: list[tuple[_Plan, int, tuple[int, int]]] = []
         landed = False  # the decision before read a server's answer
         for d in decisions:
             if d.step > last:
                 extra = 2 if d.mid_turn else 1
                 for index in range(1, len(d.enabled)):
+                    if index == d.index:
+                        continue  # what this run took there already (a hold took it)
                     child = ((*schedule, (d.step, index)), holds)
                     waited = refused.get(d.enabled[index], 0)
                     wakes = landed and _is_timer(d.enabled[index])
-                    order = (0 if wakes else 1, waited)
-                    children.append((child, cost + extra, order, self._rng))
+                    swaps.append((child, cost + extra, (0 if wakes else 1, waited)))
                 if d.step in strategy.holdable:
                     child = (schedule, (*holds, d.step))
                     first = d.step in strategy.racing
                     waited = refused.get(d.enabled[0], 0)
-                    order = (0 if first else 2, waited)
-                    children.append((child, cost + extra, order, self._hold_rng))
+                    held.append((child, cost + extra, (0 if first else 2, waited)))
             landed = d.detail in _LANDINGS
             for index, actor in enumerate(d.enabled):
                 if index != d.index:
                     refused[actor] = refused.get(actor, 0) + 1
-        if len(children) > MAX_CHILDREN:
-            children = sorted(children, key=lambda c: c[2])[:MAX_CHILDREN]
-        for child, child_cost, order, rng in children:
-            if child not in self._cost:
-                self._cost[child] = child_cost
-                level = self._levels.setdefault(child_cost, [])
-                heapq.heappush(level, (order, rng.random(), child))
+        # Plans that hold draw their tie-breaks and are sampled apart, so that what a search
+        # without holds would hand out, it still hands out in the same order.
+        rng = self._hold_rng if holds else self._rng
+        for children, draw in ((swaps, rng), (held, self._hold_rng)):
+            if len(children) > MAX_CHILDREN:
+                children = sorted(children, key=lambda c: c[2])[:MAX_CHILDREN]
+            for child, child_cost, order in children:
+                if child not in self._cost:
+                    self._cost[child] = child_cost
+                    level = self._levels.setdefault(child_cost, [])
+                    heapq.heappush(level, (order, draw.random(), child))
 
     def covered(self) -> str:
         if self.exhausted:
-            return f"every schedule ({self.runs}): complete"
-        return f"{self.runs} schedules, fewest deviations first: all below cost {self.bound}"
+            distinct = self.runs - self._repeats  # a run that held may repeat another's
+            runs = f" in {self.runs} runs" if self._repeats else ""
+            return f"every schedule ({distinct}{runs}): complete"
+        return (
+            f"{self.runs} schedules, fewest deviations first (a hold counts one): all below"
+            f" cost {self.bound}"
+        )
 
     @property
     def exhausted(self) -> bool:

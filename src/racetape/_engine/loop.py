@@ -778,13 +778,15 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         arrival = _Arrival(handle, self._next_seq(), self._now, "request", label)
         self._arrivals.setdefault(source, deque()).append(arrival)
 
-    def interrupted(self, ident: int) -> None:
-        """A request to interrupt the server's work for the watched peer ``ident`` (a cancel)
-        reached the server. Called by a driver adapter from a decision's action. The server now
-        answers that peer's request, with an error or its result, whatever lock it waited on:
-        the loop waits for that answer before its next step, as for any other."""
+    def interrupted(self, name: str) -> None:
+        """A request to interrupt the server's work for the watched peer named ``name`` (a
+        cancel) reached the server. Called by a driver adapter from a decision's action. The
+        server now answers that peer's request, with an error or its result, whatever lock it
+        waited on: the loop waits for that answer before its next step, as for any other (for
+        up to :data:`INTERRUPT_GRACE`: a request still waiting on its lock then took no cancel).
+        """
         for watched in self._peers.values():
-            if watched.peer.ident == ident and watched.peer.owed():
+            if watched.peer.name == name and watched.peer.owed():
                 watched.blocked, watched.interrupted = None, True
         self._peer_epoch += 1
 
@@ -840,7 +842,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         # asked about at once.
         ask_at = start if watched.blocked is not None else start + 0.002
         if watched.interrupted:
-            ask_at = deadline  # interrupted: it answers, whatever it waited on
+            ask_at = start + INTERRUPT_GRACE  # interrupted: it answers, whatever it waited on
         grown_at, size = start, -1
         while True:
             pending = _peek(fd)
@@ -863,20 +865,16 @@ class ControlledLoop(asyncio.SelectorEventLoop):
                 return False
             if now >= ask_at:
                 why = peer.blocked()
+                watched.interrupted = False  # asked: from now on, as any other request
                 if why is not None:
                     watched.blocked, watched.blocked_epoch = why, self._peer_epoch
                     return False
                 ask_at = now + 0.005
             if now > deadline:
                 self._failed = True
-                why = (
-                    "after a cancel of its request reached the server"
-                    if watched.interrupted
-                    else "and waits on nothing the server names"
-                )
                 raise Hung(
-                    f"{peer.name} has not answered within {self._settle_timeout:g} s {why}:"
-                    f" {self._waiting()}"
+                    f"{peer.name} has not answered within {self._settle_timeout:g} s and waits"
+                    f" on nothing the server names: {self._waiting()}"
                 )
             _wait_readable(fd, 0.0005)
 
@@ -1433,6 +1431,11 @@ class _Watched:
     answered_size: int = -1  # the pending bytes when last found answered
     offered: tuple[object, int] | None = None  # the reader and pending bytes last offered
 
+
+INTERRUPT_GRACE = 0.05
+"""Seconds the loop waits for the answer of a request whose cancel reached the server before it
+asks again whether the request waits on a lock: a backend that takes the cancel answers at
+once; one still waiting on its lock after this did not take it (the cancel came too late)."""
 
 _FULL_SOCKET = 64 * 1024
 """Unread bytes past which an answer that stops growing waits on its reader (a socket buffer's

@@ -58,9 +58,11 @@ class AsyncpgDriver:
         self._installed = True
 
 
-_WATCHED: weakref.WeakKeyDictionary[ControlledLoop, dict[int, str]] = weakref.WeakKeyDictionary()
-"""Per loop, the backend pid of each connection it watches, and the connection's name: a cancel
-of one of them is decided; the name names the cancel."""
+_WATCHED: weakref.WeakKeyDictionary[ControlledLoop, dict[tuple[str, int], str]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Per loop, each open connection it watches, by server address and backend pid, and its name:
+a cancel of one of them is decided; the name names the cancel and the peer it interrupts."""
 
 
 def _controlled_cancel(connect_utils: Any) -> Any:
@@ -73,7 +75,8 @@ def _controlled_cancel(connect_utils: Any) -> Any:
         *, loop: Any, addr: Any, params: Any, backend_pid: int, backend_secret: Any
     ) -> None:
         watched = _WATCHED.get(loop, {}) if isinstance(loop, ControlledLoop) else {}
-        if backend_pid not in watched or not controlled_running():
+        name = watched.get((str(addr), backend_pid))
+        if name is None or not controlled_running():
             if isinstance(loop, ControlledLoop):
                 loop.note_uncontrolled("asyncpg cancels of connections it does not watch")
             await original(
@@ -89,15 +92,15 @@ def _controlled_cancel(connect_utils: Any) -> Any:
         def land() -> None:
             try:
                 send_cancel(addr, backend_pid, backend_secret)
-            except OSError as exc:  # asyncpg's own cancel raises what its connection raised
+            except Exception as exc:  # what asyncpg's own cancel raises, asyncpg handles
                 if not landed.done():
                     landed.set_exception(exc)
-            else:
-                if not landed.done():
-                    landed.set_result(None)
-            loop.interrupted(backend_pid)
+                return
+            if not landed.done():
+                landed.set_result(None)
+            loop.interrupted(name)
 
-        loop.defer(f"{watched[backend_pid]} cancel", land)
+        loop.defer(f"{name} cancel", land)
         await landed
 
     return _cancel
@@ -133,12 +136,14 @@ def watch(loop: ControlledLoop, con: Any) -> None:
 
     def flushed_close() -> None:
         loop.flush_deferred(sends)
+        _WATCHED.get(loop, {}).pop(key, None)  # its pid may be another connection's next
         close()
 
     def flushed_abort() -> None:
         # What asyncpg handed the transport before terminate() was sent already on a real
         # machine, as far as the kernel is concerned: it reaches the server, then the reset.
         loop.flush_deferred(sends)
+        _WATCHED.get(loop, {}).pop(key, None)
         abort()
 
     transport.write, transport.writelines = deferred_write, deferred_writelines
@@ -161,4 +166,5 @@ def watch(loop: ControlledLoop, con: Any) -> None:
         closed=lambda: sock.fileno() < 0,
     )
     loop.watch(sock.fileno(), peer)
-    _WATCHED.setdefault(loop, {})[peer.ident] = name
+    key = (str(con._addr), peer.ident)
+    _WATCHED.setdefault(loop, {})[key] = name
