@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from harness import cli
 from harness.cli import main
 from harness.files import OutputError, write_all_atomic, write_text_atomic
 from harness.results import load_result
@@ -25,8 +24,9 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     def started(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("work started before the outputs were checked")
 
-    monkeypatch.setattr(cli, "run_groups", started)
-    monkeypatch.setattr(cli, "run_matrix", started)
+    monkeypatch.setattr("harness.commands.run.run_groups", started)
+    monkeypatch.setattr("harness.commands.stress.run_groups", started)
+    monkeypatch.setattr("harness.commands.matrix.run_matrix", started)
 
 
 @pytest.fixture

@@ -1,0 +1,29 @@
+"""``racetape list``: scenarios, faults, strategies and adapters."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from harness import display
+from harness.commands.common import STRATEGY_HELP
+from harness.scenario import find_scenarios
+from reftask.faults import FAULT_DESCRIPTIONS
+
+ADAPTER_HELP = {
+    "sqlite": "aiosqlite on a temporary database file (the default)",
+    "postgres": "asyncpg; RACETAPE_PG_DSN or --pg-dsn (default 127.0.0.1:5432, user postgres)",
+}
+
+
+def add(commands: Any) -> None:
+    lst = commands.add_parser("list", help="scenarios, faults, strategies and adapters")
+    lst.set_defaults(handler=_list)
+
+
+def _list(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    display.print_list(
+        find_scenarios(), FAULT_DESCRIPTIONS, STRATEGY_HELP, ADAPTER_HELP, display.console()
+    )
+    return 0
