@@ -176,7 +176,7 @@ def test_bad_memory_counts_are_one_line_errors(tmp_path: Path) -> None:
 def test_the_unmodified_figure_sets_the_controlled_loop_beside_plain_asyncio(
     tmp_path: Path,
 ) -> None:
-    from harness.bench_unmodified import example_main, unmodified_figures, unmodified_line
+    from harness.bench.unmodified import example_main, unmodified_figures, unmodified_line
 
     figure = unmodified_figures(10)
     assert figure["runs"] == 10
@@ -192,7 +192,7 @@ def test_the_unmodified_figure_sets_the_controlled_loop_beside_plain_asyncio(
 def test_the_asyncpg_figure_runs_the_worker_example_plain_and_controlled(
     postgres_server: Any, tmp_path: Path
 ) -> None:
-    from harness.bench_unmodified import asyncpg_figures, asyncpg_main, unmodified_line
+    from harness.bench.unmodified import asyncpg_figures, asyncpg_main, unmodified_line
 
     figure = asyncpg_figures(10, postgres_server.dsn)
     assert figure["runs"] == 10

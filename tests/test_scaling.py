@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 
-from harness import scaling
 from harness.adapters import Database
-from harness.bench import GUARD_OFF
+from harness.bench import GUARD_OFF, scaling
 from harness.run import RunResult, execute
 from harness.runner import Group, Settings, run_groups
 from harness.scenario import Scenario, find_scenarios, resolve_scenario

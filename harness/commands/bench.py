@@ -9,10 +9,10 @@ from typing import Any
 
 from harness import bench, display, limits
 from harness.adapters import ADAPTERS
-from harness.bench_unmodified import unmodified_line
+from harness.bench.scaling import scaling_table
+from harness.bench.unmodified import unmodified_line
 from harness.commands.common import UsageError, _command, _path, _pg_dsn, _positive
 from harness.files import check_writable, write_json_atomic
-from harness.scaling import scaling_table
 
 
 def add(commands: Any) -> None:

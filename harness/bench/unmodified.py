@@ -30,7 +30,7 @@ from typing import Any
 from racetape._engine.checking import run_once
 from racetape._engine.strategies import RandomStrategy
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "tests" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "tests" / "examples"
 EXAMPLE = EXAMPLES / "tape_sqlite.py"
 ASYNCPG_EXAMPLE = EXAMPLES / "worker_stop_pg.py"
 ROUNDS = 5
