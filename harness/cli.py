@@ -21,7 +21,7 @@ from harness import signals
 from harness.adapters import connection_lost
 from harness.commands import bench, explore, matrix, replay, report, run, shrink, stress
 from harness.commands import list as list_
-from harness.commands.common import EXIT_ENVIRONMENT, INPUT_ERRORS, _Parser
+from harness.commands.common import EXIT_ENVIRONMENT, INPUT_ERRORS, Parser
 from harness.runner import EnvironmentFault
 from reftask.dsn import redact_dsn
 
@@ -30,7 +30,7 @@ SUBCOMMANDS = (run, replay, report, matrix, bench, shrink, explore, stress, list
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="racetape", description="Deterministic race reproduction and stress harness."
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -46,7 +46,7 @@ between runs and they write their results (see :mod:`harness.signals`)."""
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; the exit code (the README's table)."""
-    argv = report._report_shorthand(list(sys.argv[1:] if argv is None else argv))
+    argv = report.shorthand(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     signals.install(cooperative=args.command in COOPERATIVE)
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.adapters import Database
-from harness.bench.workloads import Log, _controlled_mode, _execute, _in_own_loop
+from harness.bench.workloads import Log, controlled_mode, in_own_loop, run_strands
 
 
 def peak_rss_mb() -> float:
@@ -44,7 +44,7 @@ def memory_profile(
         done = 0
         for target in sorted(set(checkpoints)):
             while done < target:
-                await _execute(store, frozenset(), _controlled_mode(0, done))
+                await run_strands(store, frozenset(), controlled_mode(0, done))
                 done += 1
             now, peak = rss_mb(), round(peak_rss_mb(), 1)
             sample = {"runs": done, "peak_rss_mb": peak, "rss_mb": now and round(now, 1)}
@@ -52,7 +52,7 @@ def memory_profile(
             log(f"{adapter}: {done} runs, RSS {sample['rss_mb']} MB, peak {peak} MB")
 
     try:
-        _in_own_loop(db, body)
+        in_own_loop(db, body)
     finally:
         asyncio.run(db.cleanup())
     growth = None

@@ -18,12 +18,12 @@ from harness.bench.workloads import (
     GUARD_OFF,
     Log,
     NaiveLoop,
-    _controlled_mode,
-    _execute,
-    _in_own_loop,
-    _jitter_mode,
     bare_run,
+    controlled_mode,
+    in_own_loop,
+    jitter_mode,
     naive_loop,
+    run_strands,
 )
 from racetape._target import Mode
 from reftask.faults import Fault
@@ -105,11 +105,11 @@ def harness_chunk(
         async def body() -> tuple[float, list[int]]:
             store = await db.store(faults)
             for index in range(WARMUP_RUNS):
-                await _execute(store, faults, mode_of(WARMUP_SEED, index))
+                await run_strands(store, faults, mode_of(WARMUP_SEED, index))
             indices = range(start, start + count)
-            return await _timed_runs(lambda i: _execute(store, faults, mode_of(0, i)), indices)
+            return await _timed_runs(lambda i: run_strands(store, faults, mode_of(0, i)), indices)
 
-        return _in_own_loop(db, body)
+        return in_own_loop(db, body)
 
     return chunk
 
@@ -127,7 +127,7 @@ def floor_chunk(db: Database) -> Chunk:
 
             return await _timed_runs(one, range(count))
 
-        return _in_own_loop(db, body)
+        return in_own_loop(db, body)
 
     return chunk
 
@@ -140,7 +140,7 @@ def naive_chunk(db: Database, faults: frozenset[Fault]) -> Chunk:
         async def body() -> NaiveLoop:
             return await naive_loop(await db.store(faults), count, faults, warmup=WARMUP_RUNS)
 
-        loop = _in_own_loop(db, body)
+        loop = in_own_loop(db, body)
         return loop.seconds, [start + i for i, bad in enumerate(loop.stranded) if bad]
 
     return chunk
@@ -191,12 +191,12 @@ def harness_first_strand(
         async def body() -> tuple[float, list[int]]:
             store = await db.store(GUARD_OFF)
             return await _timed_runs(
-                lambda i: _execute(store, GUARD_OFF, mode_of(seed, i)),
+                lambda i: run_strands(store, GUARD_OFF, mode_of(seed, i)),
                 range(runs),
                 stop_at_first=True,
             )
 
-        _, stranded = _in_own_loop(db, body)
+        _, stranded = in_own_loop(db, body)
         return stranded[0] + 1 if stranded else None
 
     return first
@@ -242,10 +242,10 @@ def bench_adapter(
         tallies = interleaved(
             {
                 "floor": floor_chunk(db),
-                "controlled": harness_chunk(db, _controlled_mode, frozenset()),
-                "controlled_fault": harness_chunk(db, _controlled_mode, GUARD_OFF),
-                "jitter": harness_chunk(db, _jitter_mode, frozenset()),
-                "jitter_fault": harness_chunk(db, _jitter_mode, GUARD_OFF),
+                "controlled": harness_chunk(db, controlled_mode, frozenset()),
+                "controlled_fault": harness_chunk(db, controlled_mode, GUARD_OFF),
+                "jitter": harness_chunk(db, jitter_mode, frozenset()),
+                "jitter_fault": harness_chunk(db, jitter_mode, GUARD_OFF),
                 "naive": naive_chunk(db, frozenset()),
                 "naive_fault": naive_chunk(db, GUARD_OFF),
             },
@@ -256,9 +256,9 @@ def bench_adapter(
         log(f"{adapter}: runs to the first strand, {seeds} repeats each")
         repeats = {
             "controlled_fault": first_strands(
-                harness_first_strand(db, _controlled_mode, runs), seeds
+                harness_first_strand(db, controlled_mode, runs), seeds
             ),
-            "jitter_fault": first_strands(harness_first_strand(db, _jitter_mode, runs), seeds),
+            "jitter_fault": first_strands(harness_first_strand(db, jitter_mode, runs), seeds),
             "naive_fault": first_strands(naive_first_strand(db, runs), seeds),
         }
     finally:

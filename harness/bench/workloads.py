@@ -35,16 +35,16 @@ def _scenario() -> Scenario:
     return resolve_scenario(SCENARIO)
 
 
-async def _execute(store: SqlTaskStore, faults: frozenset[Fault], mode: Mode) -> bool:
+async def run_strands(store: SqlTaskStore, faults: frozenset[Fault], mode: Mode) -> bool:
     """One run of the scenario; True if it stranded."""
     return bool((await execute(store, _scenario(), faults, mode)).violations)
 
 
-def _controlled_mode(seed: int, index: int) -> Mode:
+def controlled_mode(seed: int, index: int) -> Mode:
     return Controlled(RandomStrategy(run_seed(seed, index)))
 
 
-def _jitter_mode(seed: int, index: int) -> Mode:
+def jitter_mode(seed: int, index: int) -> Mode:
     return Jittered(run_seed(seed, index))
 
 
@@ -120,7 +120,7 @@ async def naive_loop(
     return NaiveLoop(seconds, timed, stranded)
 
 
-def _in_own_loop(db: Database, body: Callable[[], Awaitable[T]]) -> T:
+def in_own_loop(db: Database, body: Callable[[], Awaitable[T]]) -> T:
     """Run ``body`` in an event loop of its own; the stores it opened are closed after it."""
 
     async def main() -> T:

@@ -5,30 +5,36 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from harness import bench, display, limits
 from harness.adapters import ADAPTERS
 from harness.bench.scaling import scaling_table
 from harness.bench.unmodified import unmodified_line
-from harness.commands.common import UsageError, _command, _path, _pg_dsn, _positive
+from harness.commands.common import (
+    Subcommands,
+    UsageError,
+    path_arg,
+    positive,
+    postgres_dsn,
+    recorded_command,
+)
 from harness.files import check_writable, write_json_atomic
 
 
-def add(commands: Any) -> None:
+def add(commands: Subcommands) -> None:
     ben = commands.add_parser("bench", help="controlled vs jitter vs the floor vs the naive loop")
     ben.add_argument(
         "--adapter", action="append", choices=ADAPTERS, default=[], help="repeat; default: sqlite"
     )
     ben.add_argument(
         "--runs",
-        type=_positive(int, "--runs", limits.MAX_RUNS),
+        type=positive(int, "--runs", limits.MAX_RUNS),
         default=200,
         help="runs per figure (per seed for the fault-on figures)",
     )
     ben.add_argument(
         "--seeds",
-        type=_positive(int, "--seeds", limits.MAX_SEEDS),
+        type=positive(int, "--seeds", limits.MAX_SEEDS),
         default=10,
         help="seeds for the fault-on runs-to-first-strand medians",
     )
@@ -37,13 +43,13 @@ def add(commands: Any) -> None:
     )
     ben.add_argument(
         "--scaling",
-        type=_positive(int, "--scaling", limits.MAX_RUNS),
+        type=positive(int, "--scaling", limits.MAX_RUNS),
         metavar="N",
         help="also run a stress-shaped job of N runs: each scenario's first vs last 1,000 runs/s",
     )
     ben.add_argument(
         "--json",
-        type=_path,
+        type=path_arg,
         default=Path("reports/bench.json"),
         metavar="PATH",
         help="the benchmark document; default reports/bench.json",
@@ -57,7 +63,7 @@ def add(commands: Any) -> None:
 def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     adapters = list(dict.fromkeys(args.adapter or ["sqlite"]))
     check_writable(args.json)
-    pg_dsn = _pg_dsn(args, adapters)
+    pg_dsn = postgres_dsn(args, adapters)
     try:
         checkpoints = [int(n) for n in args.memory.split(",")] if args.memory else []
     except ValueError:
@@ -74,7 +80,7 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         memory=checkpoints,
         scaling=args.scaling,
         pg_dsn=pg_dsn,
-        command=_command(argv),
+        command=recorded_command(argv),
         log=display.console(stderr=True).print,
     )
     write_json_atomic(args.json, doc)

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeAlias
 
 from harness import display, limits, signals
 from harness.adapters import resolve_pg_dsn
@@ -34,13 +34,19 @@ class UsageError(ValueError):
     """Bad flags or arguments; the message is one line."""
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, but a usage error is one line on stderr and exit 2."""
+
     def error(self, message: str) -> NoReturn:
         print(f"racetape: error: {message} (see racetape --help)", file=sys.stderr)
         raise SystemExit(2)
 
 
-def _positive(
+Subcommands: TypeAlias = "argparse._SubParsersAction[Parser]"
+"""What each subcommand's module's ``add(commands)`` is handed: the parser's subcommands."""
+
+
+def positive(
     kind: type[int] | type[float], what: str, maximum: float
 ) -> Callable[[str], int | float]:
     """A flag's parser: a finite number in (0, ``maximum``] (see :mod:`harness.limits`)."""
@@ -63,7 +69,7 @@ def _positive(
     return parse
 
 
-def _path(text: str) -> Path:
+def path_arg(text: str) -> Path:
     """A path flag or argument; an empty one is refused here, where argparse would read it as
     the current folder."""
     if not text.strip():
@@ -71,7 +77,8 @@ def _path(text: str) -> Path:
     return Path(text)
 
 
-def _shard(text: str) -> tuple[int, int]:
+def shard_arg(text: str) -> tuple[int, int]:
+    """``--shard I/N``: 1 <= I <= N, and N at most the runs limit."""
     try:
         index, count = (int(part) for part in text.split("/"))
     except ValueError:
@@ -83,34 +90,34 @@ def _shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-def _run_flags() -> _Parser:
+def run_flags() -> Parser:
     """The flags that shape many runs, shared by ``run`` and ``stress``."""
-    flags = _Parser(add_help=False)
+    flags = Parser(add_help=False)
     flags.add_argument(
         "--seed", type=int, default=0, help="base seed; run i uses a seed derived from it"
     )
     flags.add_argument(
         "--workers",
-        type=_positive(int, "--workers", limits.MAX_WORKERS),
+        type=positive(int, "--workers", limits.MAX_WORKERS),
         default=1,
         help="worker processes",
     )
     flags.add_argument(
         "--shard",
-        type=_shard,
+        type=shard_arg,
         default=(1, 1),
         metavar="I/N",
         help="run only shard I of N of the seed space (1-based)",
     )
     flags.add_argument(
         "--budget",
-        type=_positive(float, "--budget", limits.MAX_SECONDS),
+        type=positive(float, "--budget", limits.MAX_SECONDS),
         metavar="SECONDS",
         help="stop handing out runs after this long (shared by every group); keep what finished",
     )
     flags.add_argument(
         "--settle-timeout",
-        type=_positive(float, "--settle-timeout", limits.MAX_SECONDS),
+        type=positive(float, "--settle-timeout", limits.MAX_SECONDS),
         default=10.0,
         metavar="SECONDS",
         help="a run that does not settle for this long is 'hung'",
@@ -121,9 +128,9 @@ def _run_flags() -> _Parser:
     return flags
 
 
-def _loudness() -> _Parser:
+def loudness_flags() -> Parser:
     """-q / -v, for the commands that print more than a verdict."""
-    flags = _Parser(add_help=False)
+    flags = Parser(add_help=False)
     loud = flags.add_mutually_exclusive_group()
     loud.add_argument(
         "-q", "--quiet", action="store_true", help="print only the verdict and errors; no bar"
@@ -134,7 +141,9 @@ def _loudness() -> _Parser:
     return flags
 
 
-def _pg_dsn(args: argparse.Namespace, adapters: Sequence[str]) -> str | None:
+def postgres_dsn(args: argparse.Namespace, adapters: Sequence[str]) -> str | None:
+    """The Postgres DSN (``--pg-dsn``, else RACETAPE_PG_DSN, else local), checked reachable,
+    where ``adapters`` has postgres; None where it has not."""
     if "postgres" not in adapters:
         return None
     dsn = resolve_pg_dsn(args.pg_dsn)
@@ -142,19 +151,19 @@ def _pg_dsn(args: argparse.Namespace, adapters: Sequence[str]) -> str | None:
     return dsn
 
 
-def _command(argv: Sequence[str]) -> str:
+def recorded_command(argv: Sequence[str]) -> str:
     """The command line as a result records it: passwords in any DSN redacted."""
     return shlex.join(["racetape", *(redact_dsn(arg) for arg in argv)])
 
 
-def _run_folder(root: Path, shard: tuple[int, int]) -> AbstractContextManager[Path]:
+def run_folder(root: Path, shard: tuple[int, int]) -> AbstractContextManager[Path]:
     """This run's traces folder under ``root``, of its own, so that old traces never pile up
     beside new ones; gone again after a run that kept no trace."""
     return folder_of_its_own(root, run_folder_name(shard, datetime.datetime.now(datetime.UTC)))
 
 
-def _settings(args: argparse.Namespace, **fields: Any) -> Settings:
-    """Settings from the flags of :func:`_run_flags` (and ``--runs``), and ``fields``."""
+def settings_from(args: argparse.Namespace, **fields: Any) -> Settings:
+    """Settings from the flags of :func:`run_flags` (and ``--runs``), and ``fields``."""
     return Settings(
         runs=args.runs,
         seed=args.seed,
@@ -169,7 +178,7 @@ def _settings(args: argparse.Namespace, **fields: Any) -> Settings:
 EXIT_ENVIRONMENT = 3
 
 
-def _lost_database(doc: dict[str, Any]) -> int:
+def environment_failed(doc: dict[str, Any]) -> int:
     """A database that became unreachable mid-run, or a worker process that died, is a fault
     of the environment, not a strand: one line for each, and exit 3 (the result with what
     finished is written)."""
@@ -189,13 +198,15 @@ def _lost_database(doc: dict[str, Any]) -> int:
     return EXIT_ENVIRONMENT
 
 
-def _stopped(what: str) -> int:
+def stopped_by_signal(what: str) -> int:
     """A cooperative command stopped by a signal: one line, and ``128 + the signal``."""
     print(f"racetape: stopped by {signals.describe()}; {what}", file=sys.stderr)
     return signals.exit_code()
 
 
-def _print_result(doc: dict[str, Any], written: str) -> None:
+def print_result(doc: dict[str, Any], written: str) -> None:
+    """The summary table, the notes, what was ``written``, and how to replay each group's
+    first failing run."""
     out = display.console()
     out.print(display.summary_table(doc))
     for note in doc["notes"]:

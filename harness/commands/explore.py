@@ -5,11 +5,17 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from harness import display, limits
 from harness.adapters import ADAPTERS
-from harness.commands.common import UsageError, _loudness, _path, _pg_dsn, _positive
+from harness.commands.common import (
+    Subcommands,
+    UsageError,
+    loudness_flags,
+    path_arg,
+    positive,
+    postgres_dsn,
+)
 from harness.files import check_writable
 from harness.run import RunResult
 from harness.search import DEFAULT_EXAMPLES, Exploration, explore_shapes, write_findings
@@ -18,8 +24,8 @@ from racetape._progress import RunsProgress, progress_bar
 from reftask.faults import UnknownFaultError, parse_faults
 
 
-def add(commands: Any) -> None:
-    loud = _loudness()
+def add(commands: Subcommands) -> None:
+    loud = loudness_flags()
     exp = commands.add_parser(
         "explore",
         parents=[loud],
@@ -37,21 +43,21 @@ def add(commands: Any) -> None:
     )
     exp.add_argument(
         "--examples",
-        type=_positive(int, "--examples", limits.MAX_EXAMPLES),
+        type=positive(int, "--examples", limits.MAX_EXAMPLES),
         default=DEFAULT_EXAMPLES,
         help=f"most examples generated per adapter; default {DEFAULT_EXAMPLES}",
     )
     exp.add_argument("--seed", type=int, default=0, help="Hypothesis's seed; default 0")
     exp.add_argument(
         "--out",
-        type=_path,
+        type=path_arg,
         default=Path("reports/explore"),
         metavar="DIR",
         help="where each failure's scenario file and shrunk trace go",
     )
     exp.add_argument(
         "--db",
-        type=_path,
+        type=path_arg,
         default=DEFAULT_DB,
         metavar="PATH",
         help=f"Hypothesis example database, failures tried first next time; default {DEFAULT_DB}",
@@ -62,7 +68,7 @@ def add(commands: Any) -> None:
     )
     exp.add_argument(
         "--settle-timeout",
-        type=_positive(float, "--settle-timeout", limits.MAX_SECONDS),
+        type=positive(float, "--settle-timeout", limits.MAX_SECONDS),
         default=10.0,
         metavar="SECONDS",
         help="a run that does not settle for this long is 'hung' (a failure)",
@@ -76,7 +82,7 @@ def _explore(args: argparse.Namespace, argv: Sequence[str]) -> int:
     except UnknownFaultError as exc:
         raise UsageError(f"--fault: {exc}") from None
     adapters = list(dict.fromkeys(args.adapter or ["sqlite"]))
-    pg_dsn = _pg_dsn(args, adapters)
+    pg_dsn = postgres_dsn(args, adapters)
     check_writable(folders=(args.out, None if args.no_db else args.db))
     database = open_database(None if args.no_db else args.db)
     out = display.console()

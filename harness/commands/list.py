@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import Any
 
 from harness import display
-from harness.commands.common import STRATEGY_HELP
+from harness.commands.common import STRATEGY_HELP, Subcommands
 from harness.scenario import find_scenarios
 from reftask.faults import FAULT_DESCRIPTIONS
 
@@ -17,7 +16,7 @@ ADAPTER_HELP = {
 }
 
 
-def add(commands: Any) -> None:
+def add(commands: Subcommands) -> None:
     lst = commands.add_parser("list", help="scenarios, faults, strategies and adapters")
     lst.set_defaults(handler=_list)
 

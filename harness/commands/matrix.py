@@ -5,18 +5,18 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from harness import display, limits, signals
 from harness.adapters import ADAPTERS
 from harness.commands.common import (
     STRATEGY_HELP,
+    Subcommands,
     UsageError,
-    _command,
-    _path,
-    _pg_dsn,
-    _positive,
-    _stopped,
+    path_arg,
+    positive,
+    postgres_dsn,
+    recorded_command,
+    stopped_by_signal,
 )
 from harness.files import check_writable, strict_json, write_all_atomic
 from harness.matrix import matrix_document, matrix_markdown, run_matrix
@@ -26,7 +26,7 @@ from harness.unpointed import POINTS_OFF
 from reftask.faults import Fault, UnknownFaultError, parse_faults
 
 
-def add(commands: Any) -> None:
+def add(commands: Subcommands) -> None:
     mat = commands.add_parser("matrix", help="detection power: runs to first strand per fault")
     mat.add_argument(
         "--scenario",
@@ -60,27 +60,27 @@ def add(commands: Any) -> None:
     )
     mat.add_argument(
         "--seeds",
-        type=_positive(int, "--seeds", limits.MAX_SEEDS),
+        type=positive(int, "--seeds", limits.MAX_SEEDS),
         default=20,
         help="seeds per cell, each a run of --runs; default 20",
     )
     mat.add_argument(
-        "--runs", type=_positive(int, "--runs", limits.MAX_RUNS), default=10, help="runs per seed"
+        "--runs", type=positive(int, "--runs", limits.MAX_RUNS), default=10, help="runs per seed"
     )
     mat.add_argument(
         "--workers",
-        type=_positive(int, "--workers", limits.MAX_WORKERS),
+        type=positive(int, "--workers", limits.MAX_WORKERS),
         default=1,
         help="worker processes; default 1",
     )
     mat.add_argument(
         "--json",
-        type=_path,
+        type=path_arg,
         default=Path("reports/matrix.json"),
         metavar="PATH",
         help="the matrix document; default reports/matrix.json",
     )
-    mat.add_argument("--markdown", type=_path, metavar="PATH", help="also write the matrix here")
+    mat.add_argument("--markdown", type=path_arg, metavar="PATH", help="also write the matrix here")
     mat.add_argument(
         "--pg-dsn", metavar="DSN", help="Postgres DSN; default RACETAPE_PG_DSN or local"
     )
@@ -101,7 +101,7 @@ def _matrix(args: argparse.Namespace, argv: Sequence[str]) -> int:
             f"--seeds {args.seeds} x --runs {args.runs}: at most {limits.MAX_RUNS} runs per cell"
         )
     check_writable(args.json, args.markdown)
-    settings = Settings(workers=args.workers, pg_dsn=_pg_dsn(args, adapters))
+    settings = Settings(workers=args.workers, pg_dsn=postgres_dsn(args, adapters))
     cells, interrupted = run_matrix(
         scenarios,
         adapters,
@@ -117,7 +117,7 @@ def _matrix(args: argparse.Namespace, argv: Sequence[str]) -> int:
         cells,
         seeds=args.seeds,
         runs=args.runs,
-        command=_command(argv),
+        command=recorded_command(argv),
         interrupted=interrupted,
     )
     write_all_atomic(
@@ -133,5 +133,5 @@ def _matrix(args: argparse.Namespace, argv: Sequence[str]) -> int:
         )
     out.print(f"gaps: {', '.join(doc['gaps']) or 'none'}; matrix: {args.json}")
     if interrupted or signals.stop_requested():
-        return _stopped("wrote the cells that finished")
+        return stopped_by_signal("wrote the cells that finished")
     return 1 if doc["findings"] or doc["gaps"] else 0

@@ -6,33 +6,32 @@ import argparse
 import asyncio
 import shlex
 from collections.abc import Sequence
-from typing import Any
 
 from harness import display
 from harness.adapters import ADAPTERS
-from harness.commands.common import _loudness, _path, _pg_dsn
+from harness.commands.common import Subcommands, loudness_flags, path_arg, postgres_dsn
 from harness.files import check_writable, write_text_atomic
 from harness.replay import replay
 from harness.traces import load_trace
 from racetape._progress import progress_bar
 
 
-def add(commands: Any) -> None:
-    loud = _loudness()
+def add(commands: Subcommands) -> None:
+    loud = loudness_flags()
     rep = commands.add_parser(
         "replay",
         parents=[loud],
         help="re-run one recorded run and show its timeline (a pytest test's: racetape replay"
         " NODEID)",
     )
-    rep.add_argument("trace", type=_path, metavar="TRACE", help="a trace a run wrote (--traces)")
+    rep.add_argument("trace", type=path_arg, metavar="TRACE", help="a trace a run wrote (--traces)")
     rep.add_argument("--adapter", choices=ADAPTERS, help="replay on this adapter instead")
     rep.add_argument(
         "--pg-dsn", metavar="DSN", help="Postgres DSN; default RACETAPE_PG_DSN or local"
     )
     rep.add_argument(
         "--emit-test",
-        type=_path,
+        type=path_arg,
         metavar="PATH",
         help="write a standalone pytest file that replays this interleaving (no replay now)",
     )
@@ -41,7 +40,7 @@ def add(commands: Any) -> None:
 
 def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.emit_test is not None:
-        from harness.report import emit_test  # see _report_render
+        from harness.report import emit_test  # see the report commands (harness.commands.report)
 
         check_writable(args.emit_test)
         source = emit_test(args.trace, adapter=args.adapter, test_path=args.emit_test)
@@ -56,7 +55,7 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 0
     trace = load_trace(args.trace)
     adapter = args.adapter or trace.adapter
-    pg_dsn = _pg_dsn(args, [adapter])
+    pg_dsn = postgres_dsn(args, [adapter])
     bar = progress_bar(quiet=args.quiet)
     bar.start(1, f"replay {trace.scenario.name} on {adapter}")
     try:

@@ -6,17 +6,16 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from harness import display
-from harness.commands.common import _command, _path
+from harness.commands.common import Subcommands, path_arg, recorded_command
 from harness.files import check_writable, write_all_atomic, write_json_atomic, write_text_atomic
 from harness.results import load_result
 
 REPORT_COMMANDS = ("render", "compare", "merge")
 
 
-def add(commands: Any) -> None:
+def add(commands: Subcommands) -> None:
     report = commands.add_parser(
         "report",
         help="render a result (Markdown, HTML, JUnit), compare two, merge shards",
@@ -30,35 +29,35 @@ def add(commands: Any) -> None:
     render = reports.add_parser("render", help="Markdown, HTML and JUnit from one result")
     render.add_argument(
         "result",
-        type=_path,
+        type=path_arg,
         metavar="RESULT.json",
         help="a result (run, merge, pytest --race-json)",
     )
-    render.add_argument("--html", type=_path, metavar="PATH", help="self-contained HTML page")
+    render.add_argument("--html", type=path_arg, metavar="PATH", help="self-contained HTML page")
     render.add_argument(
-        "--markdown", type=_path, metavar="PATH", help="Markdown (PR comment, step summary)"
+        "--markdown", type=path_arg, metavar="PATH", help="Markdown (PR comment, step summary)"
     )
-    render.add_argument("--junit", type=_path, metavar="PATH", help="JUnit XML")
+    render.add_argument("--junit", type=path_arg, metavar="PATH", help="JUnit XML")
     render.add_argument(
         "--base",
-        type=_path,
+        type=path_arg,
         default=Path(),
         metavar="DIR",
         help="the folder the result's trace paths are relative to; default: this one",
     )
     render.set_defaults(handler=_report_render)
     compare = reports.add_parser("compare", help="before vs after, with verdicts; 1 if worse")
-    compare.add_argument("before", type=_path, metavar="BEFORE.json", help="the result before")
-    compare.add_argument("after", type=_path, metavar="AFTER.json", help="the result after")
-    compare.add_argument("--markdown", type=_path, metavar="PATH", help="also write Markdown")
+    compare.add_argument("before", type=path_arg, metavar="BEFORE.json", help="the result before")
+    compare.add_argument("after", type=path_arg, metavar="AFTER.json", help="the result after")
+    compare.add_argument("--markdown", type=path_arg, metavar="PATH", help="also write Markdown")
     compare.set_defaults(handler=_report_compare)
     merge = reports.add_parser("merge", help="join shard results into one document")
     merge.add_argument(
-        "shards", type=_path, nargs="+", metavar="SHARD.json", help="the results to join"
+        "shards", type=path_arg, nargs="+", metavar="SHARD.json", help="the results to join"
     )
     merge.add_argument(
         "--json",
-        type=_path,
+        type=path_arg,
         default=Path("reports/merged.json"),
         metavar="PATH",
         help="the merged document; default reports/merged.json",
@@ -66,7 +65,7 @@ def add(commands: Any) -> None:
     merge.set_defaults(handler=_report_merge)
 
 
-def _report_shorthand(argv: list[str]) -> list[str]:
+def shorthand(argv: list[str]) -> list[str]:
     """``report RESULT.json ...`` is ``report render RESULT.json ...``."""
     if argv[:1] == ["report"] and argv[1:2] and argv[1] not in (*REPORT_COMMANDS, "-h", "--help"):
         return ["report", "render", *argv[1:]]
@@ -121,7 +120,7 @@ def _report_merge(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     check_writable(args.json)
     named = [(str(path), load_result(path)) for path in args.shards]
-    merged = merge_documents(named, command=_command(argv))
+    merged = merge_documents(named, command=recorded_command(argv))
     write_json_atomic(args.json, merged)
     out = display.console()
     out.print(display.summary_table(merged))

@@ -11,18 +11,19 @@ from harness import display, limits, signals
 from harness.adapters import ADAPTERS
 from harness.commands.common import (
     STRATEGY_HELP,
+    Subcommands,
     UsageError,
-    _command,
-    _lost_database,
-    _loudness,
-    _path,
-    _pg_dsn,
-    _positive,
-    _print_result,
-    _run_flags,
-    _run_folder,
-    _settings,
-    _stopped,
+    environment_failed,
+    loudness_flags,
+    path_arg,
+    positive,
+    postgres_dsn,
+    print_result,
+    recorded_command,
+    run_flags,
+    run_folder,
+    settings_from,
+    stopped_by_signal,
 )
 from harness.files import check_writable, write_json_atomic
 from harness.results import result_document
@@ -34,8 +35,8 @@ DEFAULT_RUNS = 200
 DEFAULT_JSON = Path("reports/result.json")
 
 
-def add(commands: Any) -> None:
-    runs, loud = _run_flags(), _loudness()
+def add(commands: Subcommands) -> None:
+    runs, loud = run_flags(), loudness_flags()
     run = commands.add_parser(
         "run", parents=[runs, loud], help="run scenarios and count stranded tasks"
     )
@@ -69,20 +70,20 @@ def add(commands: Any) -> None:
     )
     run.add_argument(
         "--runs",
-        type=_positive(int, "--runs", limits.MAX_RUNS),
+        type=positive(int, "--runs", limits.MAX_RUNS),
         default=DEFAULT_RUNS,
         help=f"runs per group (exhaustive: most schedules); default {DEFAULT_RUNS}",
     )
     run.add_argument(
         "--json",
-        type=_path,
+        type=path_arg,
         default=DEFAULT_JSON,
         metavar="PATH",
         help=f"result document; default {DEFAULT_JSON}",
     )
     run.add_argument(
         "--traces",
-        type=_path,
+        type=path_arg,
         default=Path("reports/traces"),
         metavar="DIR",
         help="where the first failing runs of each group are written",
@@ -100,7 +101,7 @@ def add(commands: Any) -> None:
     )
     run.add_argument(
         "--pct-depth",
-        type=_positive(int, "--pct-depth", limits.MAX_PCT_DEPTH),
+        type=positive(int, "--pct-depth", limits.MAX_PCT_DEPTH),
         default=3,
         metavar="D",
         help="pct: the bug depth it aims at (depth - 1 random priority drops per run); default 3",
@@ -121,18 +122,18 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if "exhaustive" in strategies and args.shard != (1, 1):
         raise UsageError("--shard: exhaustive search walks one tree in order and does not shard")
     check_writable(args.json, folders=(args.traces,))  # before any work: see check_writable
-    pg_dsn = _pg_dsn(args, adapters)
+    pg_dsn = postgres_dsn(args, adapters)
     groups = [Group(s, a, faults, st) for s in scenarios for a in adapters for st in strategies]
-    with _run_folder(args.traces, args.shard) as traces:
-        settings = _settings(args, pct_depth=args.pct_depth, traces_dir=traces, pg_dsn=pg_dsn)
+    with run_folder(args.traces, args.shard) as traces:
+        settings = settings_from(args, pct_depth=args.pct_depth, traces_dir=traces, pg_dsn=pg_dsn)
         results = run_groups(groups, settings, display.progress_for(args.quiet, args.verbose))
-    doc = result_document(results, settings, command=_command(argv))
+    doc = result_document(results, settings, command=recorded_command(argv))
     write_json_atomic(args.json, doc)
     if not args.quiet:
-        _print_result(doc, f"result: {args.json}")
+        print_result(doc, f"result: {args.json}")
     if signals.stop_requested() or any(g["stopped"] == "interrupted" for g in doc["groups"]):
-        return _stopped(f"wrote the {doc['totals']['runs']} runs that finished")
-    if code := _lost_database(doc):
+        return stopped_by_signal(f"wrote the {doc['totals']['runs']} runs that finished")
+    if code := environment_failed(doc):
         return code
     failed = bool(doc["totals"]["strands"] or doc["totals"]["hung"])
     code = 1 if failed and not args.no_fail else 0

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import Any
 
 from harness import display
 from harness.adapters import ADAPTERS
-from harness.commands.common import _loudness, _path, _pg_dsn
+from harness.commands.common import Subcommands, loudness_flags, path_arg, postgres_dsn
 from harness.files import check_writable, write_json_atomic
 from harness.run import RunResult
 from harness.shrink import check_shrinkable, shrink_trace
@@ -16,17 +15,17 @@ from harness.traces import load_trace, shrunk_path
 from racetape._progress import progress_bar
 
 
-def add(commands: Any) -> None:
-    loud = _loudness()
+def add(commands: Subcommands) -> None:
+    loud = loudness_flags()
     shr = commands.add_parser(
         "shrink",
         parents=[loud],
         help="minimise a failing controlled trace with Hypothesis (same strands; a pytest"
         " test's: racetape shrink NODEID)",
     )
-    shr.add_argument("trace", type=_path, metavar="TRACE", help="a failing run's trace")
+    shr.add_argument("trace", type=path_arg, metavar="TRACE", help="a failing run's trace")
     shr.add_argument(
-        "--out", type=_path, metavar="PATH", help="shrunk trace; default TRACE with .shrunk.json"
+        "--out", type=path_arg, metavar="PATH", help="shrunk trace; default TRACE with .shrunk.json"
     )
     shr.add_argument("--adapter", choices=ADAPTERS, help="shrink on this adapter instead")
     shr.add_argument("--seed", type=int, default=0, help="Hypothesis's seed; default 0")
@@ -42,7 +41,7 @@ def _shrink(args: argparse.Namespace, argv: Sequence[str]) -> int:
     adapter = args.adapter or trace.adapter
     out_path = args.out or shrunk_path(args.trace)
     check_writable(out_path)
-    pg_dsn = _pg_dsn(args, [adapter])  # checked before the bar starts: an error is one line
+    pg_dsn = postgres_dsn(args, [adapter])  # checked before the bar starts: an error is one line
     out = display.console()
     bar = progress_bar(quiet=args.quiet)
     bar.start(None, f"shrink {trace.scenario.name}")

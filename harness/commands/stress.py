@@ -7,21 +7,21 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from harness import display, limits, signals, stress
 from harness.adapters import ADAPTERS, resolve_pg_dsn
 from harness.commands.common import (
-    _command,
-    _lost_database,
-    _path,
-    _pg_dsn,
-    _positive,
-    _print_result,
-    _run_flags,
-    _run_folder,
-    _settings,
-    _stopped,
+    Subcommands,
+    environment_failed,
+    path_arg,
+    positive,
+    postgres_dsn,
+    print_result,
+    recorded_command,
+    run_flags,
+    run_folder,
+    settings_from,
+    stopped_by_signal,
 )
 from harness.files import check_writable
 from harness.results import result_document
@@ -29,8 +29,8 @@ from harness.runner import run_groups
 from harness.scenario import find_scenarios
 
 
-def add(commands: Any) -> None:
-    runs = _run_flags()
+def add(commands: Subcommands) -> None:
+    runs = run_flags()
     sts = commands.add_parser(
         "stress",
         parents=[runs],
@@ -46,13 +46,13 @@ def add(commands: Any) -> None:
     )
     sts.add_argument(
         "--runs",
-        type=_positive(int, "--runs", limits.MAX_RUNS),
+        type=positive(int, "--runs", limits.MAX_RUNS),
         default=1000,
         help="runs per group; default 1000",
     )
     sts.add_argument(
         "--out",
-        type=_path,
+        type=path_arg,
         default=Path("reports/stress"),
         metavar="DIR",
         help="result.json, summary.md, junit.xml and traces/; default reports/stress",
@@ -63,26 +63,26 @@ def add(commands: Any) -> None:
 def _stress(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.adapter:
         adapters, notes = list(dict.fromkeys(args.adapter)), list[str]()
-        pg_dsn = _pg_dsn(args, adapters)
+        pg_dsn = postgres_dsn(args, adapters)
     else:
         pg_dsn = resolve_pg_dsn(args.pg_dsn)
         adapters, notes = stress.available_adapters(pg_dsn)
     files = stress.StressFiles.under(args.out)
     check_writable(files.result, files.markdown, files.junit, folders=(args.out / "traces",))
     groups = stress.stress_groups(find_scenarios(), adapters)
-    with _run_folder(args.out / "traces", args.shard) as traces:
-        settings = _settings(
+    with run_folder(args.out / "traces", args.shard) as traces:
+        settings = settings_from(
             args, traces_dir=traces, pg_dsn=pg_dsn if "postgres" in adapters else None
         )
         results = run_groups(groups, settings, display.progress_for_terminal())
-    doc = result_document(results, settings, command=_command(argv), notes=notes)
+    doc = result_document(results, settings, command=recorded_command(argv), notes=notes)
     stress.write_files(doc, files)
     if summary := os.environ.get("GITHUB_STEP_SUMMARY"):
         _append_step_summary(Path(summary), files.markdown.read_text())
-    _print_result(doc, f"result: {files.result}, {files.markdown}, {files.junit}")
+    print_result(doc, f"result: {files.result}, {files.markdown}, {files.junit}")
     if signals.stop_requested() or any(g["stopped"] == "interrupted" for g in doc["groups"]):
-        return _stopped(f"wrote the {doc['totals']['runs']} runs that finished")
-    if code := _lost_database(doc):
+        return stopped_by_signal(f"wrote the {doc['totals']['runs']} runs that finished")
+    if code := environment_failed(doc):
         return code
     return 1 if stress.failed(doc) else 0
 
