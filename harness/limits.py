@@ -1,6 +1,6 @@
 """The documented upper bounds on every count, size and time racetape accepts, in one place.
 
-Flags (:mod:`harness.cli`) and scenario fields (:mod:`harness.scenario`) are checked against
+Flags (:mod:`harness.commands`) and scenario fields (:mod:`harness.scenario`) are checked against
 these before any work starts, so an absurd value is one line naming it, never a MemoryError, a
 run that cannot end, or a float that is not a number. The README lists them ("Limits").
 """
