@@ -566,7 +566,8 @@ def _jobs_in_pool(
                     future.cancel()  # only those no worker has started
             while waiting and len(busy) < workers * 2 and not should_stop():
                 job = waiting.pop(0)
-                busy[pool.submit(_worker_job, job)] = job
+                with contextlib.nullcontext():
+                    busy[pool.submit(_worker_job, job)] = job
             if not busy:
                 break
             deadline = signals.wait_deadline()

@@ -28,8 +28,10 @@ class Command:
         self.tmp.mkdir()
         command = [str(Path(sys.executable).parent / "racetape"), *map(str, args)]
         environment = {**os.environ, "TMPDIR": str(self.tmp), **(env or {})}
+        # A session of its own: a signal to its process group reaches the command and its
+        # workers, as a terminal's Ctrl-C or a CI runner's cancellation does (send_to_group).
         self.process = subprocess.Popen(
-            command, cwd=tmp_path, env=environment, text=True,
+            command, cwd=tmp_path, env=environment, text=True, start_new_session=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
         self.lines: list[str] = []
@@ -67,6 +69,9 @@ class Command:
 
     def send(self, signum: int) -> None:
         self.process.send_signal(signum)
+
+    def send_to_group(self, signum: int) -> None:
+        os.killpg(self.process.pid, signum)
 
     def finish(self, timeout: float = 120.0) -> tuple[int, str]:
         code = self.process.wait(timeout=timeout)
