@@ -96,6 +96,8 @@ def install(*, cooperative: bool) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # asyncio.run builds on it
         for signum in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, _forward)
+        if sys.unraisablehook is not _raise_again:
+            _unraisable_before[:] = [sys.unraisablehook]
         sys.unraisablehook = _raise_again
 
 
@@ -106,17 +108,23 @@ def _raise_again(unraisable: Any) -> None:
     another thread a moment later (not here: it would be raised inside this hook, and lost
     the same way)."""
     if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
-        again = threading.Timer(0.01, _thread.interrupt_main, (signal.SIGINT,))
+        main = threading.main_thread().ident
+        assert main is not None
+        again = threading.Timer(0.01, signal.pthread_kill, (main, signal.SIGINT))
         again.daemon = True
         again.start()
         return
-    sys.__unraisablehook__(unraisable)
+    (_unraisable_before or [sys.__unraisablehook__])[0](unraisable)
+
+
+_unraisable_before: list[Callable[[Any], object]] = []
 
 
 def uninstall() -> None:
     """Give the signals back their defaults (tests call main() many times in one process)."""
     calm()
-    sys.unraisablehook = sys.__unraisablehook__
+    if _unraisable_before:
+        sys.unraisablehook = _unraisable_before.pop()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)

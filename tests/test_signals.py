@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from harness import signals
+
 PROJECT = Path(__file__).resolve().parent.parent
 
 
@@ -220,3 +222,23 @@ def test_no_worker_outlives_a_parent_killed_outright(tmp_path: Path) -> None:
     # Each worker removed its own SQLite folder; only the empty folder the parent made is left.
     (root,) = run.tmp.iterdir()
     assert list(root.iterdir()) == []
+
+
+def test_a_ctrl_c_python_could_not_raise_where_it_came_is_raised_again() -> None:
+    # Python cannot raise an exception out of a __del__ or a garbage collector's callback (as
+    # Hypothesis installs one, so explore met this): it prints it and goes on, and a Ctrl-C
+    # that came there was lost; the command even exited 0.
+    class Interrupted:
+        def __del__(self) -> None:
+            raise KeyboardInterrupt
+
+    def drop_one_and_wait() -> None:
+        Interrupted()  # made and dropped: its __del__ runs here
+        time.sleep(5)
+
+    signals.install(cooperative=False)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            drop_one_and_wait()
+    finally:
+        signals.uninstall()
