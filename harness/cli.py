@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from harness import bench, display, limits, signals, stress
-from harness.adapters import ADAPTERS, connection_lost, resolve_pg_dsn
+from harness.adapters import ADAPTERS, RECONNECT_WITHIN, connection_lost, resolve_pg_dsn
 from harness.bench_unmodified import unmodified_line
 from harness.files import (
     OutputError,
@@ -98,6 +98,35 @@ def _positive(
     return parse
 
 
+def _zero_or_positive(what: str, maximum: float) -> Callable[[str], int | float]:
+    """As :func:`_positive` for seconds, and 0 (for "never")."""
+    positive = _positive(float, what, maximum)
+
+    def parse(text: str) -> int | float:
+        try:
+            if float(text) == 0:
+                return 0.0
+            if float(text) < 0:
+                raise argparse.ArgumentTypeError(f"{what} must be >= 0 (0: never), got {text!r}")
+        except ValueError:
+            pass
+        return positive(text)
+
+    return parse
+
+
+def _add_reconnect(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--reconnect-within",
+        type=_zero_or_positive("--reconnect-within", limits.MAX_SECONDS),
+        default=RECONNECT_WITHIN,
+        metavar="SECONDS",
+        help="a database that stops answering mid-run is waited for this long; if it answers"
+        " again, the run it went away in runs again from its seed (0: never wait);"
+        f" default {RECONNECT_WITHIN:g}",
+    )
+
+
 def _path(text: str) -> Path:
     """A path flag or argument; an empty one is refused here, where argparse would read it as
     the current folder."""
@@ -153,6 +182,7 @@ def _run_flags() -> _Parser:
     flags.add_argument(
         "--pg-dsn", metavar="DSN", help="Postgres DSN; default RACETAPE_PG_DSN or local"
     )
+    _add_reconnect(flags)
     return flags
 
 
@@ -305,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument(
         "--pg-dsn", metavar="DSN", help="Postgres DSN; default RACETAPE_PG_DSN or local"
     )
+    _add_reconnect(mat)
     mat.set_defaults(handler=_matrix)
 
     ben = commands.add_parser("bench", help="controlled vs jitter vs the floor vs the naive loop")
@@ -580,6 +611,7 @@ def _settings(args: argparse.Namespace, **fields: Any) -> Settings:
         shard=args.shard,
         budget=args.budget,
         settle_timeout=args.settle_timeout,
+        reconnect_within=args.reconnect_within,
         **fields,
     )
 
@@ -707,7 +739,11 @@ def _matrix(args: argparse.Namespace, argv: Sequence[str]) -> int:
             f"--seeds {args.seeds} x --runs {args.runs}: at most {limits.MAX_RUNS} runs per cell"
         )
     check_writable(args.json, args.markdown)
-    settings = Settings(workers=args.workers, pg_dsn=_pg_dsn(args, adapters))
+    settings = Settings(
+        workers=args.workers,
+        pg_dsn=_pg_dsn(args, adapters),
+        reconnect_within=args.reconnect_within,
+    )
     cells, interrupted = run_matrix(
         scenarios,
         adapters,

@@ -116,12 +116,23 @@ class LocalServer(PostgresServer):
     data: Path = Path()
     bin_dir: Path = Path()
     as_user: tuple[str, ...] = ()
+    options: str = ""  # the server's own, as pg_ctl -o takes them: the same on every start
 
     def stop(self, mode: str = "fast") -> None:
         """``pg_ctl stop -m mode``: the server goes away under whoever is connected."""
         subprocess.run(
             [*self.as_user, str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", mode,
              "-w", "stop"],
+            capture_output=True,
+            check=True,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        """Start it again after :meth:`stop`, on the same port with the same data; returns
+        once it accepts connections."""
+        subprocess.run(
+            [*self.as_user, str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-o",
+             self.options, "-l", str(self.data.parent / "log"), "-w", "start"],
             capture_output=True,
             check=True,
         )  # fmt: skip
@@ -177,4 +188,5 @@ def _from_local_binaries(stack: contextlib.ExitStack) -> LocalServer | None:
         data=data,
         bin_dir=bin_dir,
         as_user=tuple(as_user),
+        options=options,
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import contextlib
+import logging
 import multiprocessing
 import multiprocessing.util
 import os
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness import signals
-from harness.adapters import Database
+from harness.adapters import RECONNECT_WITHIN, Database
 from harness.files import OutputError, write_json_atomic
 from harness.run import RunResult, execute
 from harness.scenario import Scenario
@@ -42,6 +43,10 @@ from racetape._target import Controlled, Jittered, Mode
 from reftask.dsn import redact_dsn
 from reftask.faults import Fault, fault_set_label
 from reftask.stores.base import SqlTaskStore
+
+_log = logging.getLogger(__name__)
+"""What the runner says while it runs (a database that went away and came back): Python's
+last-resort handler prints it on stderr, from worker processes too."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,7 @@ class Settings:
     max_traces: int = 5
     traces_dir: Path = Path("reports/traces")
     pg_dsn: str | None = None
+    reconnect_within: float = RECONNECT_WITHIN
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,8 @@ class RunRecord:
     steps: int
     elapsed: float
     trace: dict[str, Any] | None = None
+    note: str | None = None
+    """Said of this run in the result's notes: it ran again after the database came back."""
 
     @property
     def stranded(self) -> bool:
@@ -148,6 +156,8 @@ class GroupResult:
                     self.records[position] = replace(self.records[position], trace=None)
         self.records.append(record)
         self.elapsed += record.elapsed
+        if record.note is not None:
+            self.notes.append(record.note)
 
 
 def shard_indices(runs: int, shard: tuple[int, int]) -> list[int]:
@@ -203,43 +213,97 @@ async def run_indices(
     should_stop: Callable[[], bool] = lambda: False,
     on_record: Callable[[RunRecord], None] = lambda r: None,
 ) -> list[RunRecord]:
-    """Run ``indices`` of ``group`` one after another on ``db``; stop early if asked."""
+    """Run ``indices`` of ``group`` one after another on ``db``; stop early if asked.
+
+    A database that goes away is waited for, up to ``settings.reconnect_within`` seconds
+    (:meth:`Database.answers_again`). If it answers again, the store is opened again and the
+    run it went away in runs again from its seed: it counts once, as the run that finished,
+    and its record's note says so. If not, :class:`DatabaseLost` (its records: those that
+    finished)."""
     # A points-off run opens its own store on its own loop: one held here, outside the run,
     # would only be a connection whose locks the run cannot see.
-    store = None if group.strategy == POINTS_OFF else await _open_store(db, group)
+    store = None
     records: list[RunRecord] = []
     kept = 0  # records holding a trace; a count, not a pass over the records: one per run
+    again: str | None = None  # the note of a run that runs again, the database back
     for index in indices:
         if should_stop():
             break
         seed = run_seed(settings.seed, index)
-        try:
-            if group.strategy == POINTS_OFF:
-                result = await run_points_off(
-                    group.scenario,
-                    group.faults,
-                    seed,
-                    sqlite_path=db.sqlite_path,
-                    pg_dsn=db.pg_dsn,
-                    pg_schema=db.pg_schema,
-                    settle_timeout=settings.settle_timeout,
-                )
-            else:
-                assert store is not None
-                result = await execute(
-                    store, group.scenario, group.faults, mode_for(group.strategy, seed, settings)
-                )
-            if result.unsettled:
-                await db.check_answers()
-        except Exception as exc:
-            if not await db.went_away(exc):
-                raise
-            raise _lost(group, index, exc, records) from exc
+        while True:
+            opening = store is None and group.strategy != POINTS_OFF
+            try:
+                if opening:
+                    store = await db.store(group.faults)
+                    opening = False
+                if not db.knows_server:
+                    await db.check_same_server()  # learn which one it is, before the run
+                result = await _run_once(db, store, group, seed, settings)
+                await db.check_same_server()
+                if result.unsettled:
+                    await db.check_answers()
+                break
+            except Exception as exc:
+                if not await db.went_away(exc):
+                    raise
+                lost = _lost(group, None if opening else index, exc, records)
+                again = await _wait_for_return(db, lost, settings, should_stop, index)
+                store = None  # closed: opened again on the way round
         record = _record(group, index, seed, result, settings, keep_trace=kept < keep_traces)
+        if again is not None:
+            record, again = replace(record, note=again), None
         kept += record.trace is not None
         records.append(record)
         on_record(record)
     return records
+
+
+async def _run_once(
+    db: Database, store: SqlTaskStore | None, group: Group, seed: int, settings: Settings
+) -> RunResult:
+    if group.strategy == POINTS_OFF:
+        return await run_points_off(
+            group.scenario,
+            group.faults,
+            seed,
+            sqlite_path=db.sqlite_path,
+            pg_dsn=db.pg_dsn,
+            pg_schema=db.pg_schema,
+            settle_timeout=settings.settle_timeout,
+        )
+    assert store is not None
+    return await execute(
+        store, group.scenario, group.faults, mode_for(group.strategy, seed, settings)
+    )
+
+
+async def _wait_for_return(
+    db: Database,
+    lost: DatabaseLost,
+    settings: Settings,
+    should_stop: Callable[[], bool],
+    index: int,
+) -> str:
+    """Wait for a database that went away (``lost`` says where); the note of the run that
+    then runs again, or ``lost`` raised (with how long it was waited for) if it does not
+    answer again within ``settings.reconnect_within``."""
+    within = settings.reconnect_within
+    if within > 0:
+        _log.warning("racetape: %s; waiting up to %gs for it to answer again", lost, within)
+    back = await db.answers_again(within, should_stop)
+    if back is None:
+        if within <= 0:
+            raise lost
+        raise DatabaseLost(
+            f"{lost}; it did not answer again within {within:g}s", lost.adapter, lost.records
+        )
+    _log.warning(
+        "racetape: %s answered again %.1fs later; run %d runs again from its seed",
+        db.adapter,
+        back,
+        index,
+    )
+    return f"{lost}; it answered again {back:.1f}s later, and run {index} ran again from its seed"
 
 
 async def _open_store(db: Database, group: Group) -> SqlTaskStore:
