@@ -170,7 +170,8 @@ def _run_flags() -> _Parser:
         "--budget",
         type=_positive(float, "--budget", limits.MAX_SECONDS),
         metavar="SECONDS",
-        help="stop handing out runs after this long (shared by every group); keep what finished",
+        help="stop handing out runs after this long (shared by every group), and cut a run"
+        " still going then (not counted); keep what finished",
     )
     flags.add_argument(
         "--settle-timeout",

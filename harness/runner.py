@@ -119,6 +119,20 @@ class EnvironmentFault(Exception):
         return self.message
 
 
+class BudgetCut(Exception):
+    """``--budget`` ran out in the middle of a run, which was cut there: it is not judged and
+    not counted (neither a strand, nor hung, nor a success); the ``records`` finished before
+    it are kept, and ``message`` goes into the result's notes. Picklable, so a worker
+    process can raise it."""
+
+    def __init__(self, message: str, records: list[RunRecord]) -> None:
+        super().__init__(message, records)
+        self.message, self.records = message, records
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class DatabaseLost(EnvironmentFault):
     """The database of ``adapter`` became unreachable."""
 
@@ -212,8 +226,13 @@ async def run_indices(
     keep_traces: int,
     should_stop: Callable[[], bool] = lambda: False,
     on_record: Callable[[RunRecord], None] = lambda r: None,
+    deadline: float | None = None,
 ) -> list[RunRecord]:
     """Run ``indices`` of ``group`` one after another on ``db``; stop early if asked.
+
+    ``deadline`` (``time.monotonic()``, the end of ``--budget``): no run starts after it, and
+    a run still going then is cut (:class:`BudgetCut`): a run that makes no progress for a
+    long time would otherwise hold the job past its budget for as long as it takes.
 
     A database that goes away is waited for, up to ``settings.reconnect_within`` seconds
     (:meth:`Database.answers_again`). If it answers again, the store is opened again and the
@@ -232,18 +251,31 @@ async def run_indices(
         seed = run_seed(settings.seed, index)
         while True:
             opening = store is None and group.strategy != POINTS_OFF
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return records  # the budget is spent: no new run
+            cut = asyncio.timeout(left)
             try:
                 if opening:
                     store = await db.store(group.faults)
                     opening = False
                 if not db.knows_server:
                     await db.check_same_server()  # learn which one it is, before the run
-                result = await _run_once(db, store, group, seed, settings)
+                async with cut:
+                    result = await _run_once(db, store, group, seed, settings)
                 await db.check_same_server()
                 if result.unsettled:
                     await db.check_answers()
                 break
             except Exception as exc:
+                if cut.expired():
+                    assert left is not None
+                    raise BudgetCut(
+                        f"run {index} of {group.label} was cut unfinished by the budget, after"
+                        f" {left:.1f}s: not judged and not counted (neither a strand, nor hung,"
+                        " nor a success)",
+                        records,
+                    ) from None
                 if not await db.went_away(exc):
                     raise
                 lost = _lost(group, None if opening else index, exc, records)
@@ -387,10 +419,12 @@ class Job:
     settings: Settings
     indices: tuple[int, ...]
     keep_traces: int = 0
+    deadline: float | None = None  # the budget's end (time.monotonic(): one clock per machine)
 
 
 OnRecords = Callable[[Job, list[RunRecord]], None]
 OnLost = Callable[[EnvironmentFault], None]
+OnCut = Callable[[Job, BudgetCut], None]
 
 
 class EventLike(Protocol):
@@ -405,6 +439,7 @@ def run_jobs(
     on_records: OnRecords,
     should_stop: Callable[[], bool] = lambda: False,
     on_lost: OnLost | None = None,
+    on_cut: OnCut = lambda job, cut: None,
 ) -> bool:
     """Run every job (in order, or spread over ``workers`` processes); ``on_records`` hears of
     every finished run. Stops handing out work once ``should_stop`` says so. Returns True if
@@ -412,7 +447,8 @@ def run_jobs(
 
     A database that becomes unreachable (:class:`DatabaseLost`) ends that adapter's jobs: the
     runs that finished are reported, then ``on_lost`` hears of it, and the other adapters'
-    jobs go on. Without ``on_lost`` it is raised, once the other jobs are done."""
+    jobs go on. Without ``on_lost`` it is raised, once the other jobs are done. A run cut by
+    the budget (:class:`BudgetCut`, a job's ``deadline``): ``on_cut`` hears of it."""
     lost: list[EnvironmentFault] = []
 
     def lose(exc: EnvironmentFault) -> None:
@@ -421,9 +457,9 @@ def run_jobs(
             on_lost(exc)
 
     if workers > 1:
-        stopped = _jobs_in_pool(jobs, workers, pg_dsn, on_records, should_stop, lose)
+        stopped = _jobs_in_pool(jobs, workers, pg_dsn, on_records, should_stop, lose, on_cut)
     else:
-        stopped = _jobs_in_process(jobs, pg_dsn, on_records, should_stop, lose)
+        stopped = _jobs_in_process(jobs, pg_dsn, on_records, should_stop, lose, on_cut)
     if lost and on_lost is None:
         raise lost[0]
     return stopped
@@ -435,6 +471,7 @@ def _jobs_in_process(
     on_records: OnRecords,
     should_stop: Callable[[], bool],
     on_lost: OnLost,
+    on_cut: OnCut,
 ) -> bool:
     def stop() -> bool:
         return should_stop() or signals.stop_requested()
@@ -455,10 +492,13 @@ def _jobs_in_process(
                     keep_traces=job.keep_traces,
                     should_stop=stop,
                     on_record=_reporter(on_records, job),
+                    deadline=job.deadline,
                 )
             except EnvironmentFault as exc:  # its records were reported one by one already
                 lost.add(exc.adapter or ALL_ADAPTERS)
                 on_lost(exc)
+            except BudgetCut as cut:  # the same
+                on_cut(job, cut)
 
     return _in_this_process(pg_dsn, work)
 
@@ -564,6 +604,7 @@ def _worker_job(job: Job) -> list[RunRecord]:
                 job.settings,
                 keep_traces=job.keep_traces,
                 should_stop=_worker_should_stop,
+                deadline=job.deadline,
             )
         finally:
             # aiosqlite's connection threads are not daemons: left open between jobs, they
@@ -584,6 +625,7 @@ def _jobs_in_pool(
     on_records: OnRecords,
     should_stop: Callable[[], bool],
     on_lost: OnLost,
+    on_cut: OnCut,
 ) -> bool:
     """Jobs over worker processes. A stop signal (:mod:`harness.signals`) stops handing out
     jobs, drops those not started, tells the workers to stop after the run they are in, and
@@ -617,6 +659,10 @@ def _jobs_in_pool(
                     lost.add(exc.adapter or ALL_ADAPTERS)
                     on_lost(exc)
                 waiting[:] = [j for j in waiting if j.group.adapter not in lost]
+                continue
+            except BudgetCut as cut:
+                on_records(job, cut.records)
+                on_cut(job, cut)
                 continue
             on_records(job, records)
 
@@ -714,12 +760,18 @@ def run_groups(
         interrupted = _run_exhaustive_groups(exhaustive, settings, results, keep, over_budget, lost)
         if not interrupted:
             interrupted = run_jobs(
-                spread_jobs(groups, indices, settings),
+                spread_jobs(
+                    groups,
+                    indices,
+                    settings,
+                    None if settings.budget is None else started + settings.budget,
+                ),
                 workers=settings.workers,
                 pg_dsn=settings.pg_dsn,
                 on_records=lambda job, records: keep(job.group, records),
                 should_stop=over_budget,
                 on_lost=note_lost,
+                on_cut=lambda job, cut: results[job.group].notes.append(cut.message),
             )
     finally:
         progress.finish()
@@ -741,8 +793,14 @@ def run_groups(
     return [results[g] for g in groups]
 
 
-def spread_jobs(groups: Sequence[Group], indices: Sequence[int], settings: Settings) -> list[Job]:
-    """The per-run groups' ``indices`` in chunks, handed out one group after another in turn.
+def spread_jobs(
+    groups: Sequence[Group],
+    indices: Sequence[int],
+    settings: Settings,
+    deadline: float | None = None,
+) -> list[Job]:
+    """The per-run groups' ``indices`` in chunks, handed out one group after another in turn;
+    each job cuts a run still going at ``deadline`` (the budget's end).
 
     In turn, so that a budget that runs out leaves every group with about as many runs as the
     others, not the last groups with none.
@@ -751,7 +809,7 @@ def spread_jobs(groups: Sequence[Group], indices: Sequence[int], settings: Setti
     if settings.budget is not None:
         size = min(size, 5)  # small rounds, so that a short budget reaches every group
     return [
-        Job(group, settings, tuple(indices[i : i + size]), settings.max_traces)
+        Job(group, settings, tuple(indices[i : i + size]), settings.max_traces, deadline)
         for i in range(0, len(indices), size)
         for group in groups
         if group.strategy != "exhaustive"
