@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -242,3 +243,55 @@ def test_a_ctrl_c_python_could_not_raise_where_it_came_is_raised_again() -> None
             drop_one_and_wait()
     finally:
         signals.uninstall()
+
+
+SLOW = """
+name = "slow"
+description = "a run that takes minutes: many work steps before every progress write"
+points = []
+
+[runner]
+progress = 1000
+work = 1000
+"""
+
+
+def _until(found: Callable[[], object], command: Command, what: str) -> None:
+    give_up = time.monotonic() + 60
+    while not found():
+        assert command.process.poll() is None, "".join(command.lines)
+        assert time.monotonic() < give_up, f"never {what}"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_runs_that_do_not_finish_within_the_bound_are_abandoned(
+    tmp_path: Path, workers: str
+) -> None:
+    # A run of SLOW takes minutes: after a stop it is still going at the deadline (1 s after a
+    # second signal), and is abandoned there: this process's run cancelled, or the worker
+    # running it killed. What finished is written; nothing is left behind.
+    (tmp_path / "slow.toml").write_text(SLOW)
+    scenarios = ["--scenario", "slow.toml"] + (["--scenario", "late-progress"] * (workers == "2"))
+    run = Command(tmp_path, "run", *scenarios, "--runs", "50", "--workers", workers,
+                  "--settle-timeout", "600", "--json", "r.json")  # fmt: skip
+    try:
+        if workers == "1":  # its store is open: the slow run is under way
+            _until(lambda: list(run.tmp.glob("racetape-sqlite-*/tasks.db")), run, "a store")
+        else:  # both workers are in their runs, one of them the slow one
+            _until(lambda: len(list(run.tmp.glob("racetape-workers-*/*/tasks.db"))) == 2, run,
+                   "two stores")  # fmt: skip
+        workers_seen = _workers(run)
+        run.send(signal.SIGTERM)
+        run.send(signal.SIGINT)  # a second stop: the bound is 1 s from here
+        code, err = run.finish(timeout=30)
+    finally:
+        run.process.kill()  # gone already, unless nothing was abandoned
+    assert code in (130, 143), err
+    assert "Traceback" not in err
+    assert re.search(r"racetape: stopped by SIG(TERM|INT), then SIG(INT|TERM); wrote the", err)
+    groups = {g["scenario"]: g for g in _result(tmp_path / "r.json")["groups"]}
+    assert groups["slow"]["runs"] == 0
+    assert {g["stopped"] for g in groups.values()} == {"interrupted"}
+    assert not [w for w in workers_seen if _alive(w)]
+    assert list(run.tmp.iterdir()) == []
