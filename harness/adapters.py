@@ -103,7 +103,12 @@ class Database:
     _watch: asyncpg.Connection | None = None
 
     @classmethod
-    def fresh(cls, adapter: str, *, pg_dsn: str | None = None) -> Database:
+    def fresh(
+        cls, adapter: str, *, pg_dsn: str | None = None, pg_prefix: str = "racetape_"
+    ) -> Database:
+        """A new database; a Postgres schema's name starts with ``pg_prefix`` (a parent
+        gives its workers one of its own: :func:`drop_schemas` then finds what a worker it
+        killed left)."""
         if adapter == "sqlite":
             folder = Path(tempfile.mkdtemp(prefix="racetape-sqlite-"))
             return cls(adapter, sqlite_path=folder / "tasks.db")
@@ -111,7 +116,7 @@ class Database:
             return cls(
                 adapter,
                 pg_dsn=pg_dsn or pg_dsn_from_env(),
-                pg_schema=f"racetape_{uuid.uuid4().hex[:12]}",
+                pg_schema=f"{pg_prefix}{uuid.uuid4().hex[:12]}",
             )
         raise ValueError(f"unknown adapter {adapter!r}; adapters: {', '.join(ADAPTERS)}")
 
@@ -277,3 +282,31 @@ class Database:
             # remove, and no reason to lose the results of the runs that used it.
             with contextlib.suppress(FileNotFoundError):
                 self.sqlite_path.parent.rmdir()
+
+
+def schema_prefix() -> str:
+    """A prefix of schema names no other command shares (see :meth:`Database.fresh`)."""
+    return f"racetape_{uuid.uuid4().hex[:8]}_"
+
+
+async def drop_schemas(dsn: str, prefix: str) -> None:
+    """Drop every schema whose name starts with ``prefix`` (those of worker processes that
+    were killed before they could drop their own), within :data:`CLEANUP_TIMEOUT`; a server
+    that went away keeps them (there is nothing left to reach)."""
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(dsn, timeout=CLEANUP_TIMEOUT)
+        try:
+            names = await conn.fetch(
+                "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)", prefix
+            )
+            for (name,) in names:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        finally:
+            await conn.close()
+
+    try:
+        await asyncio.wait_for(drop(), CLEANUP_TIMEOUT)
+    except Exception as exc:
+        if not connection_lost(exc):
+            raise

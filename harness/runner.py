@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness import signals
-from harness.adapters import RECONNECT_WITHIN, Database
+from harness.adapters import RECONNECT_WITHIN, Database, drop_schemas, schema_prefix
 from harness.files import OutputError, write_json_atomic
 from harness.run import RunResult, execute
 from harness.scenario import Scenario
@@ -520,10 +520,12 @@ def _in_this_process(
     return signals.run_cancellable(main)
 
 
-def _database(dbs: dict[str, Database], adapter: str, pg_dsn: str | None) -> Database:
+def _database(
+    dbs: dict[str, Database], adapter: str, pg_dsn: str | None, pg_prefix: str = "racetape_"
+) -> Database:
     """The database this process uses for ``adapter``, made on first use."""
     if adapter not in dbs:
-        dbs[adapter] = Database.fresh(adapter, pg_dsn=pg_dsn)
+        dbs[adapter] = Database.fresh(adapter, pg_dsn=pg_dsn, pg_prefix=pg_prefix)
     return dbs[adapter]
 
 
@@ -540,6 +542,7 @@ def _keep_one(
 _worker_dbs: dict[str, Database] = {}
 _worker_loop: asyncio.Runner | None = None
 _worker_pg_dsn: str | None = None
+_worker_pg_prefix = "racetape_"
 _worker_stop_checks: list[Callable[[], bool]] = []
 
 
@@ -547,15 +550,18 @@ def _worker_should_stop() -> bool:
     return any(check() for check in _worker_stop_checks)
 
 
-def _worker_init(pg_dsn: str | None, stop: EventLike, parent: int, temp_root: str) -> None:
+def _worker_init(
+    pg_dsn: str | None, stop: EventLike, parent: int, temp_root: str, pg_prefix: str
+) -> None:
     """A worker stops before its next run once the parent says so (``stop``), once a stop
     signal reaches it (the parent decides the rest), or once the parent is gone: no worker
     outlives the parent by more than the run it is in (:func:`_watch_parent`). Its SQLite
-    folders go under ``temp_root``, which the parent removes whatever became of the worker."""
-    global _worker_loop, _worker_pg_dsn
+    folders go under ``temp_root``, and its Postgres schemas' names start with
+    ``pg_prefix``: the parent removes both whatever became of the worker."""
+    global _worker_loop, _worker_pg_dsn, _worker_pg_prefix
     _worker_stop_checks[:] = [stop.is_set, signals.in_worker(), lambda: os.getppid() != parent]
     _worker_loop = asyncio.Runner()
-    _worker_pg_dsn = pg_dsn
+    _worker_pg_dsn, _worker_pg_prefix = pg_dsn, pg_prefix
     tempfile.tempdir = temp_root
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     # Worker processes leave through os._exit: atexit hooks never run there, Finalize does.
@@ -593,7 +599,7 @@ def _worker_exit() -> None:
 def _worker_job(job: Job) -> list[RunRecord]:
     assert _worker_loop is not None
     adapter = job.group.adapter
-    db = _database(_worker_dbs, adapter, _worker_pg_dsn)
+    db = _database(_worker_dbs, adapter, _worker_pg_dsn, _worker_pg_prefix)
 
     async def run() -> list[RunRecord]:
         try:
@@ -635,12 +641,12 @@ def _jobs_in_pool(
     busy: dict[cf.Future[list[RunRecord]], Job] = {}
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
-    temp_root = tempfile.mkdtemp(prefix="racetape-workers-")
+    temp_root, pg_prefix = tempfile.mkdtemp(prefix="racetape-workers-"), schema_prefix()
     pool = cf.ProcessPoolExecutor(
         workers,
         mp_context=context,
         initializer=_worker_init,
-        initargs=(pg_dsn, stop, os.getpid(), temp_root),
+        initargs=(pg_dsn, stop, os.getpid(), temp_root, pg_prefix),
     )
     killed = False
 
@@ -702,6 +708,8 @@ def _jobs_in_pool(
                 process.kill()
         pool.shutdown(wait=not killed, cancel_futures=True)
         shutil.rmtree(temp_root, ignore_errors=True)  # what a killed worker could not remove
+        if killed and pg_dsn is not None:
+            asyncio.run(drop_schemas(pg_dsn, pg_prefix))  # the same
     return signals.stop_requested()
 
 

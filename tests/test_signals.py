@@ -3,6 +3,8 @@ write what finished, remove what was made, leave no worker behind and exit 128 +
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import re
@@ -11,13 +13,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from harness import signals
+from harness.pgserver import LocalServer, start_local_server
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -295,3 +299,48 @@ def test_runs_that_do_not_finish_within_the_bound_are_abandoned(
     assert {g["stopped"] for g in groups.values()} == {"interrupted"}
     assert not [w for w in workers_seen if _alive(w)]
     assert list(run.tmp.iterdir()) == []
+
+
+@pytest.fixture
+def own_server() -> Iterator[LocalServer]:
+    with contextlib.ExitStack() as stack:
+        server = start_local_server(stack)
+        if server is None:
+            pytest.skip("no local PostgreSQL binaries (initdb, pg_ctl) to start a server with")
+        yield server
+
+
+def _schemas(dsn: str) -> list[str]:
+    async def names() -> list[str]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT c.relnamespace::regnamespace::text FROM pg_class c"
+                " WHERE c.relname = 'tasks' AND c.relnamespace::regnamespace::text"
+                " LIKE 'racetape%'"
+            )
+            return [row[0] for row in rows]
+        finally:
+            await conn.close()
+
+    return asyncio.run(names())
+
+
+@pytest.mark.postgres
+def test_a_killed_workers_schemas_are_removed_by_the_command(
+    own_server: LocalServer, tmp_path: Path
+) -> None:
+    (tmp_path / "slow.toml").write_text(SLOW)
+    run = Command(tmp_path, "run", "--adapter", "postgres", "--pg-dsn", own_server.dsn,
+                  "--scenario", "slow.toml", "--scenario", "late-progress", "--runs", "50",
+                  "--workers", "2", "--settle-timeout", "600", "--json", "r.json")  # fmt: skip
+    try:
+        _until(lambda: len(_schemas(own_server.dsn)) == 2, run, "a schema for each worker")
+        run.send(signal.SIGTERM)
+        run.send(signal.SIGINT)  # the worker in the slow run is killed 1 s from here
+        code, err = run.finish(timeout=30)
+    finally:
+        run.process.kill()
+    assert code in (130, 143), err
+    assert "Traceback" not in err
+    assert _schemas(own_server.dsn) == []
