@@ -322,13 +322,18 @@ async def _wait_for_return(
     within = settings.reconnect_within
     if within > 0:
         _log.warning("racetape: %s; waiting up to %gs for it to answer again", lost, within)
+    waited = time.monotonic()
     back = await db.answers_again(within, should_stop)
     if back is None:
         if within <= 0:
             raise lost
-        raise DatabaseLost(
-            f"{lost}; it did not answer again within {within:g}s", lost.adapter, lost.records
+        waited = time.monotonic() - waited
+        how = (
+            f"it had not answered again when the command stopped, {waited:.1f}s later"
+            if should_stop()  # a signal, or the budget's end
+            else f"it did not answer again within {within:g}s"
         )
+        raise DatabaseLost(f"{lost}; {how}", lost.adapter, lost.records)
     _log.warning(
         "racetape: %s answered again %.1fs later; run %d runs again from its seed",
         db.adapter,
@@ -640,7 +645,12 @@ def _jobs_in_pool(
     waiting = list(jobs)
     busy: dict[cf.Future[list[RunRecord]], Job] = {}
     context = multiprocessing.get_context("spawn")
-    stop = context.Event()
+    # The first Event starts multiprocessing's resource tracker: it ignores SIGINT and SIGTERM
+    # but not SIGHUP, which killed it, and the tracker started in its place then printed a
+    # KeyError traceback for every name it was never told of. Started under held(), it keeps
+    # SIGHUP held for its life.
+    with signals.held():
+        stop = context.Event()
     temp_root, pg_prefix = tempfile.mkdtemp(prefix="racetape-workers-"), schema_prefix()
     pool = cf.ProcessPoolExecutor(
         workers,
@@ -682,7 +692,7 @@ def _jobs_in_pool(
                     future.cancel()  # only those no worker has started
             while waiting and len(busy) < workers * 2 and not should_stop():
                 job = waiting.pop(0)
-                with contextlib.nullcontext():
+                with signals.held():  # a submit may start a worker process (signals.held)
                     busy[pool.submit(_worker_job, job)] = job
             if not busy:
                 break

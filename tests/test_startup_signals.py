@@ -59,7 +59,7 @@ def _starting_workers(command: Command, count: int, timeout: float = 60.0) -> li
         time.sleep(0.01)
 
 
-@pytest.mark.parametrize(("signum", "code"), STOPS[:2])
+@pytest.mark.parametrize(("signum", "code"), STOPS)
 def test_a_signal_to_the_process_group_while_workers_start(
     tmp_path: Path, signum: int, code: int
 ) -> None:
