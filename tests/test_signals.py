@@ -59,8 +59,8 @@ class Command:
             time.sleep(0.05)
 
     def wait_for_handlers(self, timeout: float = 120.0) -> None:
-        """Until the command took SIGTERM (its main() began; signals before it, during the
-        imports, are the interpreter's)."""
+        """Until the command took SIGTERM (racetape's dispatcher began: a signal before it,
+        while Python starts and imports racetape, is the interpreter's)."""
         give_up = time.monotonic() + timeout
         status = Path(f"/proc/{self.process.pid}/status")
         while not int(re.findall(r"SigCgt:\s*([0-9a-f]+)", status.read_text())[0], 16) & (

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import re
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,3 +133,25 @@ def test_a_signal_while_the_schema_is_made_leaves_no_schema(
         _fetch(own_server.dsn, "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'racetape%'")
     )
     assert left == []
+
+
+def test_a_signal_while_a_silent_server_is_asked_stops_at_once(tmp_path: Path) -> None:
+    # A server that takes the connection and never answers (a frozen one, a firewall's
+    # half-open port) holds the start-up check for its 5 s timeout; a stop must not wait for
+    # it, nor turn into its exit code 2.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        dsn = f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/postgres"
+        run = Command(tmp_path, "run", "--adapter", "postgres", "--pg-dsn", dsn, "--runs", "10",
+                      "--json", "r.json")  # fmt: skip
+        silent.settimeout(60)
+        asked, _ = silent.accept()  # the command is in its check now
+        with asked:
+            started = time.monotonic()
+            run.send(signal.SIGTERM)
+            code, err = run.finish()
+    assert code == 143, err
+    assert time.monotonic() - started < 3
+    assert "Traceback" not in err
+    assert _result(tmp_path / "r.json")["groups"][0]["stopped"] == "interrupted"
