@@ -7,8 +7,12 @@ exactly the runs of one unsharded job. Shard ``k/n`` runs the indices ``i`` with
 
 Each worker process keeps one database per adapter for all of its runs (task ids are fresh per
 run) and returns small per-run records; the main process writes the traces of the first failing
-runs of each group and the result document. ``budget`` stops handing out runs once it is spent;
-Ctrl-C stops the same way, and both keep every run that finished.
+runs of each group and the result document. ``budget`` stops handing out runs once it is spent,
+and cuts a run still going then (:class:`BudgetCut`: not counted, named in the notes); Ctrl-C
+stops handing out runs the same way; both keep every run that finished. A database that goes
+away is waited for, up to ``reconnect_within`` seconds; if it answers again, the run it went
+away in runs again from its seed (:func:`run_indices`), else its adapter's groups end
+(:class:`DatabaseLost`).
 """
 
 from __future__ import annotations

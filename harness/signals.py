@@ -16,6 +16,11 @@ Two ways a command hears of it:
   ``KeyboardInterrupt``, or asyncio's cancellation of its main task), and the CLI turns that
   into one line and the exit code.
 
+Before a command installs its policy (its modules importing, its arguments parsed), racetape's
+dispatcher (:mod:`racetape.cli`) turns a stop into one line and ``128 + the signal``. Worker
+processes start under :func:`held`: a signal sent to the process group while they import waits
+until :func:`in_worker` takes it.
+
 Invariant: :func:`received` holds every stop signal in the order it arrived, since
 :func:`install`; the exit code derives from its first entry alone.
 """
