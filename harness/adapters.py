@@ -223,18 +223,18 @@ class Database:
                 "SELECT pg_postmaster_start_time()", timeout=PROBE_TIMEOUT
             )
         except TimeoutError:
-            await self._forget_server()
+            self._forget_server()
             raise TimeoutError(f"no answer within {PROBE_TIMEOUT:g}s") from None
         except BaseException:
-            await self._forget_server()
+            self._forget_server()
             raise
         if self._started is None:
             self._started = started
         elif started != self._started:
-            await self._forget_server()
+            self._forget_server()
             raise ServerRestarted(f"the server restarted (at {started:%H:%M:%S} UTC)")
 
-    async def _forget_server(self) -> None:
+    def _forget_server(self) -> None:
         watch, self._watch, self._started = self._watch, None, None
         if watch is not None:
             watch.terminate()
@@ -242,7 +242,7 @@ class Database:
     async def close_stores(self) -> None:
         """Close every open store (and its connections); the database itself stays. A store
         whose server went away is closed as far as it can be, within the cleanup bound."""
-        await self._forget_server()
+        self._forget_server()
         stores = list(self._stores.values())
         self._stores.clear()
         for store in stores:

@@ -283,7 +283,9 @@ async def run_indices(
                 if not await db.went_away(exc):
                     raise
                 lost = _lost(group, None if opening else index, exc, records)
-                again = await _wait_for_return(db, lost, settings, should_stop, index)
+                again = await _wait_for_return(
+                    db, lost, settings, should_stop, None if opening else index
+                )
                 store = None  # closed: opened again on the way round
         record = _record(group, index, seed, result, settings, keep_trace=kept < keep_traces)
         if again is not None:
@@ -318,11 +320,12 @@ async def _wait_for_return(
     lost: DatabaseLost,
     settings: Settings,
     should_stop: Callable[[], bool],
-    index: int,
+    index: int | None,
 ) -> str:
-    """Wait for a database that went away (``lost`` says where); the note of the run that
-    then runs again, or ``lost`` raised (with how long it was waited for) if it does not
-    answer again within ``settings.reconnect_within``."""
+    """Wait for a database that went away (``lost`` says where: in run ``index``, or while
+    the store was opened); the note of the run that then runs again, or ``lost`` raised (with
+    how long it was waited for) if it does not answer again within
+    ``settings.reconnect_within``."""
     within = settings.reconnect_within
     if within > 0:
         _log.warning("racetape: %s; waiting up to %gs for it to answer again", lost, within)
@@ -338,6 +341,9 @@ async def _wait_for_return(
             else f"it did not answer again within {within:g}s"
         )
         raise DatabaseLost(f"{lost}; {how}", lost.adapter, lost.records)
+    if index is None:
+        _log.warning("racetape: %s answered again %.1fs later", db.adapter, back)
+        return f"{lost}; it answered again {back:.1f}s later, and the store was opened again"
     _log.warning(
         "racetape: %s answered again %.1fs later; run %d runs again from its seed",
         db.adapter,
