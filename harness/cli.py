@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import math
 import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -26,6 +28,7 @@ from harness.bench_unmodified import unmodified_line
 from harness.files import (
     OutputError,
     check_writable,
+    folder_of_its_own,
     strict_json,
     write_all_atomic,
     write_json_atomic,
@@ -35,6 +38,7 @@ from harness.matrix import matrix_document, matrix_markdown, run_matrix
 from harness.pgserver import PostgresUnavailable, check_reachable
 from harness.replay import replay
 from harness.results import ResultError, load_result, result_document
+from harness.run import RunResult
 from harness.runner import (
     DATABASE_LOST,
     WORKER_LOST,
@@ -45,12 +49,19 @@ from harness.runner import (
 )
 from harness.scaling import scaling_table
 from harness.scenario import ScenarioError, find_scenarios, resolve_scenario
-from harness.search import DEFAULT_EXAMPLES, explore_shapes, write_findings
+from harness.search import DEFAULT_EXAMPLES, Exploration, explore_shapes, write_findings
 from harness.shrink import ShrinkError, check_shrinkable, shrink_trace
-from harness.traces import TraceError, load_trace, replay_command
+from harness.traces import (
+    TraceError,
+    load_trace,
+    replay_command,
+    run_folder_name,
+    shrunk_path,
+)
 from harness.unpointed import POINTS_OFF
 from racetape._engine.drawn import DEFAULT_DB, open_database
 from racetape._engine.strategies import STRATEGIES
+from racetape._progress import RunsProgress, progress_bar
 from reftask.dsn import DsnError, redact_dsn
 from reftask.faults import FAULT_DESCRIPTIONS, Fault, UnknownFaultError, parse_faults
 from reftask.stores.base import StoreUnavailableError
@@ -187,14 +198,29 @@ def _run_flags() -> _Parser:
     return flags
 
 
+def _loudness() -> _Parser:
+    """-q / -v, for the commands that print more than a verdict."""
+    flags = _Parser(add_help=False)
+    loud = flags.add_mutually_exclusive_group()
+    loud.add_argument(
+        "-q", "--quiet", action="store_true", help="print only the verdict and errors; no bar"
+    )
+    loud.add_argument(
+        "-v", "--verbose", action="store_true", help="also one line per run, and more detail"
+    )
+    return flags
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="racetape", description="Deterministic race reproduction and stress harness."
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    runs = _run_flags()
-    run = commands.add_parser("run", parents=[runs], help="run scenarios and count stranded tasks")
+    runs, loud = _run_flags(), _loudness()
+    run = commands.add_parser(
+        "run", parents=[runs, loud], help="run scenarios and count stranded tasks"
+    )
     run.add_argument(
         "--scenario",
         action="append",
@@ -263,7 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_run)
 
-    rep = commands.add_parser("replay", help="re-run one recorded run and show its timeline")
+    rep = commands.add_parser(
+        "replay",
+        parents=[loud],
+        help="re-run one recorded run and show its timeline (a pytest test's: racetape replay"
+        " NODEID)",
+    )
     rep.add_argument("trace", type=_path, metavar="TRACE", help="a trace a run wrote (--traces)")
     rep.add_argument("--adapter", choices=ADAPTERS, help="replay on this adapter instead")
     rep.add_argument(
@@ -377,7 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     ben.set_defaults(handler=_bench)
 
     shr = commands.add_parser(
-        "shrink", help="minimise a failing controlled trace with Hypothesis (same strands)"
+        "shrink",
+        parents=[loud],
+        help="minimise a failing controlled trace with Hypothesis (same strands; a pytest"
+        " test's: racetape shrink NODEID)",
     )
     shr.add_argument("trace", type=_path, metavar="TRACE", help="a failing run's trace")
     shr.add_argument(
@@ -391,7 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     shr.set_defaults(handler=_shrink)
 
     exp = commands.add_parser(
-        "explore", help="Hypothesis searches generated scenarios and schedules for strands"
+        "explore",
+        parents=[loud],
+        help="Hypothesis searches generated scenarios and schedules for strands",
     )
     exp.add_argument(
         "--adapter", action="append", choices=ADAPTERS, default=[], help="repeat; default: sqlite"
@@ -556,21 +592,23 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if "exhaustive" in strategies and args.shard != (1, 1):
         raise UsageError("--shard: exhaustive search walks one tree in order and does not shard")
     check_writable(args.json, folders=(args.traces,))  # before any work: see check_writable
-    settings = _settings(
-        args, pct_depth=args.pct_depth, traces_dir=args.traces, pg_dsn=_pg_dsn(args, adapters)
-    )
+    pg_dsn = _pg_dsn(args, adapters)
     groups = [Group(s, a, faults, st) for s in scenarios for a in adapters for st in strategies]
-    results = run_groups(groups, settings, display.progress_for_terminal())
+    with _run_folder(args.traces, args.shard) as traces:
+        settings = _settings(args, pct_depth=args.pct_depth, traces_dir=traces, pg_dsn=pg_dsn)
+        results = run_groups(groups, settings, display.progress_for(args.quiet, args.verbose))
     doc = result_document(results, settings, command=_command(argv))
     write_json_atomic(args.json, doc)
-    _print_result(doc, f"result: {args.json}")
+    if not args.quiet:
+        _print_result(doc, f"result: {args.json}")
     if signals.stop_requested() or any(g["stopped"] == "interrupted" for g in doc["groups"]):
         return _stopped(f"wrote the {doc['totals']['runs']} runs that finished")
     if code := _lost_database(doc):
         return code
     failed = bool(doc["totals"]["strands"] or doc["totals"]["hung"])
     code = 1 if failed and not args.no_fail else 0
-    display.console().print(_totals_line(doc), soft_wrap=True)
+    if not args.quiet:
+        display.console().print(_totals_line(doc), soft_wrap=True)
     display.console().print(_verdict(doc, code), soft_wrap=True)
     return code
 
@@ -603,6 +641,12 @@ def _verdict(doc: dict[str, Any], code: int) -> str:
     )
 
 
+def _run_folder(root: Path, shard: tuple[int, int]) -> AbstractContextManager[Path]:
+    """This run's traces folder under ``root``, of its own, so that old traces never pile up
+    beside new ones; gone again after a run that kept no trace."""
+    return folder_of_its_own(root, run_folder_name(shard, datetime.datetime.now(datetime.UTC)))
+
+
 def _settings(args: argparse.Namespace, **fields: Any) -> Settings:
     """Settings from the flags of :func:`_run_flags` (and ``--runs``), and ``fields``."""
     return Settings(
@@ -626,11 +670,12 @@ def _stress(args: argparse.Namespace, argv: Sequence[str]) -> int:
         adapters, notes = stress.available_adapters(pg_dsn)
     files = stress.StressFiles.under(args.out)
     check_writable(files.result, files.markdown, files.junit, folders=(args.out / "traces",))
-    settings = _settings(
-        args, traces_dir=args.out / "traces", pg_dsn=pg_dsn if "postgres" in adapters else None
-    )
     groups = stress.stress_groups(find_scenarios(), adapters)
-    results = run_groups(groups, settings, display.progress_for_terminal())
+    with _run_folder(args.out / "traces", args.shard) as traces:
+        settings = _settings(
+            args, traces_dir=traces, pg_dsn=pg_dsn if "postgres" in adapters else None
+        )
+        results = run_groups(groups, settings, display.progress_for_terminal())
     doc = result_document(results, settings, command=_command(argv), notes=notes)
     stress.write_files(doc, files)
     if summary := os.environ.get("GITHUB_STEP_SUMMARY"):
@@ -720,8 +765,20 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     trace = load_trace(args.trace)
     adapter = args.adapter or trace.adapter
     pg_dsn = _pg_dsn(args, [adapter])
-    replayed = asyncio.run(replay(trace, adapter=adapter, pg_dsn=pg_dsn))
-    display.print_replay(replayed, display.console())
+    bar = progress_bar(quiet=args.quiet)
+    bar.start(1, f"replay {trace.scenario.name} on {adapter}")
+    try:
+        replayed = asyncio.run(replay(trace, adapter=adapter, pg_dsn=pg_dsn))
+        bar.advance(1)
+    finally:
+        bar.finish()
+    out = display.console()
+    if args.quiet:
+        out.print(display.replay_verdict(replayed), soft_wrap=True)
+    else:
+        display.print_replay(replayed, out)
+    if args.verbose:
+        out.print(display.decisions_table("decisions", replayed.result.schedule.decisions))
     failed = replayed.result.violations or replayed.result.unsettled or replayed.finding
     return 1 if failed else 0
 
@@ -829,7 +886,7 @@ def _report_render(args: argparse.Namespace, argv: Sequence[str]) -> int:
     doc = load_result(args.result)
     outputs: list[tuple[Path | None, Callable[[], str]]] = [
         (args.markdown, lambda: render_markdown(doc)),
-        (args.html, lambda: render_html(doc, args.base)),
+        (args.html, lambda: render_html(doc, args.base, page_dir=args.html.parent)),
         (args.junit, lambda: render_junit(doc, args.base)),
     ]
     if not any(path for path, _ in outputs):
@@ -877,11 +934,27 @@ def _shrink(args: argparse.Namespace, argv: Sequence[str]) -> int:
     trace = load_trace(args.trace)
     check_shrinkable(trace)
     adapter = args.adapter or trace.adapter
-    out_path = args.out or args.trace.with_name(f"{args.trace.stem}.shrunk.json")
+    out_path = args.out or shrunk_path(args.trace)
     check_writable(out_path)
-    shrunk = shrink_trace(trace, adapter=adapter, pg_dsn=_pg_dsn(args, [adapter]), seed=args.seed)
-    write_json_atomic(out_path, shrunk.document())
+    pg_dsn = _pg_dsn(args, [adapter])  # checked before the bar starts: an error is one line
     out = display.console()
+    bar = progress_bar(quiet=args.quiet)
+    bar.start(None, f"shrink {trace.scenario.name}")
+
+    def ran(number: int, result: RunResult) -> None:
+        line = display.shrink_run_line(number, result)
+        bar.advance(number, line.partition(": ")[2])
+        if args.verbose:
+            out.print(line, soft_wrap=True, markup=False)
+
+    try:
+        shrunk = shrink_trace(trace, adapter=adapter, pg_dsn=pg_dsn, seed=args.seed, on_run=ran)
+    finally:
+        bar.finish()
+    write_json_atomic(out_path, shrunk.document())
+    if args.quiet:
+        out.print(f"{display.shrunk_line(shrunk)}; shrunk trace: {out_path}", soft_wrap=True)
+        return 0
     display.print_shrunk(shrunk, out)
     out.print(
         f"shrunk trace: {out_path}; run it again: racetape replay {out_path}",
@@ -903,19 +976,35 @@ def _explore(args: argparse.Namespace, argv: Sequence[str]) -> int:
     out = display.console()
     found = 0
     for adapter in adapters:
-        exploration = explore_shapes(
-            adapter,
-            faults,
-            examples=args.examples,
-            seed=args.seed,
-            database=database,
-            pg_dsn=pg_dsn,
-            settle_timeout=args.settle_timeout,
-        )
+        bar = progress_bar(quiet=args.quiet)
+        bar.start(None, f"explore {adapter} (at most {args.examples} examples generated)")
+
+        def ran(exploration: Exploration, result: RunResult, bar: RunsProgress = bar) -> None:
+            line = display.explore_run_line(exploration.runs, result)
+            bar.advance(exploration.runs, line.partition(": ")[2])
+            if args.verbose:
+                out.print(line, soft_wrap=True, markup=False)
+
+        try:
+            exploration = explore_shapes(
+                adapter,
+                faults,
+                examples=args.examples,
+                seed=args.seed,
+                database=database,
+                pg_dsn=pg_dsn,
+                settle_timeout=args.settle_timeout,
+                on_run=ran,
+            )
+        finally:
+            bar.finish()
         write_findings(exploration, args.out)
-        display.print_exploration(exploration, out)
+        if args.quiet:
+            out.print(display.exploration_verdict(exploration), soft_wrap=True)
+        else:
+            display.print_exploration(exploration, out)
         found += len(exploration.findings)
-    if not args.no_db:
+    if not args.no_db and not args.quiet:
         out.print(f"examples database: {args.db} (its failures are tried first next time)")
     return 1 if found else 0
 

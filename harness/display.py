@@ -19,6 +19,7 @@ from rich.progress import (
 from rich.table import Table
 
 from harness.replay import Replayed
+from harness.run import RunResult
 from harness.runner import Group, RunRecord
 from harness.runner import Progress as ProgressSink
 from harness.search import Exploration
@@ -125,6 +126,76 @@ class PlainProgress(ProgressSink):
 
 def progress_for_terminal() -> ProgressSink:
     return RichProgress() if sys.stderr.isatty() else PlainProgress()
+
+
+class RunLines(ProgressSink):
+    """-v: the bar, and one line per run on stdout (its group, number, outcome, decisions)."""
+
+    def __init__(self, bar: ProgressSink, out: Console | None = None) -> None:
+        self.bar, self.out = bar, out or console()
+
+    def start(self, total: int, budget: float | None = None) -> None:
+        self.bar.start(total, budget)
+
+    def advance(self, group: Group, record: RunRecord) -> None:
+        self.bar.advance(group, record)
+        self.out.print(run_line(group, record), soft_wrap=True, markup=False)
+
+    def finish(self) -> None:
+        self.bar.finish()
+
+
+def run_line(group: Group, record: RunRecord) -> str:
+    """``run 7 of NAME/sqlite/random: stranded (final-not-last), 41 decisions, 12 ms``."""
+    if record.hung:
+        outcome = f"hung ({record.problem})"
+    elif record.kinds:
+        outcome = f"stranded ({', '.join(record.kinds)})"
+    else:
+        outcome = "ok"
+    return (
+        f"run {record.index} of {group.label}: {outcome}, {record.steps} decisions,"
+        f" {record.elapsed * 1000:.0f} ms"
+    )
+
+
+def progress_for(quiet: bool, verbose: bool) -> ProgressSink:
+    """-q: nothing (the runner's silent default); -v: the bar and a line per run."""
+    if quiet:
+        return ProgressSink()
+    bar = progress_for_terminal()
+    return RunLines(bar) if verbose else bar
+
+
+def _outcome(result: RunResult) -> str:
+    if result.unsettled:
+        return f"{result.schedule.outcome}"
+    return describe_kinds(kinds_of(result))
+
+
+def shrink_run_line(number: int, result: RunResult) -> str:
+    """One of a shrink's runs: ``run 3: 2 deviations, 30 decisions, task 1: final-not-last``."""
+    decisions = result.schedule.decisions
+    return (
+        f"run {number}: {deviations(decisions)} deviations, {len(decisions)} decisions,"
+        f" {_outcome(result)}"
+    )
+
+
+def explore_run_line(number: int, result: RunResult) -> str:
+    """One of an exploration's runs: its deviations, decisions and outcome."""
+    return shrink_run_line(number, result)
+
+
+def replay_verdict(replayed: Replayed) -> str:
+    """-q's one line: what the replay gave, beside what was recorded."""
+    recorded = describe_kinds(replayed.trace.recorded_kinds())
+    replayed_as = _outcome(replayed.result)
+    same = "same as recorded" if replayed.same_outcome else "differs from the recording"
+    line = f"replay: recorded {recorded}; replayed {replayed_as}: {same}"
+    if replayed.finding is not None:
+        line += f"; cross-adapter finding: {replayed.finding}"
+    return line
 
 
 def summary_table(doc: dict[str, Any]) -> Table:
@@ -413,7 +484,13 @@ def print_shrunk(shrunk: Shrunk, out: Console) -> None:
         )
         for line in violation_lines(outcome_of(result)):
             out.print(f"[red]violation[/] ({label}) {line}")
-    out.print(
+    out.print(shrunk_line(shrunk))
+
+
+def shrunk_line(shrunk: Shrunk) -> str:
+    """A shrink in one line: deviations and decisions before and after, the runs it took."""
+    before, after = shrunk.before, shrunk.after
+    return (
         f"deviations {deviations(before.schedule.decisions)} -> "
         f"{deviations(after.schedule.decisions)}, decisions {len(before.schedule.decisions)} ->"
         f" {len(after.schedule.decisions)}, same strands ({describe_kinds(kinds_of(after))});"
@@ -439,8 +516,12 @@ def print_exploration(exploration: Exploration, out: Console) -> None:
             str(finding.trace_path or "-"),
         )
     out.print(table)
+    out.print(exploration_verdict(exploration))
+
+
+def exploration_verdict(exploration: Exploration) -> str:
     verdict = f"{len(exploration.findings)} failure(s)" if exploration.findings else "no failure"
-    out.print(
+    return (
         f"{verdict} in {exploration.generated} generated examples (at most"
         f" {exploration.examples}), {exploration.runs} runs with shrinking"
     )

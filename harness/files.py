@@ -3,11 +3,13 @@ a file cannot be written at all."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import stat
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,38 @@ def write_all_atomic(outputs: Sequence[tuple[Path, str]]) -> None:
     finally:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
+
+
+def new_folder(root: Path, name: str) -> Path:
+    """A folder of one's own under ``root``: ``root/name``, or ``name-2``, ``name-3``... where that
+    is taken. It is made here, and ``mkdir`` either makes a folder or fails, so no two callers
+    ever share one; it gets the user's umask, as any new folder does. An :class:`OutputError`
+    if it cannot be made."""
+    for n in itertools.count(1):
+        folder = root / (name if n == 1 else f"{name}-{n}")
+        try:
+            folder.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise _cannot_write(folder, exc) from exc
+        return folder
+    raise AssertionError("unreachable")  # itertools.count never ends
+
+
+@contextlib.contextmanager
+def folder_of_its_own(root: Path, name: str) -> Iterator[Path]:
+    """A :func:`new_folder` under ``root`` for the block, removed after it if nothing was written
+    to it (and ``root`` with it, if ``root`` was made for it): a run that keeps no trace leaves
+    no folder behind."""
+    made_root = not root.exists()
+    folder = new_folder(root, name)
+    try:
+        yield folder
+    finally:
+        for made in (folder, root) if made_root else (folder,):
+            with contextlib.suppress(OSError):  # not empty, or gone: leave it
+                made.rmdir()
 
 
 def read_json(path: Path, error: type[ValueError], what: str) -> Any:

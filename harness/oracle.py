@@ -23,15 +23,31 @@ class StrandKind(StrEnum):
     MISSING_STARTED = "missing-started"
 
 
-STRAND_DESCRIPTIONS: dict[StrandKind, str] = {
-    StrandKind.STUCK_NONTERMINAL: "row still PENDING or RUNNING once the run settled",
-    StrandKind.FINAL_NOT_LAST: "an event after final on the tape",
-    StrandKind.MISSING_FINAL: "row terminal, no final on the tape",
-    StrandKind.DUPLICATE_FINAL: "more than one final",
-    StrandKind.STATUS_MISMATCH: "the final event's status differs from the row",
-    StrandKind.SEQ_BROKEN: "seq has a gap or a duplicate",
-    StrandKind.MISSING_STARTED: "progress or final without task_started before it",
+STRAND_SENTENCES: dict[StrandKind, str] = {
+    StrandKind.STUCK_NONTERMINAL: (
+        "the task's row was still PENDING or RUNNING after everything settled: nothing will"
+        " ever finish it"
+    ),
+    StrandKind.FINAL_NOT_LAST: "a write (a progress event, say) committed after the final event",
+    StrandKind.MISSING_FINAL: "the task's row ended terminal, but its tape has no final event",
+    StrandKind.DUPLICATE_FINAL: "the tape has two final events: the task was finished twice",
+    StrandKind.STATUS_MISMATCH: "the final event's status is not the status the row ended with",
+    StrandKind.SEQ_BROKEN: "the tape's sequence numbers have a gap or a duplicate",
+    StrandKind.MISSING_STARTED: (
+        "a progress or final event was written with no task_started event before it"
+    ),
 }
+"""What each strand kind means, as one sentence a reader of a report needs no code for: the one
+table every report (HTML, Markdown) takes them from."""
+
+
+def strand_sentence(kind: str) -> str | None:
+    """The sentence for ``kind``, or None for a kind the oracle does not make (a raced pytest
+    test's ``failed``)."""
+    try:
+        return STRAND_SENTENCES[StrandKind(kind)]
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -78,10 +79,12 @@ def explore_shapes(
     pg_dsn: str | None = None,
     settle_timeout: float = 10.0,
     max_failures: int | None = None,
+    on_run: Callable[[Exploration, RunResult], None] | None = None,
 ) -> Exploration:
     """Search up to ``examples`` generated (shape, schedule) pairs on a fresh database of
     ``adapter`` with ``faults``, for at most ``max_failures`` failures (default: no limit);
-    deterministic in ``seed`` and what ``database`` holds."""
+    deterministic in ``seed`` and what ``database`` holds. ``on_run`` hears each run as it
+    ends (progress)."""
     db = Database.fresh(adapter, pg_dsn=pg_dsn)
     with asyncio.Runner() as loop:
         try:
@@ -96,6 +99,7 @@ def explore_shapes(
                 database=database,
                 settle_timeout=settle_timeout,
                 max_failures=max_failures,
+                on_run=on_run,
             )
         finally:
             loop.run(db.cleanup())
@@ -112,6 +116,7 @@ def explore_on(
     database: ExampleDatabase | None,
     settle_timeout: float,
     max_failures: int | None = None,
+    on_run: Callable[[Exploration, RunResult], None] | None = None,
 ) -> Exploration:
     """:func:`explore_shapes` with an open store whose connections live on ``loop``.
 
@@ -128,7 +133,7 @@ def explore_on(
     while exploration.generated < examples and len(found) != max_failures:
         failure = _round(
             loop, store, exploration, backing, set(found), examples - exploration.generated,
-            settle_timeout,
+            settle_timeout, on_run,
         )  # fmt: skip
         if failure is None:
             break
@@ -146,6 +151,7 @@ def _round(
     excluded: set[tuple[str, ...]],
     examples: int,
     settle_timeout: float,
+    on_run: Callable[[Exploration, RunResult], None] | None = None,
 ) -> tuple[tuple[str, ...], Scenario, RunResult] | None:
     faults = exploration.faults
     last: list[tuple[tuple[str, ...], Scenario, RunResult]] = []
@@ -157,6 +163,8 @@ def _round(
         mode = Controlled(DrawnStrategy(data), settle_timeout)
         result = loop.run(execute(store, scenario, faults, mode))
         exploration.runs += 1
+        if on_run is not None:
+            on_run(exploration, result)
         kinds = failure_of(result)
         if kinds and kinds not in excluded:
             if not last:  # generation stops at the first failure; shrinking follows

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,16 +103,20 @@ def shrink_trace(
     pg_dsn: str | None = None,
     seed: int = 0,
     database: ExampleDatabase | None = None,
+    on_run: Callable[[int, RunResult], None] | None = None,
 ) -> Shrunk:
     """Shrink ``trace`` on ``adapter`` (default: the one it was recorded on), deterministically
-    in ``seed``. ``database`` keeps Hypothesis's examples (default: in memory, this call)."""
+    in ``seed``. ``database`` keeps Hypothesis's examples (default: in memory, this call);
+    ``on_run`` hears each run (its number from 1, and its result) as it ends: progress."""
     wanted = check_shrinkable(trace)
     adapter = adapter or trace.adapter
     db = Database.fresh(adapter, pg_dsn=pg_dsn)
     with asyncio.Runner() as loop:
         try:
             store = loop.run(db.store(trace.faults))
-            return shrink_on(loop, store, trace, adapter, wanted, seed=seed, database=database)
+            return shrink_on(
+                loop, store, trace, adapter, wanted, seed=seed, database=database, on_run=on_run
+            )
         finally:
             loop.run(db.cleanup())
 
@@ -125,6 +130,7 @@ def shrink_on(
     *,
     seed: int = 0,
     database: ExampleDatabase | None = None,
+    on_run: Callable[[int, RunResult], None] | None = None,
 ) -> Shrunk:
     """Shrink ``trace`` with an open store whose connections live on ``loop``.
 
@@ -132,9 +138,15 @@ def shrink_on(
     on ``loop`` (which runs beside Hypothesis, not under it), on the same store throughout.
     """
     scenario, faults = trace.scenario, trace.faults
+    runs = 0
 
     def run(strategy: DrawnStrategy | ReplayStrategy) -> RunResult:
-        return loop.run(execute(store, scenario, faults, Controlled(strategy)))
+        nonlocal runs
+        result = loop.run(execute(store, scenario, faults, Controlled(strategy)))
+        runs += 1
+        if on_run is not None:
+            on_run(runs, result)
+        return result
 
     before = run(ReplayStrategy(trace.decisions, details=trace.details))
     if before.unsettled or kinds_of(before) != wanted:

@@ -8,6 +8,7 @@ fixes the delays only (see :mod:`racetape._engine.jitter`).
 
 from __future__ import annotations
 
+import datetime
 import math
 import shlex
 from collections.abc import Callable
@@ -86,6 +87,21 @@ def violation_lines(outcome: dict[str, Any]) -> list[str]:
 
 def replay_command(trace_path: str) -> str:
     return shlex.join(["racetape", "replay", trace_path])
+
+
+def run_folder_name(shard: tuple[int, int], started: datetime.datetime) -> str:
+    """The name of one run's traces folder, so that a run's traces never sit beside an older
+    run's: when it started (UTC, to the second), and its shard when it is one of several
+    (``run-20261201T142000Z``, ``run-20261201T142000Z-shard2of4``)."""
+    name = "run-" + started.astimezone(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    index, count = shard
+    return name if count == 1 else f"{name}-shard{index}of{count}"
+
+
+def shrunk_path(trace_path: Path) -> Path:
+    """Where ``racetape shrink TRACE`` writes the shrunk trace unless told (``--out``): beside
+    it, ``NAME.shrunk.json``; the HTML report looks there for a group's shrunk run."""
+    return trace_path.with_name(f"{trace_path.stem}.shrunk.json")
 
 
 def kinds_of(result: RunResult) -> list[tuple[int, str]]:

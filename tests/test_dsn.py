@@ -93,7 +93,7 @@ def failing_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("trace")
     main(["run", "--scenario", "late-progress", "--fault", "no-terminal-guard", "--runs", "20",
           "--json", str(folder / "r.json"), "--traces", str(folder / "traces")])  # fmt: skip
-    return next((folder / "traces").glob("*.json"))
+    return next((folder / "traces").rglob("*.json"))
 
 
 def test_replay_and_shrink_refuse_a_bad_dsn_in_one_line(

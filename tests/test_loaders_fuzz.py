@@ -41,7 +41,7 @@ def samples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     folder = tmp_path_factory.mktemp("samples")
     main(["run", "--scenario", "late-progress", "--fault", "no-terminal-guard", "--runs", "20",
           "--json", str(folder / "r.json"), "--traces", str(folder / "traces")])  # fmt: skip
-    trace = next((folder / "traces").glob("*.json"))
+    trace = next((folder / "traces").rglob("*.json"))
     scenario = (
         Path(__file__).resolve().parent.parent / "harness" / "scenarios" / "late-progress.toml"
     )

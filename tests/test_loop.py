@@ -14,9 +14,17 @@ from pathlib import Path
 import pytest
 
 from racetape import check, replay
+from racetape._engine import deviations
 from racetape._engine.checking import Main, run_once
-from racetape._engine.deviations import Deviations, ScheduleError, parse_schedule
+from racetape._engine.deviations import (
+    Deviations,
+    DeviationSearch,
+    ScheduleError,
+    parse_schedule,
+    schedule_of,
+)
 from racetape._engine.loop import ControlledLoop, Deadlock, Hung
+from racetape._engine.schedule import Candidate
 
 sys.path.insert(0, str(Path(__file__).parent / "examples"))
 import promises
@@ -356,3 +364,57 @@ def test_a_thread_started_in_the_run_under_the_ident_of_one_that_ended_is_still_
 
     checked = check(main, runs=1)
     assert not checked.failures, checked.failures[0].error
+
+
+def _offer(strategy: Deviations, step: int, *offered: tuple[str, str]) -> str:
+    enabled = [Candidate(actor, detail, i) for i, (actor, detail) in enumerate(offered)]
+    return strategy.choose(step, enabled).actor
+
+
+def test_a_held_event_lands_after_every_other_event_before_the_clock_and_then_lets_go() -> None:
+    held = Deviations(holds=(0,), lenient=True)
+    assert _offer(held, 0, ("a send#1", "request"), ("b send#1", "request")) == "b send#1"
+    assert _offer(held, 1, ("a send#1", "request"), ("b answer#1", "answer")) == "b answer#1"
+    assert _offer(held, 2, ("loop", "turn"), ("a send#1", "request")) == "loop"
+    assert _offer(held, 3, ("a send#1", "request"), ("timer", "fire +1ms")) == "a send#1"
+    # Landed: the hold is over, first come, first served again.
+    assert _offer(held, 4, ("a send#2", "request"), ("c send#1", "request")) == "a send#2"
+    # What it took replays as plain deviations, with no hold.
+    assert schedule_of(held.taken) == ((0, 1), (1, 1))
+
+
+def test_the_search_holds_back_a_request_while_another_connections_waits_first() -> None:
+    search = DeviationSearch(seed=0)
+    first = search.next_strategy()
+    assert first is not None
+    assert first.holds == ()
+    _offer(first, 0, ("loop", "turn"), ("a body", "body"))
+    _offer(first, 1, ("a send#1", "request"), ("b send#1", "request"))
+    _offer(first, 2, ("a answer#1", "answer"), ("b send#1", "request"))
+    search.ran(first)
+    second = search.next_strategy()
+    assert second is not None
+    assert (second.schedule, second.holds) == ((), (1,))
+
+
+def test_a_complete_search_with_holds_reaches_the_schedules_of_one_without_and_rarely_repeats(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def nothing() -> None:
+        pass
+
+    async def main() -> None:
+        async def jobs(n: int) -> None:
+            for _ in range(n):
+                await asyncio.to_thread(nothing)
+
+        await asyncio.gather(jobs(2), jobs(1))
+
+    held = check(main, runs=5000)
+    monkeypatch.setattr(deviations, "_holdable", lambda enabled: False)
+    plain = check(main, runs=5000)
+    assert held.exhausted
+    assert plain.exhausted
+    tokens = [run.token for run in held.runs]
+    assert set(tokens) == {run.token for run in plain.runs}
+    assert len(tokens) <= 1.05 * len(set(tokens)), "a hold that takes what a swap took is rare"

@@ -124,6 +124,46 @@ def test_outputs_get_the_users_umask(tmp_path: Path, mask: int, mode: int) -> No
     assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == mode
 
 
+def test_traces_and_their_folders_get_the_users_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        code = main(["run", "--scenario", "late-progress", "--fault", "no-terminal-guard",
+                     "--runs", "5", "--json", str(tmp_path / "r.json"),
+                     "--traces", str(tmp_path / "t")])  # fmt: skip
+    finally:
+        os.umask(old)
+    assert code == 1
+    traces = [Path(t) for t in load_result(tmp_path / "r.json")["groups"][0]["traces"]]
+    assert traces
+    assert {stat.S_IMODE(t.stat().st_mode) for t in traces} == {0o644}
+    assert {stat.S_IMODE(t.parent.stat().st_mode) for t in traces} == {0o755}
+
+
+def test_each_run_keeps_its_traces_in_a_folder_of_its_own(tmp_path: Path) -> None:
+    """Two runs into one --traces: each run's traces in its own folder, none beside another
+    run's; a run that keeps no trace leaves no folder."""
+    traces = tmp_path / "t"
+    kept = []
+    for seed in ("0", "1"):
+        result = tmp_path / f"r{seed}.json"
+        code = main(["run", "--scenario", "late-progress", "--fault", "no-terminal-guard",
+                     "--runs", "5", "--seed", seed, "--json", str(result),
+                     "--traces", str(traces)])  # fmt: skip
+        assert code == 1
+        kept.append({Path(t) for t in load_result(result)["groups"][0]["traces"]})
+    folders = [{t.parent for t in paths} for paths in kept]
+    assert all(len(f) == 1 for f in folders)
+    (first,), (second,) = folders
+    assert first != second
+    assert first.parent == second.parent == traces
+    assert set(first.iterdir()) == kept[0]
+    assert set(second.iterdir()) == kept[1]
+    clean = tmp_path / "clean"
+    assert main(["run", "--scenario", "late-progress", "--runs", "5", "--json",
+                 str(tmp_path / "c.json"), "--traces", str(clean)]) == 0  # fmt: skip
+    assert not clean.exists()
+
+
 def test_outputs_are_written_all_or_none(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")

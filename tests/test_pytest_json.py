@@ -14,6 +14,8 @@ import pytest
 from harness.cli import main as racetape
 from harness.report import compare_documents
 from harness.results import load_result
+from racetape._traces import load_trace
+from racetape.cli import main as racetape_command
 
 EXAMPLES = Path(__file__).parent / "examples"
 AUTO = """
@@ -64,6 +66,18 @@ def test_race_json_is_a_result_that_reports_render_and_compare_judges(
     assert any(re.match(r"  decision \d+: .*test_example.py:\d+", line) for line in first["report"])
     assert len(buggy["pytest"]["failing"]) == failed
     assert guarded["pytest"]["first_failure"] is None
+    assert first["error"].startswith("AssertionError: an event landed after final")
+
+    # The group links its first failing run's trace (relative to the document's folder), which
+    # racetape replays and shrinks by the test's node id.
+    trace = load_trace(before.parent / buggy["pytest"]["trace"])
+    assert (trace.nodeid, trace.run, trace.label) == (BUGGY, first["run"], first["schedule"])
+    assert len(buggy["pytest"]["traces"]) == 3  # the first few failing runs write one
+    assert (guarded["pytest"]["trace"], guarded["pytest"]["traces"]) == (None, [])
+    assert racetape_command(["replay", BUGGY, "-q"]) == 1  # it fails again: reproduced
+    assert racetape_command(["shrink", BUGGY, "-q"]) == 0
+    shrunk = load_trace(trace.source.with_name(trace.source.stem + ".shrunk.json"))
+    assert 1 <= len(shrunk.schedule) <= len(trace.schedule)
 
     html, junit, markdown = (tmp_path / name for name in ("r.html", "r.xml", "r.md"))
     assert racetape(

@@ -138,3 +138,28 @@ def test_race_runs_that_race_no_test_warn(pytester: pytest.Pytester) -> None:
     fine = pytester.runpytest("-p", "no:cacheprovider", "--race-runs", "2")
     fine.assert_outcomes(passed=1, skipped=1)  # the second: no schedule left to try
     assert "were asked for" not in fine.stdout.str()
+
+
+def test_a_test_on_anyios_loop_is_not_raced_and_a_warning_says_so(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeini(AUTO)
+    pytester.makepyfile(
+        test_mixed="""
+        import asyncio
+        import pytest
+
+        @pytest.mark.anyio
+        async def test_on_anyio():
+            await asyncio.sleep(0)
+
+        async def test_on_asyncio():
+            await asyncio.sleep(0)
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "-v", "--race-runs", "2")
+    lines = result.outlines
+    assert any("test_on_anyio[asyncio] PASSED" in line for line in lines), lines
+    assert not any("test_on_anyio[asyncio-race" in line for line in lines), lines
+    assert any("test_on_asyncio[race0]" in line for line in lines), lines
+    result.stdout.fnmatch_lines(["*racetape: 1 test(s) run on anyio's loop*not raced*"])

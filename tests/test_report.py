@@ -134,7 +134,9 @@ def test_swimlanes_show_the_loop_threads_connections_and_the_culprit_commit(
     assert {("progress" in m.title, "final" in m.title) for m in culprits} == {(True, False)}
     final_x = next(m.x for m in marks if m.kind == "commit" and "kind=final" in m.title)
     assert all(m.x > final_x for m in culprits)
-    assert lanes.verdict == ["task 1: final-not-last: tape [1:task_started, 2:final, 3:progress]"]
+    assert [str(v) for v in lanes.verdict] == [
+        "task 1: final-not-last: tape [1:task_started, 2:final, 3:progress]"
+    ]
 
 
 def test_swimlanes_blame_nothing_when_the_run_is_clean(
@@ -159,8 +161,8 @@ def test_html_is_self_contained_and_names_a_missing_trace(
     page = render_html(doc, base)
     assert "http://" not in page
     assert "https://" not in page
-    assert re.findall(r'(?:src|href)="(?!data:)', page) == []  # every resource is inline
-    assert page.count('<article class="timeline"') == 2
+    assert re.findall(r'src="(?!data:)', page) == []  # every resource is inline
+    assert page.count('<article class="failure"') == 2
     assert page.count('src="data:image/svg+xml;base64,') == 2
     elsewhere = render_html(doc, tmp_path)  # the traces are not under this base
     assert elsewhere.count('class="missing note"') == 2
@@ -387,7 +389,12 @@ def test_report_writes_each_output_and_prints_markdown_without_flags(
                  "--junit", str(xml), "--base", str(base)]) == 0  # fmt: skip
     assert md.read_text() == render_markdown(doc)
     assert xml.read_text() == render_junit(doc, base)
-    assert html.read_text().count('<article class="timeline"') == 2
+    page = html.read_text()
+    assert page.count('<article class="failure"') == 2
+    # The page is not where the traces are: its links to them start from where it is.
+    links = re.findall(r'class="trace-link" href="([^"#]+)"', page)
+    assert links
+    assert all((html.parent / link).is_file() for link in links), links
     capsys.readouterr()
     assert main(["report", "render", str(source)]) == 0
     assert capsys.readouterr().out == render_markdown(doc)

@@ -1,71 +1,54 @@
 """The HTML report: one self-contained page (no network at view time) from a result document.
 
-Plots are matplotlib SVGs embedded as ``data:`` images; the swimlane timelines are inline SVG;
-the page's own Content-Security-Policy forbids every fetch, so a missing embed shows as a console
-error in a browser rather than as a quiet request. ``base`` is where the result's relative trace
-paths resolve (the folder ``racetape run`` ran in); a trace that cannot be read is named on the
-page in place of its timeline.
+Plots are matplotlib SVGs embedded as ``data:`` images; the swimlane timelines are inline SVG,
+laid out by :mod:`harness.report.geometry` so that no two labels overlap; the page's own
+Content-Security-Policy forbids every fetch, so a missing embed shows as a console error in a
+browser rather than as a quiet request. ``base`` is where the result's relative trace paths
+resolve (the folder ``racetape run`` ran in); ``page_dir`` is the folder the page is written to
+(default ``base``), which its links to trace files are relative to. A trace that cannot be read
+is named on the page in place of its timeline.
+
+Each failing group links to its timeline and its trace file; the timeline shown is the group's
+shrunk run where ``racetape shrink`` wrote one (:mod:`harness.report.failing`), the recorded one
+a click away. Each mark the timelines draw has one entry in the legend (:data:`LEGEND`), and
+each strand kind found one sentence (:data:`harness.oracle.STRAND_SENTENCES`).
 """
 
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
+from harness.report.failing import failures
+from harness.report.geometry import MARK_FONT, NAME_FONT, NAME_INDENT
 from harness.report.plots import rate_plot, runs_to_strand_plot
-from harness.report.summary import GroupFigures, figures
-from harness.report.timeline import Swimlanes, load_swimlanes
+from harness.report.summary import BOUND_DEFINITION, BOUND_NAME, figures, kinds_found
 
-LABEL_WIDTH = 330  # px for lane names
-STEP_WIDTH = 18  # px per timeline event
-ROW_HEIGHT = 24
-DB_ROW_HEIGHT = 44  # room for the operations' names, above and below the bars
-HEADER_HEIGHT = 20
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Where things go in a swimlane SVG: x of an event, y of each row."""
-
-    events: int
-
-    def x(self, index: float) -> float:
-        return LABEL_WIDTH + index * STEP_WIDTH + STEP_WIDTH / 2
-
-    @property
-    def width(self) -> int:
-        return LABEL_WIDTH + (self.events + 1) * STEP_WIDTH + 120
-
-
-def _rows(lanes: Swimlanes) -> tuple[list[dict[str, Any]], int]:
-    """Group headers and lanes, top to bottom, with their y; and the total height."""
-    rows: list[dict[str, Any]] = []
-    y = 4
-    for group, members in lanes.grouped():
-        rows.append({"header": group, "y": y + HEADER_HEIGHT - 6, "count": len(members)})
-        y += HEADER_HEIGHT
-        height = DB_ROW_HEIGHT if group == "DB connections" else ROW_HEIGHT
-        for lane in members:
-            rows.append({"header": None, "lane": lane, "y": y + height / 2})
-            y += height
-    return rows, y + 8
+LEGEND: tuple[tuple[str, str], ...] = (
+    ("pass", "control point passed"),
+    ("park", "parked at a point, for a decision"),
+    ("decision", "decision (#step); click it for its row in the table"),
+    ("deviation", "deviation: a decision that did not go first come, first served"),
+    ("commit", "commit"),
+    ("culprit", "the commit that broke the invariant"),
+    ("edge", "an actor starts, ends, or hands its event to the loop"),
+    ("other", "a cancel landing, a crash, an error"),
+    ("alive", "an actor alive"),
+    ("parked", "parked, waiting for a decision"),
+    ("ready", "waiting its turn at a point (not a decision)"),
+    ("waiting", "a worker thread waiting for the loop"),
+    ("transaction", "a DB transaction, begin to commit"),
+    ("culprit-transaction", "the transaction that broke the invariant"),
+    ("oracle", "the oracle's check, once the run settled"),
+)
+"""Every mark a timeline draws (its ``data-legend`` key) and what it means, in legend order."""
 
 
 def _data_uri(svg: str) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
-
-
-@dataclass(frozen=True)
-class TimelineView:
-    figures: GroupFigures
-    lanes: Swimlanes
-    geometry: Geometry
-    rows: list[dict[str, Any]]
-    height: int
 
 
 def _environment() -> jinja2.Environment:
@@ -78,23 +61,22 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def render_html(doc: dict[str, Any], base: Path) -> str:
+def render_html(doc: dict[str, Any], base: Path, page_dir: Path | None = None) -> str:
     groups = [figures(g) for g in doc["groups"]]
-    timelines = []
-    for g in groups:
-        if g.first_trace is None:
-            continue
-        lanes = load_swimlanes(g.first_trace, base)
-        rows, height = _rows(lanes)
-        timelines.append(TimelineView(g, lanes, Geometry(lanes.events), rows, height))
+    found = failures(groups, base, page_dir if page_dir is not None else base)
+    by_group = {id(f.figures): f for f in found}
     template = _environment().get_template("report.html.j2")
     return template.render(
         doc=doc,
-        groups=groups,
+        rows=[(g, by_group.get(id(g))) for g in groups],
+        failures=found,
+        kinds=kinds_found(groups),
+        bound_name=BOUND_NAME,
+        bound_definition=BOUND_DEFINITION,
         rate_plot=_data_uri(rate_plot(groups)),
         runs_plot=_data_uri(runs_to_strand_plot(groups)),
-        timelines=timelines,
-        row_height=ROW_HEIGHT,
-        label_width=LABEL_WIDTH,
-        step_width=STEP_WIDTH,
+        legend=LEGEND,
+        mark_font=MARK_FONT,
+        name_font=NAME_FONT,
+        name_indent=NAME_INDENT,
     )

@@ -1,14 +1,15 @@
 """The Markdown report: a pull-request comment, or ``$GITHUB_STEP_SUMMARY``.
 
 One row per scenario x adapter x fault set x strategy: strands / runs, the rate, its exact 95%
-upper bound, and the command that replays the group's first failing run.
+upper bound, and the command that replays the group's first failing run; then the bound's
+definition and a sentence for each strand kind found, the same words as the HTML page's.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from harness.report.summary import figures
+from harness.report.summary import BOUND_DEFINITION, BOUND_NAME, figures, kinds_found
 from reftask.faults import fault_set_label
 
 
@@ -27,7 +28,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         f" ({totals.get('hung', 0)} hung); seed {settings.get('seed')},"
         f" shard {settings.get('shard')}, `{cell(str(doc.get('command', '')))}`",
         "",
-        "| scenario | adapter | faults | strategy | strands / runs | rate | 95% upper bound"
+        f"| scenario | adapter | faults | strategy | strands / runs | rate | {BOUND_NAME}"
         " | kinds | replay the first failing run |",
         "| --- | --- | --- | --- | ---: | ---: | ---: | --- | --- |",
     ]
@@ -45,9 +46,10 @@ def render_markdown(doc: dict[str, Any]) -> str:
             f" | {cell(f.kinds) or '-'} | {replay} |"
         )
     lines.append("")
-    lines.append(
-        "Bounds are exact (Clopper-Pearson, one-sided 95%): 0 of n runs bounds the rate at"
-        " about 3/n."
-    )
+    lines.append(BOUND_DEFINITION)
+    kinds = kinds_found([figures(group) for group in doc["groups"]])
+    if kinds:
+        lines += ["", "Strand kinds found:", ""]
+        lines += [f"- `{kind}`: {sentence}" for kind, sentence in kinds]
     lines += [f"\n> **note:** {cell(note)}" for note in doc.get("notes", [])]
     return "\n".join(lines) + "\n"

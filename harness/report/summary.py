@@ -1,8 +1,9 @@
 """Per-group numbers every report shows: strands of runs, rate, exact bounds, the replay command.
 
 One place computes them, so the Markdown, HTML, JUnit and compare outputs cannot disagree.
-Bounds are exact Clopper-Pearson (:mod:`racetape._stats`): the one-sided 95% upper bound is the
-number to quote beside "k of n" (0 of n gives about 3/n); the two-sided interval is for plots.
+Every report quotes one bound, the one-sided 95% upper bound on a group's strand rate, exact
+(Clopper-Pearson, :mod:`racetape._stats`), and defines it in the words of :data:`BOUND_DEFINITION`
+(the table's column and the HTML plot show the same number).
 """
 
 from __future__ import annotations
@@ -10,11 +11,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from harness.oracle import strand_sentence
 from harness.traces import replay_command
 from racetape import _stats as stats
 from reftask.faults import fault_set_label
 
 GroupKey = tuple[str, str, tuple[str, ...], str]
+
+BOUND_NAME = "95% upper bound"
+BOUND_DEFINITION = (
+    "95% upper bound: the highest strand rate at which as few strands as seen still have a 5%"
+    " chance (one-sided, exact binomial: Clopper-Pearson); 0 strands in n runs bounds the rate"
+    " at about 3/n."
+)
 
 
 def group_key(group: dict[str, Any]) -> GroupKey:
@@ -39,9 +48,7 @@ class GroupFigures:
     group: dict[str, Any]
     strands: int
     runs: int
-    upper: float  # one-sided 95% upper bound on the strand rate
-    low: float  # two-sided 95% interval
-    high: float
+    upper: float  # the one-sided 95% upper bound on the strand rate (BOUND_DEFINITION)
 
     @property
     def label(self) -> str:
@@ -85,5 +92,16 @@ class GroupFigures:
 
 def figures(group: dict[str, Any]) -> GroupFigures:
     k, n = int(group["strands"]), int(group["runs"])
-    low, high = stats.interval(k, n)
-    return GroupFigures(group, k, n, stats.upper_bound(k, n), low, high)
+    return GroupFigures(group, k, n, stats.upper_bound(k, n))
+
+
+def kinds_found(groups: list[GroupFigures]) -> list[tuple[str, str]]:
+    """Each strand kind any group found, once, with its sentence (kinds in order of first
+    appearance; a kind with no sentence, a raced test's ``failed``, is left out)."""
+    seen: dict[str, str] = {}
+    for g in groups:
+        for kind in g.group["kinds"]:
+            sentence = strand_sentence(kind)
+            if sentence is not None:
+                seen.setdefault(kind, sentence)
+    return list(seen.items())

@@ -15,10 +15,13 @@ Lanes, grouped by where the code runs:
 The x axis is the order of the run's timeline events, not wall time: in a controlled run one
 actor runs at a time and the order is what replays; the recorded times are in the tooltips.
 
-Marks: control points passed (dot) or parked at (circle), decisions (diamond, ``#step``, with
-what else could have gone), commits (square), cancels landing, and the oracle's verdict after
-the run settled (a red line). Where the scenario has one task, the commits that broke the
-invariant (an event committed after ``final``, a second ``final``) are marked as the culprit.
+Marks: control points passed (dot) or parked at (circle), a wait for its turn at a point that is
+not a decision (a lilac bar), decisions (diamond, ``#step``, with what else could have gone),
+the decisions that deviated from first come, first served (ringed, with ``file:line`` where
+:mod:`harness.report.where` knows it), commits (square), cancels landing, and the oracle's
+verdict after the run settled (a red line). Where the scenario has one task, the commits that
+broke the invariant (an event committed after ``final``, a second ``final``) are marked as the
+culprit.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from harness.report.where import where
 from harness.traces import TraceError, load_trace_document
 
 COMMIT_POINTS = {"append.done", "status.committed", "create.done"}
@@ -44,13 +48,47 @@ class Mark:
     label: str = ""
     culprit: bool = False
     step: int | None = None  # a decision's step
+    deviation: bool = False  # a decision that did not go first come, first served
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """A decision where the actor that went was not the first come (``enabled[0]``): the
+    definition shrinking counts by (:func:`racetape._engine.drawn.deviations`)."""
+
+    step: int
+    actor: str
+    detail: str
+    ahead_of: str  # the first come, passed over
+    where: str | None  # file:line, where known
+
+
+def deviates(step: dict[str, Any]) -> bool:
+    """Whether a trace's decision (one of its ``steps``) passed over the first come."""
+    enabled = step.get("enabled") or []
+    return bool(enabled) and step.get("actor") != enabled[0]
+
+
+def deviations_of(steps: list[dict[str, Any]]) -> list[Deviation]:
+    """The decisions of a trace's ``steps`` that deviated from first come, first served."""
+    found = []
+    for number, step in enumerate(steps):
+        if deviates(step):
+            enabled, actor = step["enabled"], str(step.get("actor", "?"))
+            detail = str(step.get("detail", ""))
+            found.append(
+                Deviation(
+                    int(step.get("step", number)), actor, detail, enabled[0], where(actor, detail)
+                )
+            )
+    return found
 
 
 @dataclass
 class Span:
     x0: int
     x1: int
-    kind: str  # alive, parked, waiting, transaction
+    kind: str  # alive, parked, ready (waits its turn), waiting, transaction
     title: str
     label: str = ""
     culprit: bool = False
@@ -64,15 +102,33 @@ class Lane:
     marks: list[Mark] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Finding:
+    """One thing the oracle found (``task 1``, ``final-not-last``, the tape), or how the run
+    ended (``hung``, the problem)."""
+
+    subject: str
+    kind: str
+    detail: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.subject}: {self.kind}: {self.detail}"
+            if self.subject
+            else f"{self.kind}: {self.detail}"
+        )
+
+
 @dataclass
 class Swimlanes:
     source: str
     lanes: list[Lane]
     events: int  # x runs over 0..events-1; the oracle's line is at x = events
     steps: list[dict[str, Any]]
-    verdict: list[str]  # what the oracle found, or how the run ended
+    verdict: list[Finding]  # what the oracle found, or how the run ended
     notes: list[str]
     error: str | None = None  # the trace could not be read: nothing else is set
+    deviations: list[Deviation] = field(default_factory=list)
 
     def grouped(self) -> list[tuple[LaneGroup, list[Lane]]]:
         return [(g, [lane for lane in self.lanes if lane.group == g]) for g in LANE_GROUPS]
@@ -102,6 +158,7 @@ class _Layout:
         self.parked: dict[str, tuple[Lane, int, str]] = {}
         self.open_ops: dict[str, tuple[int, str]] = {}
         self.pending_ops: dict[str, str] = {}  # parked at a *.begin: the op starts on release
+        self.ready: dict[str, tuple[Lane, int, str]] = {}  # waiting its turn since x, at point
         self.ops: list[tuple[int, int, str, str, bool]] = []  # x0, x1, label, actor, committed
         self.commits: list[tuple[int, str, Mark]] = []  # x, point, its mark (for the culprit)
         self.connection_rows: list[Lane] = []
@@ -122,6 +179,8 @@ class _Layout:
         end = len(self.timeline)
         for actor, (lane, x0, point) in self.parked.items():
             lane.spans.append(Span(x0, end, "parked", f"{actor} still parked at {point}"))
+        for actor, (lane, x0, point) in self.ready.items():
+            lane.spans.append(Span(x0, end, "ready", f"{actor} still waits its turn at {point}"))
         for actor, (x0, label) in self.open_ops.items():
             self.ops.append((x0, end, f"{label} (never committed)", actor, False))
         self.connection_rows = self.connections()
@@ -148,6 +207,12 @@ class _Layout:
             self.lane_of(actor).spans.append(Span(x, -1, "alive", f"{actor} on the loop"))
             return
         lane = self.lane_of(actor)
+        if actor in self.ready:  # its turn came: whatever it does next ends the wait
+            ready_lane, x0, at = self.ready.pop(actor)
+            ready_lane.spans.append(Span(x0, x, "ready", f"{actor} waits its turn at {at}"))
+        if event == "wait turn":
+            self.ready[actor] = (lane, x, point)
+            return
         if event in ("pass", "park"):
             self.point(x, actor, lane, event, point, when)
         elif event == "release":
@@ -193,9 +258,21 @@ class _Layout:
             parked_lane, x0, point = self.parked.pop(actor)
             parked_lane.spans.append(Span(x0, x, "parked", f"{actor} parked at {point}"))
             lane = parked_lane
+        deviation = deviates(decision)
+        if deviation:
+            at = where(str(decision.get("actor")), str(decision.get("detail", "")))
+            title = f"DEVIATION, ahead of {decision['enabled'][0]} (the first come): {title}"
+            title += f"; at {at}" if at else ""
         label = f"#{step}" + (" cancel lands" if decision.get("landing") else "")
         lane.marks.append(
-            Mark(x, "decision", title, label, step=step if isinstance(step, int) else None)
+            Mark(
+                x,
+                "decision",
+                title,
+                label,
+                step=step if isinstance(step, int) else None,
+                deviation=deviation,
+            )
         )
         if actor in self.pending_ops:
             self.open_ops[actor] = (x, self.pending_ops.pop(actor))
@@ -267,9 +344,12 @@ def swimlanes(trace: dict[str, Any], source: str) -> Swimlanes:
     violations: list[dict[str, Any]] = outcome.get("violations") or []
     tasks = int((trace.get("scenario") or {}).get("tasks", 1))
     _culprits(layout, violations, tasks)
-    verdict = [f"task {v.get('task')}: {v.get('kind')}: {v.get('detail')}" for v in violations]
+    verdict = [
+        Finding(f"task {v.get('task')}", str(v.get("kind")), str(v.get("detail")))
+        for v in violations
+    ]
     if outcome.get("status") not in (None, "settled"):
-        verdict.append(f"{outcome['status']}: {outcome.get('problem')}")
+        verdict.append(Finding("", str(outcome["status"]), str(outcome.get("problem"))))
     notes = [
         "x: the order of the run's events, not wall time (times are in the tooltips)",
         "DB connections: the trace does not record which pooled connection served an"
@@ -284,7 +364,15 @@ def swimlanes(trace: dict[str, Any], source: str) -> Swimlanes:
         for span in lane.spans:
             if span.x1 == -1:
                 span.x1 = len(layout.timeline)
-    return Swimlanes(source, lanes, len(layout.timeline), layout.steps, verdict, notes)
+    return Swimlanes(
+        source,
+        lanes,
+        len(layout.timeline),
+        layout.steps,
+        verdict,
+        notes,
+        deviations=deviations_of(layout.steps),
+    )
 
 
 def load_swimlanes(path: str, base: Path) -> Swimlanes:

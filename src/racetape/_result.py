@@ -9,9 +9,13 @@ read a ``racetape run``'s. One group per raced test:
 * ``runs`` are the test's runs that ran, ``strands`` its failing runs (``kinds``:
   ``{"failed": k}``), ``strand_runs`` their run numbers, ``runs_done`` the run numbers that ran;
 * ``pytest`` (only here) holds ``nodeid``, ``replay`` (the command that replays the first failing
-  run), ``first_failure`` (``run``, ``node``, ``seed`` or ``schedule``, ``report``: the lines
+  run), ``first_failure`` (``run``, ``node``, ``seed`` or ``schedule``, ``error``: its exception's
+  type and first line, ``report``: the lines
   of its racetape section), ``failing`` (every failing run's seed or schedule, in run order),
-  ``covered`` (controlled: what the search covered) and ``uncontrolled``.
+  ``covered`` (controlled: what the search covered), ``uncontrolled``, ``trace`` (the first
+  failing run's trace, relative to the document's folder; ``racetape replay`` and ``racetape
+  shrink`` take it, or the node id) and ``traces`` (every failing run's that wrote one).
+  The harness's own ``traces`` stay empty: a pytest trace is not a catalog run's.
 
 Only the standard library: the plugin stays light.
 """
@@ -40,6 +44,8 @@ class Tally:
     failed: dict[str, str] = field(default_factory=dict)  # node id -> its replay command
     labels: dict[str, str] = field(default_factory=dict)  # failed node id -> seed or schedule
     reports: dict[str, list[str]] = field(default_factory=dict)  # failed node id -> section
+    traces: dict[str, str] = field(default_factory=dict)  # failed node id -> its trace's path
+    errors: dict[str, str] = field(default_factory=dict)  # failed node id -> "Type: message"
     kind: str = "seed"  # what labels are: "seed" or "schedule"
     notes: set[str] = field(default_factory=set)  # what a run could not control
     verdict: str = ""  # controlled: what the test's search covered
@@ -56,7 +62,20 @@ def _ranges(numbers: Sequence[int]) -> list[list[int]]:
     return ranges
 
 
-def _group(test: str, runs: Tally, strategy: str, mode: str) -> dict[str, Any]:
+def _linked(path: str, base: Path | None) -> str:
+    """A trace's path as the document names it: relative to the document's folder (so a
+    folder of results and traces moves as one), absolute where it is on another drive."""
+    if base is None:
+        return path
+    try:
+        return os.path.relpath(Path(path).resolve(), base.resolve())
+    except ValueError:
+        return path
+
+
+def _group(
+    test: str, runs: Tally, strategy: str, mode: str, base: Path | None = None
+) -> dict[str, Any]:
     failing = sorted(((node, runs.runs.get(node, 0)) for node in runs.failed), key=lambda f: f[1])
     first_node, first_run = failing[0] if failing else (None, None)
     pytest_part: dict[str, Any] = {
@@ -67,11 +86,17 @@ def _group(test: str, runs: Tally, strategy: str, mode: str) -> dict[str, Any]:
         "covered": runs.verdict,
         "uncontrolled": sorted(runs.notes),
     }
+    trace = runs.traces.get(first_node) if first_node else None
+    pytest_part["trace"] = _linked(trace, base) if trace is not None else None
+    pytest_part["traces"] = [
+        _linked(runs.traces[node], base) for node, _ in failing if node in runs.traces
+    ]
     if first_node is not None:
         pytest_part["first_failure"] = {
             "run": first_run,
             "node": first_node,
             runs.kind: runs.labels.get(first_node, "?"),
+            "error": runs.errors.get(first_node),
             "report": runs.reports.get(first_node, []),
         }
     n = len(runs.runs)
@@ -115,9 +140,11 @@ def result_document(
     base_seed: int,
     max_delay: float | None,
     notes: Sequence[str],
+    base: Path | None = None,
 ) -> dict[str, Any]:
-    """The session's ``racetape.result/1`` document (see the module's docstring)."""
-    groups = [_group(test, tests[test], strategy, mode) for test in sorted(tests)]
+    """The session's ``racetape.result/1`` document (see the module's docstring); trace paths
+    are relative to ``base``, the document's folder."""
+    groups = [_group(test, tests[test], strategy, mode, base) for test in sorted(tests)]
     return {
         "schema": SCHEMA,
         "racetape": version("racetape"),

@@ -4,7 +4,9 @@ A provider is any installed distribution with entries in the entry-point group
 ``racetape.commands``: the entry's name is a command, its value a callable
 ``main(argv: list[str]) -> int`` that is handed the whole command line (command name first)
 and parses it itself. The reference harness registers ``run``, ``replay``, ``report``, ...
-(see ``pyproject.toml``). racetape itself knows only ``version`` and the help; it never imports
+(see ``pyproject.toml``). racetape itself knows only ``version``, the help, and ``replay`` and
+``shrink`` of a pytest test (a node id, or a trace the plugin wrote: :mod:`racetape._pytest_cli`,
+which needs no provider); it never imports
 a provider until its command is asked for, so the library stands alone and a provider can be
 installed, or not, without racetape knowing its name. A command that needs a package of an
 extra not installed (``racetape[harness]``, ``racetape[report]``) says so in one line, exit 2.
@@ -80,6 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     registered = commands()
     name = args[0] if args else None
+    if name in ("replay", "shrink"):
+        # A pytest test's (a node id, a trace the plugin wrote) is racetape's own: it needs
+        # nothing but pytest; a catalog trace is the provider's.
+        from racetape import _pytest_cli
+
+        if _pytest_cli.is_pytest_target(args):
+            return (_pytest_cli.replay_main if name == "replay" else _pytest_cli.shrink_main)(args)
     if name is not None and name in registered:
         heard: list[int] = []
         try:

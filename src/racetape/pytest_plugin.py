@@ -24,6 +24,14 @@ or a test marked ``@pytest.mark.race(runs=N)``, it registers one marker and the
 * ``--race-json PATH``: the session's race runs as one ``racetape.result/1`` document (a group
   per raced test; see :mod:`racetape._result`), written atomically at the end by the process
   that hears every report (xdist's controller; a worker never writes it).
+* Traces: a failing controlled run (the first few per test) writes a ``racetape.pytest-trace/1``
+  into a folder of its session's under ``--race-traces DIR`` (ini ``race_traces``, default
+  ``.racetape/traces`` under the rootdir; see :mod:`racetape._traces`), and its report names it
+  with ``racetape replay NODEID`` (:mod:`racetape._pytest_cli`). ``--race-replay TRACE`` runs
+  the trace's test alone under its schedule; ``--race-shrink TRACE`` runs it under the
+  proposals of a :class:`~racetape._shrink.ScheduleShrinker`, one per race run, and writes the
+  smallest schedule that fails the same way beside the trace; ``--race-progress`` writes a
+  JSON line per run on stderr for the commands' bars.
 * ``--race-mode jitter``: each run runs on a :class:`PerturbingEventLoop` with the seeded
   perturbation of ``derive_seed(B, nodeid, i)`` (``B``: ``--race-base-seed``, default 0); real
   OS scheduling, so ``--race-seed S`` repeats the perturbation, not the interleaving.
@@ -45,10 +53,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import inspect
 import io
+import json
 import os
 import shlex
+import sys
 import warnings
 import weakref
 from collections import Counter
@@ -78,7 +89,18 @@ from racetape._engine.perturb import (
 )
 from racetape._engine.schedule import Decision
 from racetape._engine.strategies import LOOP_STRATEGIES, STRATEGIES, Search, search_named
-from racetape._result import Tally
+from racetape._result import Tally, write_json_atomic
+from racetape._shrink import DEFAULT_MAX_RUNS, ScheduleShrinker
+from racetape._traces import (
+    DEFAULT_ROOT,
+    SHRUNK_SUFFIX,
+    PytestTrace,
+    SessionTraces,
+    TraceError,
+    load_trace,
+    session_name,
+    trace_document,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -123,11 +145,32 @@ def _max_delay(text: str) -> float:
     return value
 
 
-def _schedule(text: str) -> Schedule:
+def _schedule(text: str) -> Schedule | PytestTrace:
+    """A schedule as a failure printed it, or the path of a trace the plugin wrote."""
     try:
         return parse_schedule(text)
     except ScheduleError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        if not (text.endswith(".json") or os.sep in text or Path(text).exists()):
+            raise argparse.ArgumentTypeError(f"{exc}, or a trace's path") from None
+    return _trace(text)
+
+
+def _trace(text: str) -> PytestTrace:
+    try:
+        return load_trace(Path(text))
+    except TraceError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{exc} (a trace a failing run wrote under --race-traces)"
+        ) from None
+
+
+def _folder(text: str) -> Path:
+    path = Path(text)
+    if not text.strip() or (path.exists() and not path.is_dir()):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a folder; e.g. --race-traces .racetape/traces"
+        )
+    return path
 
 
 # Each flag with an ini option of the same name (``race_runs = 30`` under ``[pytest]``); the flag
@@ -188,7 +231,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=_schedule,
         metavar="SCHEDULE",
         help="replay: run the selected async tests once under the controlled schedule a"
-        " failure printed (e.g. 3.1 or 3.1-7.2; fifo for none)",
+        " failure printed (e.g. 3.1 or 3.1-7.2; fifo for none), or the schedule of a trace"
+        " (TRACE.json: then only its test runs; racetape replay NODEID finds it)",
+    )
+    group.addoption(
+        "--race-shrink",
+        type=_trace,
+        metavar="TRACE",
+        help="shrink a trace's failing run: run its test under fewer and smaller deviations"
+        " until none can go, and write TRACE's .shrunk.json beside it (racetape shrink NODEID"
+        " runs this)",
+    )
+    group.addoption(
+        "--race-traces",
+        type=_folder,
+        metavar="DIR",
+        help="where failing controlled runs write their traces, a folder per session (default"
+        f" {DEFAULT_ROOT} under the rootdir; ini: race_traces)",
+    )
+    group.addoption(
+        "--race-progress",
+        action="store_true",
+        help="one line on stderr per raced run ('racetape-progress: ...'), for racetape shrink"
+        " and replay's bars",
     )
     group.addoption(
         "--race-seed",
@@ -231,7 +296,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="write the session's race runs here: a racetape.result document (a group per"
         " raced test), for racetape report / report compare / report merge",
     )
-    for name in INI_OPTIONS:
+    for name in (*INI_OPTIONS, "race_traces"):
         flag = "--" + name.replace("_", "-")
         parser.addini(name, f"racetape: the default of {flag}", default="")
     parser.addini(
@@ -264,7 +329,8 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     runs: int | None = _setting(config, "race_runs", _whole(1, "race_runs = 50"), None)
     seed: int | None = config.getoption("race_seed")
-    replay: Schedule | None = config.getoption("race_replay")
+    replay_given: Schedule | PytestTrace | None = config.getoption("race_replay")
+    shrink: PytestTrace | None = config.getoption("race_shrink")
     mode: str = _setting(config, "race_mode", _choice(MODES), "controlled")
     strategy: str = _setting(config, "race_strategy", _choice(LOOP_STRATEGIES), "search")
     base_seed: int = _setting(config, "race_base_seed", _whole(0, "race_base_seed = 7"), 0)
@@ -277,29 +343,42 @@ def pytest_configure(config: pytest.Config) -> None:
         for flag, value in (
             ("--race-runs", config.getoption("race_runs")),
             ("--race-seed", seed),
-            ("--race-replay", replay),
+            ("--race-replay", replay_given),
+            ("--race-shrink", shrink),
         )
         if value is not None
     ]
     if len(given) > 1:
         raise pytest.UsageError(
             f"racetape: {' and '.join(given)} are exclusive: --race-runs races, --race-replay"
-            " and --race-seed replay one printed run; keep one of them"
+            " and --race-seed replay one printed run, --race-shrink shrinks one; keep one of"
+            " them"
         )
+    # A trace names its test: a replay of it (or its shrink) runs that test alone.
+    only = shrink if shrink is not None else None
+    replay: Schedule | None
+    if isinstance(replay_given, PytestTrace):
+        only, replay = replay_given, replay_given.schedule
+    else:
+        replay = replay_given
     if seed is not None or replay is not None:
         runs = None  # a replay runs each selected test once, whatever the ini file's race_runs
+    if shrink is not None:
+        runs = DEFAULT_MAX_RUNS + 1  # the shrink's runs, then one strict run of its result
     if seed is not None and mode != "jitter":
         raise pytest.UsageError(
             "racetape: --race-seed replays a jitter run; a controlled run replays by its"
             " schedule: use the --race-replay SCHEDULE it printed, or add --race-mode jitter"
         )
-    if replay is not None and mode != "controlled":
+    if (replay is not None or shrink is not None) and mode != "controlled":
         raise pytest.UsageError(
-            "racetape: --race-replay replays a controlled run; drop --race-mode jitter"
+            f"racetape: {given[0]} replays a controlled run; drop --race-mode jitter"
         )
     replaying = seed is not None or replay is not None
 
     json_path: Path | None = config.getoption("race_json")
+    traces = _session_traces(config)
+    config.stash[TRACES_KEY] = traces
 
     def start(marked_only: bool, *, register: bool = True) -> RaceSession:
         """The session, registered: at once for flags and ini, else at the first marked test
@@ -312,6 +391,8 @@ def pytest_configure(config: pytest.Config) -> None:
                 base_seed=base_seed,
                 replay=replay,
                 stop_at_first=not keep_going,
+                traces=traces,
+                shrink=shrink,
             )
         else:
             driver = _Jitter(
@@ -325,9 +406,10 @@ def pytest_configure(config: pytest.Config) -> None:
             runs=None if replaying else (runs or 0),
             replaying=replaying,
             driver=driver,
-            warn_unused=runs is not None and not marked_only,
+            warn_unused=runs is not None and not marked_only and shrink is None,
             json_path=json_path,
             settings={"mode": mode, "strategy": strategy, "base_seed": base_seed},
+            only=only,
         )
         if register:
             config.pluginmanager.register(session, PLUGIN_NAME)
@@ -340,6 +422,36 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     _need_loop_factories(config)
     start(False)
+
+
+TRACES_KEY = pytest.StashKey["SessionTraces"]()
+WORKER_TRACES = "racetape_traces"  # xdist's workerinput key: the controller's session folder
+
+
+def _session_traces(config: pytest.Config) -> SessionTraces:
+    """This session's traces folder: under --race-traces (as typed, from where pytest was
+    started), ini race_traces (from the rootdir), or the default; named by the controller, so
+    xdist's workers write into the same folder."""
+    flag: Path | None = config.getoption("race_traces")
+    if flag is not None:
+        root = config.invocation_params.dir / flag
+    else:
+        raw = config.getini("race_traces")
+        text = raw.strip() if isinstance(raw, str) else ""
+        root = config.rootpath / (text or DEFAULT_ROOT)
+    workerinput = getattr(config, "workerinput", None)
+    name = workerinput.get(WORKER_TRACES) if isinstance(workerinput, dict) else None
+    if not isinstance(name, str):
+        name = session_name(datetime.datetime.now(datetime.UTC), os.getpid())
+    return SessionTraces(root, name)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist's controller, for each worker: the session's traces folder."""
+    traces = node.config.stash.get(TRACES_KEY, None)
+    if traces is not None:
+        node.workerinput[WORKER_TRACES] = traces.folder.name
 
 
 def _need_loop_factories(config: pytest.Config) -> None:
@@ -427,6 +539,22 @@ class Failure:
 
 
 RUN_KEY = pytest.StashKey[RaceRun]()
+ERROR_KEY = pytest.StashKey[tuple[str, str]]()  # a run's first failure: phase, "Type: message"
+
+
+def _shown(path: Path, where: Path) -> str:
+    """``path`` as a reader in ``where`` types it: relative below it, else absolute."""
+    return str(path.relative_to(where)) if path.is_relative_to(where) else str(path)
+
+
+def _error_of(call: pytest.CallInfo[None]) -> str:
+    """``Type: the message's first line`` (what a shrink and a replay compare by its type)."""
+    if call.excinfo is None:
+        return "Failed: no exception"
+    lines = str(call.excinfo.value).strip().splitlines()
+    return f"{call.excinfo.typename}: {lines[0] if lines else ''}".rstrip(": ")
+
+
 PERTURBATION_KEY = pytest.StashKey[Perturbation]()
 LOOP_KEY = pytest.StashKey["ControlledLoop"]()
 STRATEGY_KEY = pytest.StashKey["Strategy"]()
@@ -462,6 +590,14 @@ class _Driver(Protocol):
     def notes(self, item: pytest.Item) -> tuple[set[str], str]:
         """After the call: what the run could not control, and what its search covered."""
         ...
+
+    def trace(self, item: pytest.Item, run: RaceRun, error: tuple[str, str]) -> Path | None:
+        """Write the trace of a failed run (``error``: the phase, and ``Type: message``) if it
+        is one this mode writes; its path."""
+        ...
+
+    def ended(self, item: pytest.Item, run: RaceRun, error: tuple[str, str] | None) -> None:
+        """After a run's last report, with its first failure (None: it passed)."""
 
     def summary(self, tallies: Mapping[str, Tally]) -> list[str]: ...
 
@@ -522,6 +658,12 @@ class _Jitter:
     def notes(self, item: pytest.Item) -> tuple[set[str], str]:
         return set(), ""  # nothing is controlled, so nothing is said to be uncontrolled
 
+    def trace(self, item: pytest.Item, run: RaceRun, error: tuple[str, str]) -> Path | None:
+        return None  # a jitter run replays by its seed, printed; it has no decisions to shrink
+
+    def ended(self, item: pytest.Item, run: RaceRun, error: tuple[str, str] | None) -> None:
+        pass
+
     def replay_command(self, test: str, seed: int) -> str:
         """The command that replays ``seed`` on ``test``, from where pytest was started."""
         words = ["pytest", "--race-mode", "jitter", "--race-seed", str(seed)]
@@ -565,12 +707,16 @@ class _Controlled:
         base_seed: int,
         replay: Schedule | None,
         stop_at_first: bool,
+        traces: SessionTraces | None = None,
+        shrink: PytestTrace | None = None,
     ) -> None:
         self.config = config
         self.strategy = strategy
         self.base_seed = base_seed
         self.replay = replay
         self.stop_at_first = stop_at_first
+        self.traces = traces
+        self.shrink = _Shrink(shrink) if shrink is not None else None
         self.searches: dict[str, Search] = {}
         self.failed: dict[str, str] = {}  # test -> the replay command of its first failure
         self.active: Strategy | None = None
@@ -604,6 +750,8 @@ class _Controlled:
         strategy: Strategy | None
         if run.index is None:
             strategy = Deviations(self.replay or ())
+        elif self.shrink is not None:
+            strategy = self.shrink.begin(item)
         else:
             if self.stop_at_first and run.test in self.failed:
                 pytest.skip(f"racetape: an earlier run failed; {self.failed[run.test]}")
@@ -626,6 +774,43 @@ class _Controlled:
     def replay_command(self, test: str, schedule: Schedule) -> str:
         words = ["pytest", "--race-replay", format_schedule(schedule)]
         return shlex.join([*words, _node_words(self.config, test)])
+
+    def trace(self, item: pytest.Item, run: RaceRun, error: tuple[str, str]) -> Path | None:
+        """Write the trace of a failed run (its first few per test, and never a shrink's
+        attempts: the shrink writes its result itself); its path, or None."""
+        if self.traces is None or self.shrink is not None or not self.traces.wants(run.test):
+            return None
+        loop = item.stash.get(LOOP_KEY, None)
+        search = self.searches.get(run.test)
+        doc = trace_document(
+            nodeid=run.test,
+            decisions=loop.execution.decisions if loop is not None else [],
+            strategy="replay" if run.index is None else self.strategy,
+            seed=run.seed,
+            run=run.index,
+            error=error[1],
+            when=error[0],
+            invocation_dir=self.config.invocation_params.dir,
+            rootdir=self.config.rootpath,
+        )
+        if search is not None:
+            doc["covered"] = search.covered()
+        try:
+            return self.traces.write(doc)
+        except OSError as exc:
+            self.config.get_terminal_writer().line(
+                f"racetape: --race-traces {self.traces.root}: cannot write a trace:"
+                f" {exc.strerror or exc}",
+                red=True,
+            )
+            return None
+
+    def ended(self, item: pytest.Item, run: RaceRun, error: tuple[str, str] | None) -> None:
+        """After a run's last report: a shrink learns whether it failed the same way."""
+        if self.shrink is not None and run.index is not None:
+            loop = item.stash.get(LOOP_KEY, None)
+            decisions = list(loop.execution.decisions) if loop is not None else []
+            self.shrink.ended(item, decisions, error, self.config)
 
     def failure(self, item: pytest.Item, run: RaceRun) -> Failure:
         loop = item.stash.get(LOOP_KEY, None)
@@ -669,7 +854,147 @@ class _Controlled:
             if tally.notes:
                 covered += "; partly uncontrolled: " + ", ".join(sorted(tally.notes))
             table.add_row(Text(test), str(len(tally.runs)), str(len(tally.failed)), covered)
+        if self.shrink is not None:  # the attempts' failures are the shrink's business
+            return self.shrink.lines(self.config.invocation_params.dir)
         return _render(self.config, table, tallies) + _replay_lines(tallies)
+
+
+SHRINK_KEY = pytest.StashKey[str]()
+
+
+def progress(config: pytest.Config, data: Mapping[str, Any]) -> None:
+    """--race-progress: one JSON line on stderr (racetape shrink and replay draw their bars
+    from these); a line at a time, flushed, so a reader sees each as it happens."""
+    if config.getoption("race_progress", False):
+        print(f"{PROGRESS_PREFIX}{json.dumps(dict(data))}", file=sys.stderr, flush=True)
+
+
+PROGRESS_PREFIX = "racetape-progress: "
+
+
+class _Shrink:
+    """--race-shrink TRACE: the trace's test runs one proposal of a
+    :class:`~racetape._shrink.ScheduleShrinker` per race run (leniently), then the smallest
+    schedule once strictly; if that fails as the trace did, it is written beside the trace
+    (``NAME.shrunk.json``). The same way: the same phase, the same exception type."""
+
+    def __init__(self, trace: PytestTrace) -> None:
+        self.trace = trace
+        self.shrinker = ScheduleShrinker(trace.schedule)
+        self.confirmed: bool | None = None  # the strict run of the result failed the same way
+        self.path: Path | None = None
+        self.problem = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.shrinker.next_schedule() is None and (
+            self.confirmed is not None or not self.shrinker.reproduced
+        )
+
+    def begin(self, item: pytest.Item) -> Strategy:
+        proposal = self.shrinker.next_schedule()
+        if proposal is not None:
+            item.stash[SHRINK_KEY] = "try"
+            return Deviations(proposal, name="shrink", lenient=True)
+        if self.shrinker.reproduced and self.confirmed is None:
+            item.stash[SHRINK_KEY] = "confirm"
+            return Deviations(self.shrinker.best)
+        pytest.skip("racetape: the shrink is done")
+
+    def ended(
+        self,
+        item: pytest.Item,
+        decisions: list[Decision],
+        error: tuple[str, str] | None,
+        config: pytest.Config,
+    ) -> None:
+        phase = item.stash.get(SHRINK_KEY, None)
+        same = error is not None and (error[0], error[1].partition(":")[0]) == (
+            self.trace.when,
+            self.trace.error_type,
+        )
+        took = schedule_of(decisions)
+        if phase == "try":
+            self.shrinker.tell(took if same else None)
+        elif phase == "confirm":
+            self.confirmed = same and took == self.shrinker.best
+            if self.confirmed and error is not None:
+                self.write(decisions, error, config)
+            elif not self.confirmed:
+                self.problem = (
+                    f"the shrunk schedule {format_schedule(self.shrinker.best)} did not fail"
+                    " the same way when replayed strictly (part of the run is uncontrolled?);"
+                    " the trace is kept as it was"
+                )
+        else:
+            return
+        best = self.shrinker.best
+        progress(
+            config,
+            {"shrink_runs": self.shrinker.runs + (phase == "confirm"),
+             "max_runs": self.shrinker.max_runs + 1, "best": format_schedule(best),
+             "deviations": len(best), "finished": self.finished},
+        )  # fmt: skip
+        if self.finished:
+            progress(config, {"shrink": self.result()})
+
+    def write(
+        self, decisions: list[Decision], error: tuple[str, str], config: pytest.Config
+    ) -> None:
+        trace = self.trace
+        doc = trace_document(
+            nodeid=trace.nodeid,
+            decisions=decisions,
+            strategy="shrink",
+            seed=trace.seed,
+            run=None,
+            error=error[1],
+            when=error[0],
+            invocation_dir=Path(trace.invocation_dir),
+            rootdir=Path(trace.rootdir),
+            shrunk_from={
+                "trace": str(trace.source),
+                "schedule": trace.label,
+                "deviations": len(trace.schedule),
+                "runs": self.shrinker.runs + 1,
+            },
+        )
+        name = trace.source.name.removesuffix(SHRUNK_SUFFIX).removesuffix(".json")
+        path = trace.source.with_name(name + SHRUNK_SUFFIX)
+        try:
+            write_json_atomic(path, doc)
+        except OSError as exc:
+            self.problem = f"{path}: cannot write the shrunk trace: {exc.strerror or exc}"
+            return
+        self.path = path
+
+    def result(self) -> dict[str, Any]:
+        """What the shrink did, for racetape shrink (the last progress line)."""
+        return {
+            "trace": str(self.trace.source),
+            "reproduced": bool(self.shrinker.reproduced),
+            "from": self.trace.label,
+            "to": format_schedule(self.shrinker.best),
+            "runs": self.shrinker.runs + (self.confirmed is not None),
+            "shrunk": str(self.path) if self.path is not None else None,
+            "problem": self.problem,
+        }
+
+    def lines(self, where: Path) -> list[str]:
+        trace, best = self.trace, self.shrinker.best
+        if not self.shrinker.reproduced:
+            return [
+                f"racetape shrink: {trace.nodeid} did not fail as recorded ({trace.when}:"
+                f" {trace.error_type}) under {trace.label}: nothing to shrink"
+            ]
+        if self.path is None:
+            return [f"racetape shrink: {trace.nodeid}: {self.problem}"]
+        return [
+            f"racetape shrink: {trace.nodeid}: {trace.label} ({len(trace.schedule)} deviations)"
+            f" -> {format_schedule(best)} ({len(best)}), in {self.result()['runs']} runs",
+            f"shrunk trace: {_shown(self.path, where)}",
+            f"replay it: {shlex.join(['racetape', 'replay', _shown(self.path, where)])}",
+        ]
 
 
 def _replay_lines(tallies: Mapping[str, Tally]) -> list[str]:
@@ -726,6 +1051,12 @@ def _is_asyncio_test(item: pytest.Item, *, before_marking: bool = False) -> bool
     return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(inner)
 
 
+def _on_anyio(item: pytest.Item) -> bool:
+    """A test anyio's pytest plugin runs (``@pytest.mark.anyio``): on a loop that plugin makes,
+    which racetape cannot take, so it is never raced (see pytest_collection_modifyitems)."""
+    return item.get_closest_marker("anyio") is not None
+
+
 def _runs_marked(item: pytest.Item, default: int) -> int:
     marker = item.get_closest_marker("race")
     if marker is None:
@@ -764,9 +1095,14 @@ class RaceSession:
         warn_unused: bool = False,
         json_path: Path | None = None,
         settings: Mapping[str, Any] | None = None,
+        only: PytestTrace | None = None,
     ) -> None:
         """``runs``: every async test's runs (a marker overrides it; 0: only marked tests are
-        raced), None while replaying; ``warn_unused``: warn when no test is raced."""
+        raced), None while replaying; ``warn_unused``: warn when no test is raced; ``only``:
+        a trace, whose test alone runs (a replay or a shrink of it)."""
+        self.only = only
+        self.raced = 0  # race runs collected
+        self.done = 0  # race runs ended
         self.config = config
         self.runs = runs
         self.warn_unused = warn_unused
@@ -796,15 +1132,24 @@ class RaceSession:
 
     def parametrize(self, metafunc: pytest.Metafunc) -> None:
         """Called by the module's pytest_generate_tests, which runs last."""
-        if self.runs is None or not _is_asyncio_test(metafunc.definition):
+        if self.runs is None or _on_anyio(metafunc.definition):
             return
-        runs = _runs_marked(metafunc.definition, self.runs)
+        if not _is_asyncio_test(metafunc.definition):
+            return
+        test = metafunc.definition.nodeid
+        if self.only is not None and not (
+            self.only.nodeid == test or self.only.nodeid.startswith(test + "[")
+        ):
+            return  # a shrink races its trace's test alone
+        runs = self.runs if self.only is not None else _runs_marked(metafunc.definition, self.runs)
         if runs == 0:
             return
         metafunc.fixturenames.append(RUN_PARAM)
         metafunc.parametrize(RUN_PARAM, range(runs), ids=[f"race{i}" for i in range(runs)])
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        if self.only is not None:
+            self._keep_only(items, self.only)
         raced = 0
         for item in items:
             callspec = getattr(item, "callspec", None)
@@ -819,12 +1164,25 @@ class RaceSession:
                 continue
             item.stash[RUN_KEY] = run
             raced += 1
+            self.raced += 1
             # On the report, so the summary (and junitxml, and xdist's controller) can see them.
             item.user_properties += [
                 ("racetape_test", run.test),
                 ("racetape_seed", run.seed),
                 ("racetape_run", run.index if run.index is not None else 0),
             ]
+        on_anyio = [item.nodeid for item in items if _on_anyio(item)]
+        if self.runs is not None and on_anyio:
+            warnings.warn(
+                pytest.PytestWarning(
+                    f"racetape: {len(on_anyio)} test(s) run on anyio's loop (@pytest.mark.anyio;"
+                    f" {on_anyio[0]}{', ...' if len(on_anyio) > 1 else ''}), which racetape"
+                    " cannot take: each ran as anyio runs it, not raced; to race one, let"
+                    " pytest-asyncio run it (@pytest.mark.asyncio, or asyncio_mode = auto"
+                    " without the anyio mark)"
+                ),
+                stacklevel=1,
+            )
         if self.warn_unused and not raced:
             warnings.warn(
                 pytest.PytestWarning(
@@ -834,6 +1192,25 @@ class RaceSession:
                 ),
                 stacklevel=1,
             )
+
+    def _keep_only(self, items: list[pytest.Item], trace: PytestTrace) -> None:
+        """Deselect every item but the trace's test (its race runs, for a shrink)."""
+        keep: list[pytest.Item] = []
+        drop: list[pytest.Item] = []
+        for item in items:
+            callspec = getattr(item, "callspec", None)
+            index = callspec.params.get(RUN_PARAM) if callspec is not None else None
+            test = _test_of(item.nodeid, index) if isinstance(index, int) else item.nodeid
+            (keep if test == trace.nodeid else drop).append(item)
+        if not keep:
+            raise pytest.UsageError(
+                f"racetape: {trace.source} is a trace of {trace.nodeid}, which is not among the"
+                f" selected tests; select it: pytest --race-replay {trace.source}"
+                f" {trace.node_words}"
+            )
+        if drop:
+            self.config.hook.pytest_deselected(items=drop)
+            items[:] = keep
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -858,8 +1235,25 @@ class RaceSession:
         run = item.stash.get(RUN_KEY, None)
         if run is None:
             return report
+        error = item.stash.get(ERROR_KEY, None)
         if report.failed:
             failure = self.driver.failure(item, run)
+            trace = None
+            if error is None:  # the run's first failing phase: its trace
+                error = item.stash[ERROR_KEY] = (report.when, _error_of(call))
+                report.user_properties.append(("racetape_error", error[1]))
+                if self.only is None:  # a trace's replay is that trace's run again
+                    trace = self.driver.trace(item, run, error)
+            if trace is not None:
+                words = _node_words(self.config, run.test)
+                failure.lines.extend(
+                    [
+                        f"trace: {_shown(trace, self.config.invocation_params.dir)}",
+                        f"  racetape replay {shlex.quote(words)}  (racetape shrink"
+                        f" {shlex.quote(words)} shrinks it)",
+                    ]
+                )
+                report.user_properties.append(("racetape_trace", str(trace)))
             first = self.first_failures.setdefault(run.test, item.nodeid)
             if first == item.nodeid:
                 report.sections.append(("racetape", "\n".join(failure.lines)))
@@ -881,6 +1275,14 @@ class RaceSession:
                 ("racetape_uncontrolled", sorted(uncontrolled)),
                 ("racetape_verdict", verdict),
             ]
+        if report.when == "teardown":  # every run ends with one, whatever failed before
+            self.driver.ended(item, run, error)
+            self.done += 1
+            if self.only is None or self.replaying:
+                progress(
+                    self.config,
+                    {"done": self.done, "total": self.raced, "failed": error is not None},
+                )
         return report
 
     # -- the summary -----------------------------------------------------------------------------
@@ -902,6 +1304,11 @@ class RaceSession:
                 tally.reports.setdefault(report.nodeid, [str(line) for line in lines])
             command = props.get("racetape_replay")
             tally.failed.setdefault(report.nodeid, command if isinstance(command, str) else "?")
+            trace, error = props.get("racetape_trace"), props.get("racetape_error")
+            if isinstance(trace, str):
+                tally.traces.setdefault(report.nodeid, trace)
+            if isinstance(error, str):
+                tally.errors.setdefault(report.nodeid, error)
             label, kind = props.get("racetape_label"), props.get("racetape_kind")
             tally.labels.setdefault(report.nodeid, label if isinstance(label, str) else "?")
             tally.kind = kind if isinstance(kind, str) else tally.kind
@@ -933,6 +1340,7 @@ class RaceSession:
             base_seed=self.settings.get("base_seed", 0),
             max_delay=getattr(self.driver, "max_delay", None),
             notes=[*(f"uncontrolled: {n}" for n in notes), *([JITTER_NOTE] * (mode == "jitter"))],
+            base=self.json_path.parent,
         )
         try:
             write_json_atomic(self.json_path, doc)

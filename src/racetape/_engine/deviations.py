@@ -13,6 +13,14 @@ concurrency bugs need very few deviations (delay-bounded scheduling: Emmi, Qadee
 Rakamaric, POPL 2011; iterative context bounding: Musuvathi and Qadeer, PLDI 2007), so a race
 between two events is found within the first runs of a small test, and a search that runs out
 of schedules has tried every interleaving up to its deviation bound and says so.
+
+A search's run may also *hold back* one event (:attr:`Deviations.holds`): the event first come,
+first served would take at that step lands only once nothing but it and the clock could go, as
+an event that falls behind on a loaded machine (delay-bounded scheduling's delay of a task).
+One swap lets one message pass another; a statement is several messages, so another
+connection's whole statement getting ahead of a pending request needs that request to fall
+behind, and a hold is that at the cost of one deviation. What a run took is still a plain
+schedule (:func:`schedule_of`): a replay needs no hold.
 """
 
 from __future__ import annotations
@@ -31,6 +39,10 @@ Schedule = tuple[tuple[int, int], ...]
 
 MAX_CHILDREN = 512
 """Schedules one run adds to the next level at most (a sample, drawn by the seed)."""
+
+_Plan = tuple[Schedule, tuple[int, ...]]
+"""What the search asks of one run: the deviations it takes, and the steps where it holds the
+first-come event back (see :class:`Deviations`)."""
 
 _TOKEN = re.compile(r"^\d+\.\d+(-\d+\.\d+)*$")
 
@@ -73,9 +85,30 @@ def schedule_of(decisions: Sequence[Decision]) -> Schedule:
     return tuple((d.step, d.index) for d in decisions if d.index)
 
 
+def _is_timer(actor: str) -> bool:
+    return actor == "timer" or ">timer@" in actor
+
+
+def _holdable(enabled: Sequence[Candidate]) -> bool:
+    """Whether the first-come candidate can be held back: it is an event (not the loop's own
+    work, not the clock) and another event could go instead of it."""
+    first = enabled[0]
+    return (
+        first.actor != LOOP
+        and not _is_timer(first.actor)
+        and any(c.actor != LOOP and not _is_timer(c.actor) for c in enabled[1:])
+    )
+
+
 @dataclass
 class Deviations:
-    """A strategy: first come, first served, except at the schedule's steps.
+    """A strategy: first come, first served, except at the schedule's steps, and where it
+    holds an event back.
+
+    ``holds`` are steps at which the first-come candidate is held back: from there on it is
+    taken only when every other candidate is the clock (a timer), and the hold ends when it is
+    taken. A step of ``holds`` that offers nothing :func:`_holdable` is noted in ``diverged``
+    (holds are a search's, and lenient).
 
     A replay is strict: a step that offers fewer candidates than the schedule takes is
     :class:`Diverged`. A search's schedule is ``lenient``: it was derived from an earlier run
@@ -87,15 +120,34 @@ class Deviations:
     schedule: Schedule = ()
     name: str = "replay"
     lenient: bool = False
+    holds: tuple[int, ...] = ()
     diverged: list[int] = field(default_factory=list)
-    taken: list[Decision] = field(default_factory=list)  # what it chose, for a search to learn
+    # What a search learns from the run: what it chose, the steps where a hold was possible,
+    # and those of them where two requests (to a server, on two connections) were both waiting
+    # to be sent.
+    taken: list[Decision] = field(default_factory=list)
+    holdable: set[int] = field(default_factory=set)
+    racing: set[int] = field(default_factory=set)
     _at: dict[int, int] = field(init=False, default_factory=dict)
+    _held: tuple[str, str] | None = field(init=False, default=None)  # (actor, detail)
 
     def __post_init__(self) -> None:
         self._at = dict(self.schedule)
 
     def choose(self, step: int, enabled: Sequence[Candidate]) -> Candidate:
-        index = self._at.get(step, 0)
+        # A hold here is new only while no hold is on, and where the first-come event was not
+        # just passed by a swap (holding it here would be holding it one step earlier).
+        fresh = self._held is None and _holdable(enabled) and not self._just_passed(enabled[0])
+        if step in self.holds:
+            if fresh:
+                self._held = (enabled[0].actor, enabled[0].detail)
+            else:
+                self.diverged.append(step)
+        elif fresh:
+            self.holdable.add(step)
+            if enabled[0].detail == "request" and any(c.detail == "request" for c in enabled[1:]):
+                self.racing.add(step)
+        index = self._at[step] if step in self._at else self._first_not_held(enabled)
         if index >= len(enabled) and self.lenient:
             self.diverged.append(step)
             index = 0
@@ -108,11 +160,30 @@ class Deviations:
         # The loop offers its own next step as "step" between two callbacks of a turn.
         mid_turn = any(c.actor == LOOP and c.detail == "step" for c in enabled)
         self.taken.append(chose(step, enabled, index, mid_turn=mid_turn))
-        return enabled[index]
+        chosen = enabled[index]
+        if (chosen.actor, chosen.detail) == self._held:
+            self._held = None
+        return chosen
 
+    def _just_passed(self, first: Candidate) -> bool:
+        """Whether ``first`` came first at the decision before too, and a swap passed it."""
+        if not self.taken:
+            return False
+        before = self.taken[-1]
+        return bool(before.index) and before.enabled[0] == first.actor
 
-def _is_timer(actor: str) -> bool:
-    return actor == "timer" or ">timer@" in actor
+    def _first_not_held(self, enabled: Sequence[Candidate]) -> int:
+        """First come, first served, past the held event while anything but the clock could
+        go instead."""
+        if self._held is None:
+            return 0
+        held = [i for i, c in enumerate(enabled) if (c.actor, c.detail) == self._held]
+        if not held:
+            return 0
+        others = [i for i in range(len(enabled)) if i != held[0]]
+        if any(not _is_timer(enabled[i].actor) for i in others):
+            return next(i for i in others if not _is_timer(enabled[i].actor))
+        return held[0]
 
 
 _LANDINGS = frozenset({"answer"})
@@ -127,25 +198,35 @@ class DeviationSearch:
 
     A schedule's cost is its number of deviations, where one between two callbacks of a turn
     counts twice: a thread's event landing at a turn start is the common case of a loaded
-    machine, one landing inside a turn the rarer refinement. Among schedules of one cost, the
-    ones whose last deviation fires a timer right after a server's answer was read go first
-    (a timer landing in the same turn as that answer: the shape of a lost wake-up, see
-    :data:`_LANDINGS`); then those whose last deviation takes an event after fewer refusals
-    (an event that has waited one turn before it lands, before one that waited five: a loaded
-    machine delays a little more often than a lot); ties are broken by the seed.
+    machine, one landing inside a turn the rarer refinement. A hold (an event held back, see
+    :class:`Deviations`) costs what a swap at its step costs. Among schedules of one cost, these
+    go first: the ones whose last deviation fires a timer right after a server's answer was
+    read (a timer landing in the same turn as that answer: the shape of a lost wake-up, see
+    :data:`_LANDINGS`), and the ones whose last deviation holds back a request while another
+    connection's request waits too (that connection's whole statement gets ahead: the shape of
+    two writes racing to a server); then those whose last deviation takes an event after fewer
+    refusals (an event that has waited one turn before it lands, before one that waited five: a
+    loaded machine delays a little more often than a lot); other holds last, since a swap finds
+    what most of them would; ties are broken by the seed.
 
-    Invariant: every schedule handed out is new, and none of cost c + 1 is handed out while one
-    of cost c is still waiting.
+    Invariant: every plan handed out is new, none of cost c + 1 is handed out while one of cost c
+    is still waiting, and a plan without holds whose decisions an earlier run took (a hold
+    can take what a swap would) is not handed out. A plan with holds may still repeat an
+    earlier run's decisions; its run then adds no children.
     """
 
     def __init__(self, seed: int = 0) -> None:
         self._rng = random.Random(f"racetape.deviations:{seed}")
-        # cost -> heap of ((not a wake-up, refusals of the last deviation's event), tie-break,
-        # schedule)
-        self._levels: dict[int, list[tuple[tuple[int, int], float, Schedule]]] = {
-            0: [((0, 0), 0.0, ())]
+        # Holds draw their tie-breaks apart (see ran).
+        self._hold_rng = random.Random(f"racetape.deviations.holds:{seed}")
+        # cost -> heap of ((class: 0 first, 2 last; refusals of the last deviation's event),
+        # tie-break, plan)
+        self._levels: dict[int, list[tuple[tuple[int, int], float, _Plan]]] = {
+            0: [((0, 0), 0.0, ((), ()))]
         }
-        self._cost: dict[Schedule, int] = {(): 0}
+        self._cost: dict[_Plan, int] = {((), ()): 0}
+        self._taken: set[Schedule] = set()  # what each run took (a hold's run is one of these)
+        self._repeats = 0  # runs that took what an earlier run took
         self.bound = 0  # the highest cost handed out so far
         self.runs = 0
 
@@ -154,45 +235,71 @@ class DeviationSearch:
     def next_strategy(self) -> Deviations | None:
         for level in sorted(self._levels):
             waiting = self._levels[level]
-            if waiting:
+            while waiting:
+                schedule, holds = heapq.heappop(waiting)[2]
+                if not holds and schedule in self._taken:
+                    continue  # a run that held an event took these very decisions already
                 self.bound = max(self.bound, level)
                 self.runs += 1
-                return Deviations(heapq.heappop(waiting)[2], name="search", lenient=True)
+                return Deviations(schedule, name="search", lenient=True, holds=holds)
         return None
 
     def ran(self, strategy: Strategy) -> None:
         """After a run: one more deviation at any of its later decisions is a child."""
         assert isinstance(strategy, Deviations), "the deviation search serves its own runs"
-        schedule, decisions = strategy.schedule, strategy.taken
-        last = schedule[-1][0] if schedule else -1
-        cost = self._cost.get(schedule, len(schedule))
+        schedule, holds, decisions = strategy.schedule, strategy.holds, strategy.taken
+        took = schedule_of(decisions)
+        if took in self._taken:
+            self._repeats += 1
+            return  # a run like one before (a hold that took what a swap took): same children
+        self._taken.add(took)
+        plan = (schedule, holds)
+        last = max([step for step, _ in schedule] + list(holds), default=-1)
+        cost = self._cost.get(plan, len(schedule) + len(holds))
         refused: dict[str, int] = {}  # how often each actor was offered and not taken
-        children: list[tuple[Schedule, int, tuple[int, int]]] = []
+        swaps: list[tuple[_Plan, int, tuple[int, int]]] = []
+        held: list[tuple[_Plan, int, tuple[int, int]]] = []
         landed = False  # the decision before read a server's answer
         for d in decisions:
             if d.step > last:
+                extra = 2 if d.mid_turn else 1
                 for index in range(1, len(d.enabled)):
-                    child = (*schedule, (d.step, index))
-                    extra = 2 if d.mid_turn else 1
+                    if index == d.index:
+                        continue  # what this run took there already (a hold took it)
+                    child = ((*schedule, (d.step, index)), holds)
                     waited = refused.get(d.enabled[index], 0)
                     wakes = landed and _is_timer(d.enabled[index])
-                    children.append((child, cost + extra, (0 if wakes else 1, waited)))
+                    swaps.append((child, cost + extra, (0 if wakes else 1, waited)))
+                if d.step in strategy.holdable:
+                    child = (schedule, (*holds, d.step))
+                    first = d.step in strategy.racing
+                    waited = refused.get(d.enabled[0], 0)
+                    held.append((child, cost + extra, (0 if first else 2, waited)))
             landed = d.detail in _LANDINGS
             for index, actor in enumerate(d.enabled):
                 if index != d.index:
                     refused[actor] = refused.get(actor, 0) + 1
-        if len(children) > MAX_CHILDREN:
-            children = sorted(children, key=lambda c: c[2])[:MAX_CHILDREN]
-        for child, child_cost, order in children:
-            if child not in self._cost:
-                self._cost[child] = child_cost
-                level = self._levels.setdefault(child_cost, [])
-                heapq.heappush(level, (order, self._rng.random(), child))
+        # Plans that hold draw their tie-breaks and are sampled apart, so that what a search
+        # without holds would hand out, it still hands out in the same order.
+        rng = self._hold_rng if holds else self._rng
+        for children, draw in ((swaps, rng), (held, self._hold_rng)):
+            if len(children) > MAX_CHILDREN:
+                children = sorted(children, key=lambda c: c[2])[:MAX_CHILDREN]
+            for child, child_cost, order in children:
+                if child not in self._cost:
+                    self._cost[child] = child_cost
+                    level = self._levels.setdefault(child_cost, [])
+                    heapq.heappush(level, (order, draw.random(), child))
 
     def covered(self) -> str:
         if self.exhausted:
-            return f"every schedule ({self.runs}): complete"
-        return f"{self.runs} schedules, fewest deviations first: all below cost {self.bound}"
+            distinct = self.runs - self._repeats  # a run that held may repeat another's
+            runs = f" in {self.runs} runs" if self._repeats else ""
+            return f"every schedule ({distinct}{runs}): complete"
+        return (
+            f"{self.runs} schedules, fewest deviations first (a hold counts one): all below"
+            f" cost {self.bound}"
+        )
 
     @property
     def exhausted(self) -> bool:

@@ -390,7 +390,9 @@ class ServedQueue:
             loop._serve(self, item, sys._getframe(1))
             return
         if threading.get_ident() != loop._loop_thread:
-            loop._note(f"requests put on a served thread from another thread ({self.name})")
+            loop.note_uncontrolled(
+                f"requests put on a served thread from another thread ({self.name})"
+            )
         self._release(_LOOSE, item)
 
     def put_nowait(self, item: Any) -> None:
@@ -569,7 +571,9 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         else:
             # A process pool, or a thread pool whose submit does more than queue the job (an
             # instrumented one): its jobs run as it says, out of the loop's control.
-            self._note(f"jobs of an executor racetape cannot see into ({type(executor).__name__})")
+            self.note_uncontrolled(
+                f"jobs of an executor racetape cannot see into ({type(executor).__name__})"
+            )
             return super().run_in_executor(executor, func, *args)
         owner = self._owner()
         where = _where(sys._getframe(1))
@@ -664,7 +668,9 @@ class ControlledLoop(asyncio.SelectorEventLoop):
             blocked, wakes = _blocked_on(thread) if thread is not None else (False, None)
             if blocked and (wakes is None or not wakes()):
                 if wakes is None:
-                    self._note("a worker-thread job waiting on a lock racetape cannot see")
+                    self.note_uncontrolled(
+                        "a worker-thread job waiting on a lock racetape cannot see"
+                    )
                 job.state = _JobState.PARKED
                 job.wakes_when = wakes
                 return
@@ -742,7 +748,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
                 # It went on while the holder still held its transaction: it was slow, not
                 # blocked, or its busy timeout ran out in real time; either way the moment it
                 # finished was the machine's, not a decision.
-                self._note("a body parked on a database lock that went on by itself")
+                self.note_uncontrolled("a body parked on a database lock that went on by itself")
             if over or woken:
                 job.state = _JobState.PICKED
                 self._settle_job(job)
@@ -771,6 +777,18 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         label = f"{source}#{self._count('request:' + source)}"
         arrival = _Arrival(handle, self._next_seq(), self._now, "request", label)
         self._arrivals.setdefault(source, deque()).append(arrival)
+
+    def interrupted(self, name: str) -> None:
+        """A request to interrupt the server's work for the watched peer named ``name`` (a
+        cancel) reached the server. Called by a driver adapter from a decision's action. The
+        server now answers that peer's request, with an error or its result, whatever lock it
+        waited on: the loop waits for that answer before its next step, as for any other (for
+        up to :data:`INTERRUPT_GRACE`: a request still waiting on its lock then took no cancel).
+        """
+        for watched in self._peers.values():
+            if watched.peer.name == name and watched.peer.owed():
+                watched.blocked, watched.interrupted = None, True
+        self._peer_epoch += 1
 
     def flush_deferred(self, source: str) -> None:
         """Run, now and in order, every action still deferred from ``source`` (a connection
@@ -807,7 +825,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
                 # wakes its task (psycopg) has yet to take these bytes.
                 continue
             if pending and not peer.owed():
-                self._note(f"messages {peer.name} sent unasked (read when they arrive)")
+                self.note_uncontrolled(f"messages {peer.name} sent unasked (read when they arrive)")
             watched.offered = (reader, len(pending))
             handle = asyncio.Handle(self._read_peer, (fd, watched), self, None)
             label = f"{peer.name} answer#{self._count('answer:' + peer.name)}"
@@ -823,11 +841,13 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         # A request not answered within 2 ms may wait on a lock; one found waiting before is
         # asked about at once.
         ask_at = start if watched.blocked is not None else start + 0.002
+        if watched.interrupted:
+            ask_at = start + INTERRUPT_GRACE  # interrupted: it answers, whatever it waited on
         grown_at, size = start, -1
         while True:
             pending = _peek(fd)
             if not peer.owed() or peer.answered(pending) or _at_eof(fd):
-                watched.blocked = None
+                watched.blocked, watched.interrupted = None, False
                 if len(pending) != watched.answered_size:  # the server did new work
                     watched.answered_size = len(pending)
                     self._peer_epoch += 1
@@ -839,10 +859,13 @@ class ControlledLoop(asyncio.SelectorEventLoop):
                 # An answer larger than the socket holds: the server waits for the driver to
                 # read. This connection's reads go back to the selector, and the run says so.
                 del self._peers[fd]
-                self._note(f"reads of {peer.name} (an answer larger than the socket holds)")
+                self.note_uncontrolled(
+                    f"reads of {peer.name} (an answer larger than the socket holds)"
+                )
                 return False
             if now >= ask_at:
                 why = peer.blocked()
+                watched.interrupted = False  # asked: from now on, as any other request
                 if why is not None:
                     watched.blocked, watched.blocked_epoch = why, self._peer_epoch
                     return False
@@ -884,7 +907,9 @@ class ControlledLoop(asyncio.SelectorEventLoop):
             # The driver read part of what was there: which answers it has seen is no longer
             # known, so this connection's reads go back to the selector, and the run says so.
             del self._peers[fd]
-            self._note(f"reads of {watched.peer.name} (a driver read part of an answer)")
+            self.note_uncontrolled(
+                f"reads of {watched.peer.name} (a driver read part of an answer)"
+            )
 
     def _blocked_peers(self) -> list[_Watched]:
         return [w for w in self._peers.values() if w.blocked is not None and w.peer.owed()]
@@ -935,7 +960,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         while self._inbox:
             source, handle, kind, actor = self._inbox.popleft()
             if source.startswith("thread:"):
-                self._note("callbacks from threads racetape does not control")
+                self.note_uncontrolled("callbacks from threads racetape does not control")
             self._arrivals.setdefault(source, deque()).append(
                 _Arrival(handle, self._next_seq(), self._now, kind, actor)
             )
@@ -1019,7 +1044,10 @@ class ControlledLoop(asyncio.SelectorEventLoop):
         self._seq += 1
         return self._seq
 
-    def _note(self, what: str) -> None:
+    def note_uncontrolled(self, what: str) -> None:
+        """Count ``what`` (a phrase: "asyncpg connections over TLS") in this run's coverage as
+        something the loop could not decide: the run is then ``partly uncontrolled`` and says
+        so, never clean. A driver adapter calls it for what it cannot see into."""
         self.execution.uncontrolled[what] = self.execution.uncontrolled.get(what, 0) + 1
 
     def _external(self) -> tuple[list[tuple[int, Candidate, Callable[[], None]]], bool]:
@@ -1199,7 +1227,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
             theirs.append((key, mask))
         if theirs:
             if any(key.fd not in self._peers for key, _ in theirs):
-                self._note("socket readiness (not decided)")
+                self.note_uncontrolled("socket readiness (not decided)")
             self._process_events(theirs)
         elif withheld and timeout:
             time.sleep(min(timeout, 0.0005))  # the withheld socket stays ready: do not spin
@@ -1220,7 +1248,7 @@ class ControlledLoop(asyncio.SelectorEventLoop):
             name = self._foreign_name(thread)
             if name not in self._noted_threads:
                 self._noted_threads.add(name)
-                self._note(f"a thread started by hand ({name})")
+                self.note_uncontrolled(f"a thread started by hand ({name})")
         return found
 
     def _sockets(self) -> bool:
@@ -1399,9 +1427,15 @@ class _Watched:
     arrival: _Arrival | None = None  # the pending decided read
     blocked: str | None = None  # the server's work waits on a lock (the peer's words)
     blocked_epoch: int = -1
+    interrupted: bool = False  # a cancel of its request landed: its answer is awaited
     answered_size: int = -1  # the pending bytes when last found answered
     offered: tuple[object, int] | None = None  # the reader and pending bytes last offered
 
+
+INTERRUPT_GRACE = 0.05
+"""Seconds the loop waits for the answer of a request whose cancel reached the server before it
+asks again whether the request waits on a lock: a backend that takes the cancel answers at
+once; one still waiting on its lock after this did not take it (the cancel came too late)."""
 
 _FULL_SOCKET = 64 * 1024
 """Unread bytes past which an answer that stops growing waits on its reader (a socket buffer's

@@ -9,6 +9,8 @@ Only message framing is parsed (a type byte and a length), never a message's con
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -23,6 +25,29 @@ WAITS_ON_CLIENT = frozenset({b"G", b"W"})
 # The backend message that ends the answer to each frontend message (Describe: RowDescription
 # or NoData; Execute: CommandComplete, EmptyQueryResponse or PortalSuspended).
 _ENDS = {b"P": b"1", b"B": b"2", b"C": b"3", b"D": b"Tn", b"E": b"CIs", b"S": b"Z", b"Q": b"Z"}
+
+
+CANCEL_REQUEST_CODE = 80877102
+"""A CancelRequest's code, where a startup message has its protocol version."""
+
+CANCEL_TIMEOUT = 5.0
+"""Seconds a cancel may take to reach the server and be closed by it."""
+
+
+def send_cancel(addr: str | tuple[str, int], pid: int, secret: int) -> None:
+    """Ask the server at ``addr`` (a Unix socket's path, or host and port) to cancel what backend
+    ``pid`` runs, and return once the server closed that connection: it has then signalled the
+    backend. Blocking, as a decision's action is: the cancel reaches the server at that step."""
+    if isinstance(addr, str):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(CANCEL_TIMEOUT)
+        sock.connect(addr)
+    else:
+        sock = socket.create_connection(addr, timeout=CANCEL_TIMEOUT)
+    with sock:
+        sock.sendall(struct.pack("!iiii", 16, CANCEL_REQUEST_CODE, pid, secret))
+        while sock.recv(64):  # the server sends nothing back: it closes
+            pass
 
 
 def frames(data: bytes | memoryview) -> tuple[list[bytes], bool]:

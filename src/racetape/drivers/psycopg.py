@@ -67,7 +67,7 @@ def watch(loop: ControlledLoop, conn: Any) -> None:
 
     info = conn.info
     if getattr(info, "encrypted", False) or conn.pgconn.ssl_in_use:
-        loop._note("psycopg connections over TLS (their bytes cannot be read)")
+        loop.note_uncontrolled("psycopg connections over TLS (their bytes cannot be read)")
         return
     package = os.path.dirname(sys.modules["psycopg"].__file__ or "")  # psycopg's own frames
     name = loop.name_for("postgres", library=package)
