@@ -7,8 +7,9 @@ import contextlib
 import logging
 import os
 import tempfile
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,8 +32,13 @@ goes (4-5 ms a commit on a shared disk, most of a run's time). A run's schema is
 end, so nothing of it needs to survive a server crash. The contract tests keep the default."""
 
 
+class ServerRestarted(ConnectionError):
+    """The server that answers is not the one that answered before (it restarted): whatever
+    a run sent it in between may have been lost without an error reaching the run."""
+
+
 CONNECTION_LOST = (
-    OSError,  # refused, reset, unreachable: the socket under the driver
+    OSError,  # refused, reset, unreachable: the socket under the driver; ServerRestarted
     TimeoutError,
     asyncpg.PostgresConnectionError,  # SQLSTATE class 08
     asyncpg.InterfaceError,  # "connection was closed in the middle of operation", ...
@@ -45,6 +51,12 @@ CONNECTION_LOST = (
 
 PROBE_TIMEOUT = 3.0
 """How long a database a hung run makes suspect gets to answer (:meth:`Database.check_answers`)."""
+RECONNECT_WITHIN = 30.0
+"""How long a database that stopped answering mid-run is waited for by default (the runner's
+``--reconnect-within``): a restart of the server (a minor upgrade, a failover, a container
+restarted by its orchestrator) takes seconds; 0 waits not at all."""
+ASK_AGAIN_EVERY = 0.2
+"""How often a database that went away is asked whether it answers again."""
 CLEANUP_TIMEOUT = 10.0
 """How long removing a run's database may take: a server that went away does not hold the
 command up (its schema goes with it, or is left for whoever runs the server)."""
@@ -86,9 +98,17 @@ class Database:
     pg_dsn: str | None = None
     pg_schema: str | None = None
     _stores: dict[frozenset[Fault], SqlTaskStore] = field(default_factory=dict)
+    # The server's start time, and racetape's own connection that asks it (check_same_server).
+    _started: object = None
+    _watch: asyncpg.Connection | None = None
 
     @classmethod
-    def fresh(cls, adapter: str, *, pg_dsn: str | None = None) -> Database:
+    def fresh(
+        cls, adapter: str, *, pg_dsn: str | None = None, pg_prefix: str = "racetape_"
+    ) -> Database:
+        """A new database; a Postgres schema's name starts with ``pg_prefix`` (a parent
+        gives its workers one of its own: :func:`drop_schemas` then finds what a worker it
+        killed left)."""
         if adapter == "sqlite":
             folder = Path(tempfile.mkdtemp(prefix="racetape-sqlite-"))
             return cls(adapter, sqlite_path=folder / "tasks.db")
@@ -96,7 +116,7 @@ class Database:
             return cls(
                 adapter,
                 pg_dsn=pg_dsn or pg_dsn_from_env(),
-                pg_schema=f"racetape_{uuid.uuid4().hex[:12]}",
+                pg_schema=f"{pg_prefix}{uuid.uuid4().hex[:12]}",
             )
         raise ValueError(f"unknown adapter {adapter!r}; adapters: {', '.join(ADAPTERS)}")
 
@@ -159,9 +179,70 @@ class Database:
             return connection_lost(probe)
         return False
 
+    async def answers_again(
+        self, within: float, should_stop: Callable[[], bool] = lambda: False
+    ) -> float | None:
+        """After the database went away: ask it every :data:`ASK_AGAIN_EVERY` seconds
+        whether it answers (:meth:`check_answers`) until it does, for at most ``within``
+        seconds; the seconds it took, or None if it did not answer in time (or at once with
+        ``within`` 0, or once ``should_stop`` says so). The stores, whose connections died
+        with the server, are closed when it answers: :meth:`store` opens them again."""
+        started = time.monotonic()
+        while not should_stop():
+            left = within - (time.monotonic() - started)
+            if left <= 0:
+                return None
+            try:
+                await asyncio.wait_for(self.check_answers(), left)
+            except Exception:  # not yet: refused, starting up, no answer in time, ...
+                await asyncio.sleep(min(ASK_AGAIN_EVERY, max(0.0, left)))
+                continue
+            await self.close_stores()
+            return time.monotonic() - started
+        return None
+
+    @property
+    def knows_server(self) -> bool:
+        """Whether :meth:`check_same_server` knows which server to expect."""
+        return self.pg_dsn is None or self._started is not None
+
+    async def check_same_server(self) -> None:
+        """Raise :class:`ServerRestarted` if the Postgres server restarted since the first
+        call (since the stores were last opened), or a :data:`CONNECTION_LOST` error if it does
+        not answer; the first call learns which server it is. A server stopped while a run's
+        write is in flight, and started again before the run is judged, can lose that write
+        with no error reaching the run (a detached task's failure is the code's to swallow):
+        without this, the run would look stranded, a false alarm. One round trip, on a
+        connection of racetape's own; SQLite does not restart under a run."""
+        if self.pg_dsn is None:
+            return
+        try:
+            if self._watch is None:
+                self._watch = await asyncpg.connect(self.pg_dsn, timeout=PROBE_TIMEOUT)
+            started = await self._watch.fetchval(
+                "SELECT pg_postmaster_start_time()", timeout=PROBE_TIMEOUT
+            )
+        except TimeoutError:
+            self._forget_server()
+            raise TimeoutError(f"no answer within {PROBE_TIMEOUT:g}s") from None
+        except BaseException:
+            self._forget_server()
+            raise
+        if self._started is None:
+            self._started = started
+        elif started != self._started:
+            self._forget_server()
+            raise ServerRestarted(f"the server restarted (at {started:%H:%M:%S} UTC)")
+
+    def _forget_server(self) -> None:
+        watch, self._watch, self._started = self._watch, None, None
+        if watch is not None:
+            watch.terminate()
+
     async def close_stores(self) -> None:
         """Close every open store (and its connections); the database itself stays. A store
         whose server went away is closed as far as it can be, within the cleanup bound."""
+        self._forget_server()
         stores = list(self._stores.values())
         self._stores.clear()
         for store in stores:
@@ -201,3 +282,31 @@ class Database:
             # remove, and no reason to lose the results of the runs that used it.
             with contextlib.suppress(FileNotFoundError):
                 self.sqlite_path.parent.rmdir()
+
+
+def schema_prefix() -> str:
+    """A prefix of schema names no other command shares (see :meth:`Database.fresh`)."""
+    return f"racetape_{uuid.uuid4().hex[:8]}_"
+
+
+async def drop_schemas(dsn: str, prefix: str) -> None:
+    """Drop every schema whose name starts with ``prefix`` (those of worker processes that
+    were killed before they could drop their own), within :data:`CLEANUP_TIMEOUT`; a server
+    that went away keeps them (there is nothing left to reach)."""
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(dsn, timeout=CLEANUP_TIMEOUT)
+        try:
+            names = await conn.fetch(
+                "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)", prefix
+            )
+            for (name,) in names:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        finally:
+            await conn.close()
+
+    try:
+        await asyncio.wait_for(drop(), CLEANUP_TIMEOUT)
+    except Exception as exc:
+        if not connection_lost(exc):
+            raise

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import asyncpg
 
+from harness import signals
 from reftask.dsn import redact_dsn
 
 DSN_ENV = "RACETAPE_PG_DSN"
@@ -44,16 +45,34 @@ class PostgresServer:
 
 
 def check_reachable(dsn: str, *, timeout: float = 5.0) -> None:
-    """Raise PostgresUnavailable (one line) unless a connection to ``dsn`` succeeds."""
+    """Raise PostgresUnavailable (one line) unless a connection to ``dsn`` succeeds. A stop
+    signal (:mod:`harness.signals`) ends the wait at once, unanswered: a server that accepts
+    but does not answer held a stopped command for the whole ``timeout``, and its exit code
+    was then 2 (cannot reach), not the signal's; the command stops before any work."""
 
     async def probe() -> None:
         conn = await asyncpg.connect(dsn, timeout=timeout)
         await conn.close()
 
+    async def unless_stopped() -> None:
+        asked = asyncio.ensure_future(probe())
+        try:
+            while not asked.done():
+                if signals.stop_requested():
+                    return
+                await asyncio.wait({asked}, timeout=STOP_POLL)
+            asked.result()
+        finally:
+            asked.cancel()
+
     try:
-        asyncio.run(probe())
+        asyncio.run(unless_stopped())
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise PostgresUnavailable(f"cannot reach Postgres at {redact_dsn(dsn)}: {exc}") from exc
+
+
+STOP_POLL = 0.05
+"""How often :func:`check_reachable` looks for a stop while it waits."""
 
 
 @contextlib.contextmanager
@@ -116,12 +135,23 @@ class LocalServer(PostgresServer):
     data: Path = Path()
     bin_dir: Path = Path()
     as_user: tuple[str, ...] = ()
+    options: str = ""  # the server's own, as pg_ctl -o takes them: the same on every start
 
     def stop(self, mode: str = "fast") -> None:
         """``pg_ctl stop -m mode``: the server goes away under whoever is connected."""
         subprocess.run(
             [*self.as_user, str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", mode,
              "-w", "stop"],
+            capture_output=True,
+            check=True,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        """Start it again after :meth:`stop`, on the same port with the same data; returns
+        once it accepts connections."""
+        subprocess.run(
+            [*self.as_user, str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-o",
+             self.options, "-l", str(self.data.parent / "log"), "-w", "start"],
             capture_output=True,
             check=True,
         )  # fmt: skip
@@ -177,4 +207,5 @@ def _from_local_binaries(stack: contextlib.ExitStack) -> LocalServer | None:
         data=data,
         bin_dir=bin_dir,
         as_user=tuple(as_user),
+        options=options,
     )

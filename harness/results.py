@@ -124,6 +124,7 @@ def result_document(
             "settle_timeout_s": settings.settle_timeout,
             "pct_depth": settings.pct_depth,
             "jitter_max_delay_s": settings.jitter_max_delay,
+            "reconnect_within_s": settings.reconnect_within,
         },
         "notes": notes,
         "groups": groups,

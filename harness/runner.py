@@ -7,8 +7,12 @@ exactly the runs of one unsharded job. Shard ``k/n`` runs the indices ``i`` with
 
 Each worker process keeps one database per adapter for all of its runs (task ids are fresh per
 run) and returns small per-run records; the main process writes the traces of the first failing
-runs of each group and the result document. ``budget`` stops handing out runs once it is spent;
-Ctrl-C stops the same way, and both keep every run that finished.
+runs of each group and the result document. ``budget`` stops handing out runs once it is spent,
+and cuts a run still going then (:class:`BudgetCut`: not counted, named in the notes); Ctrl-C
+stops handing out runs the same way; both keep every run that finished. A database that goes
+away is waited for, up to ``reconnect_within`` seconds; if it answers again, the run it went
+away in runs again from its seed (:func:`run_indices`), else its adapter's groups end
+(:class:`DatabaseLost`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import contextlib
+import logging
 import multiprocessing
 import multiprocessing.util
 import os
@@ -30,7 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness import signals
-from harness.adapters import Database
+from harness.adapters import RECONNECT_WITHIN, Database, drop_schemas, schema_prefix
 from harness.files import OutputError, write_json_atomic
 from harness.run import RunResult, execute
 from harness.scenario import Scenario
@@ -42,6 +47,10 @@ from racetape._target import Controlled, Jittered, Mode
 from reftask.dsn import redact_dsn
 from reftask.faults import Fault, fault_set_label
 from reftask.stores.base import SqlTaskStore
+
+_log = logging.getLogger(__name__)
+"""What the runner says while it runs (a database that went away and came back): Python's
+last-resort handler prints it on stderr, from worker processes too."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,7 @@ class Settings:
     max_traces: int = 5
     traces_dir: Path = Path("reports/traces")
     pg_dsn: str | None = None
+    reconnect_within: float = RECONNECT_WITHIN
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,8 @@ class RunRecord:
     steps: int
     elapsed: float
     trace: dict[str, Any] | None = None
+    note: str | None = None
+    """Said of this run in the result's notes: it ran again after the database came back."""
 
     @property
     def stranded(self) -> bool:
@@ -106,6 +118,20 @@ class EnvironmentFault(Exception):
     def __init__(self, message: str, adapter: str | None, records: list[RunRecord]) -> None:
         super().__init__(message, adapter, records)
         self.message, self.adapter, self.records = message, adapter, records
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BudgetCut(Exception):
+    """``--budget`` ran out in the middle of a run, which was cut there: it is not judged and
+    not counted (neither a strand, nor hung, nor a success); the ``records`` finished before
+    it are kept, and ``message`` goes into the result's notes. Picklable, so a worker
+    process can raise it."""
+
+    def __init__(self, message: str, records: list[RunRecord]) -> None:
+        super().__init__(message, records)
+        self.message, self.records = message, records
 
     def __str__(self) -> str:
         return self.message
@@ -148,6 +174,8 @@ class GroupResult:
                     self.records[position] = replace(self.records[position], trace=None)
         self.records.append(record)
         self.elapsed += record.elapsed
+        if record.note is not None:
+            self.notes.append(record.note)
 
 
 def shard_indices(runs: int, shard: tuple[int, int]) -> list[int]:
@@ -202,44 +230,127 @@ async def run_indices(
     keep_traces: int,
     should_stop: Callable[[], bool] = lambda: False,
     on_record: Callable[[RunRecord], None] = lambda r: None,
+    deadline: float | None = None,
 ) -> list[RunRecord]:
-    """Run ``indices`` of ``group`` one after another on ``db``; stop early if asked."""
+    """Run ``indices`` of ``group`` one after another on ``db``; stop early if asked.
+
+    ``deadline`` (``time.monotonic()``, the end of ``--budget``): no run starts after it, and
+    a run still going then is cut (:class:`BudgetCut`): a run that makes no progress for a
+    long time would otherwise hold the job past its budget for as long as it takes.
+
+    A database that goes away is waited for, up to ``settings.reconnect_within`` seconds
+    (:meth:`Database.answers_again`). If it answers again, the store is opened again and the
+    run it went away in runs again from its seed: it counts once, as the run that finished,
+    and its record's note says so. If not, :class:`DatabaseLost` (its records: those that
+    finished)."""
     # A points-off run opens its own store on its own loop: one held here, outside the run,
     # would only be a connection whose locks the run cannot see.
-    store = None if group.strategy == POINTS_OFF else await _open_store(db, group)
+    store = None
     records: list[RunRecord] = []
     kept = 0  # records holding a trace; a count, not a pass over the records: one per run
+    again: str | None = None  # the note of a run that runs again, the database back
     for index in indices:
         if should_stop():
             break
         seed = run_seed(settings.seed, index)
-        try:
-            if group.strategy == POINTS_OFF:
-                result = await run_points_off(
-                    group.scenario,
-                    group.faults,
-                    seed,
-                    sqlite_path=db.sqlite_path,
-                    pg_dsn=db.pg_dsn,
-                    pg_schema=db.pg_schema,
-                    settle_timeout=settings.settle_timeout,
+        while True:
+            opening = store is None and group.strategy != POINTS_OFF
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return records  # the budget is spent: no new run
+            cut = asyncio.timeout(left)
+            try:
+                if opening:
+                    store = await db.store(group.faults)
+                    opening = False
+                if not db.knows_server:
+                    await db.check_same_server()  # learn which one it is, before the run
+                async with cut:
+                    result = await _run_once(db, store, group, seed, settings)
+                await db.check_same_server()
+                if result.unsettled:
+                    await db.check_answers()
+                break
+            except Exception as exc:
+                if cut.expired():
+                    assert left is not None
+                    raise BudgetCut(
+                        f"run {index} of {group.label} was cut unfinished by the budget, after"
+                        f" {left:.1f}s: not judged and not counted (neither a strand, nor hung,"
+                        " nor a success)",
+                        records,
+                    ) from None
+                if not await db.went_away(exc):
+                    raise
+                lost = _lost(group, None if opening else index, exc, records)
+                again = await _wait_for_return(
+                    db, lost, settings, should_stop, None if opening else index
                 )
-            else:
-                assert store is not None
-                result = await execute(
-                    store, group.scenario, group.faults, mode_for(group.strategy, seed, settings)
-                )
-            if result.unsettled:
-                await db.check_answers()
-        except Exception as exc:
-            if not await db.went_away(exc):
-                raise
-            raise _lost(group, index, exc, records) from exc
+                store = None  # closed: opened again on the way round
         record = _record(group, index, seed, result, settings, keep_trace=kept < keep_traces)
+        if again is not None:
+            record, again = replace(record, note=again), None
         kept += record.trace is not None
         records.append(record)
         on_record(record)
     return records
+
+
+async def _run_once(
+    db: Database, store: SqlTaskStore | None, group: Group, seed: int, settings: Settings
+) -> RunResult:
+    if group.strategy == POINTS_OFF:
+        return await run_points_off(
+            group.scenario,
+            group.faults,
+            seed,
+            sqlite_path=db.sqlite_path,
+            pg_dsn=db.pg_dsn,
+            pg_schema=db.pg_schema,
+            settle_timeout=settings.settle_timeout,
+        )
+    assert store is not None
+    return await execute(
+        store, group.scenario, group.faults, mode_for(group.strategy, seed, settings)
+    )
+
+
+async def _wait_for_return(
+    db: Database,
+    lost: DatabaseLost,
+    settings: Settings,
+    should_stop: Callable[[], bool],
+    index: int | None,
+) -> str:
+    """Wait for a database that went away (``lost`` says where: in run ``index``, or while
+    the store was opened); the note of the run that then runs again, or ``lost`` raised (with
+    how long it was waited for) if it does not answer again within
+    ``settings.reconnect_within``."""
+    within = settings.reconnect_within
+    if within > 0:
+        _log.warning("racetape: %s; waiting up to %gs for it to answer again", lost, within)
+    waited = time.monotonic()
+    back = await db.answers_again(within, should_stop)
+    if back is None:
+        if within <= 0:
+            raise lost
+        waited = time.monotonic() - waited
+        how = (
+            f"it had not answered again when the command stopped, {waited:.1f}s later"
+            if should_stop()  # a signal, or the budget's end
+            else f"it did not answer again within {within:g}s"
+        )
+        raise DatabaseLost(f"{lost}; {how}", lost.adapter, lost.records)
+    if index is None:
+        _log.warning("racetape: %s answered again %.1fs later", db.adapter, back)
+        return f"{lost}; it answered again {back:.1f}s later, and the store was opened again"
+    _log.warning(
+        "racetape: %s answered again %.1fs later; run %d runs again from its seed",
+        db.adapter,
+        back,
+        index,
+    )
+    return f"{lost}; it answered again {back:.1f}s later, and run {index} ran again from its seed"
 
 
 async def _open_store(db: Database, group: Group) -> SqlTaskStore:
@@ -323,10 +434,12 @@ class Job:
     settings: Settings
     indices: tuple[int, ...]
     keep_traces: int = 0
+    deadline: float | None = None  # the budget's end (time.monotonic(): one clock per machine)
 
 
 OnRecords = Callable[[Job, list[RunRecord]], None]
 OnLost = Callable[[EnvironmentFault], None]
+OnCut = Callable[[Job, BudgetCut], None]
 
 
 class EventLike(Protocol):
@@ -341,6 +454,7 @@ def run_jobs(
     on_records: OnRecords,
     should_stop: Callable[[], bool] = lambda: False,
     on_lost: OnLost | None = None,
+    on_cut: OnCut = lambda job, cut: None,
 ) -> bool:
     """Run every job (in order, or spread over ``workers`` processes); ``on_records`` hears of
     every finished run. Stops handing out work once ``should_stop`` says so. Returns True if
@@ -348,7 +462,8 @@ def run_jobs(
 
     A database that becomes unreachable (:class:`DatabaseLost`) ends that adapter's jobs: the
     runs that finished are reported, then ``on_lost`` hears of it, and the other adapters'
-    jobs go on. Without ``on_lost`` it is raised, once the other jobs are done."""
+    jobs go on. Without ``on_lost`` it is raised, once the other jobs are done. A run cut by
+    the budget (:class:`BudgetCut`, a job's ``deadline``): ``on_cut`` hears of it."""
     lost: list[EnvironmentFault] = []
 
     def lose(exc: EnvironmentFault) -> None:
@@ -357,9 +472,9 @@ def run_jobs(
             on_lost(exc)
 
     if workers > 1:
-        stopped = _jobs_in_pool(jobs, workers, pg_dsn, on_records, should_stop, lose)
+        stopped = _jobs_in_pool(jobs, workers, pg_dsn, on_records, should_stop, lose, on_cut)
     else:
-        stopped = _jobs_in_process(jobs, pg_dsn, on_records, should_stop, lose)
+        stopped = _jobs_in_process(jobs, pg_dsn, on_records, should_stop, lose, on_cut)
     if lost and on_lost is None:
         raise lost[0]
     return stopped
@@ -371,6 +486,7 @@ def _jobs_in_process(
     on_records: OnRecords,
     should_stop: Callable[[], bool],
     on_lost: OnLost,
+    on_cut: OnCut,
 ) -> bool:
     def stop() -> bool:
         return should_stop() or signals.stop_requested()
@@ -391,10 +507,13 @@ def _jobs_in_process(
                     keep_traces=job.keep_traces,
                     should_stop=stop,
                     on_record=_reporter(on_records, job),
+                    deadline=job.deadline,
                 )
             except EnvironmentFault as exc:  # its records were reported one by one already
                 lost.add(exc.adapter or ALL_ADAPTERS)
                 on_lost(exc)
+            except BudgetCut as cut:  # the same
+                on_cut(job, cut)
 
     return _in_this_process(pg_dsn, work)
 
@@ -416,10 +535,12 @@ def _in_this_process(
     return signals.run_cancellable(main)
 
 
-def _database(dbs: dict[str, Database], adapter: str, pg_dsn: str | None) -> Database:
+def _database(
+    dbs: dict[str, Database], adapter: str, pg_dsn: str | None, pg_prefix: str = "racetape_"
+) -> Database:
     """The database this process uses for ``adapter``, made on first use."""
     if adapter not in dbs:
-        dbs[adapter] = Database.fresh(adapter, pg_dsn=pg_dsn)
+        dbs[adapter] = Database.fresh(adapter, pg_dsn=pg_dsn, pg_prefix=pg_prefix)
     return dbs[adapter]
 
 
@@ -436,6 +557,7 @@ def _keep_one(
 _worker_dbs: dict[str, Database] = {}
 _worker_loop: asyncio.Runner | None = None
 _worker_pg_dsn: str | None = None
+_worker_pg_prefix = "racetape_"
 _worker_stop_checks: list[Callable[[], bool]] = []
 
 
@@ -443,15 +565,18 @@ def _worker_should_stop() -> bool:
     return any(check() for check in _worker_stop_checks)
 
 
-def _worker_init(pg_dsn: str | None, stop: EventLike, parent: int, temp_root: str) -> None:
+def _worker_init(
+    pg_dsn: str | None, stop: EventLike, parent: int, temp_root: str, pg_prefix: str
+) -> None:
     """A worker stops before its next run once the parent says so (``stop``), once a stop
     signal reaches it (the parent decides the rest), or once the parent is gone: no worker
     outlives the parent by more than the run it is in (:func:`_watch_parent`). Its SQLite
-    folders go under ``temp_root``, which the parent removes whatever became of the worker."""
-    global _worker_loop, _worker_pg_dsn
+    folders go under ``temp_root``, and its Postgres schemas' names start with
+    ``pg_prefix``: the parent removes both whatever became of the worker."""
+    global _worker_loop, _worker_pg_dsn, _worker_pg_prefix
     _worker_stop_checks[:] = [stop.is_set, signals.in_worker(), lambda: os.getppid() != parent]
     _worker_loop = asyncio.Runner()
-    _worker_pg_dsn = pg_dsn
+    _worker_pg_dsn, _worker_pg_prefix = pg_dsn, pg_prefix
     tempfile.tempdir = temp_root
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     # Worker processes leave through os._exit: atexit hooks never run there, Finalize does.
@@ -489,7 +614,7 @@ def _worker_exit() -> None:
 def _worker_job(job: Job) -> list[RunRecord]:
     assert _worker_loop is not None
     adapter = job.group.adapter
-    db = _database(_worker_dbs, adapter, _worker_pg_dsn)
+    db = _database(_worker_dbs, adapter, _worker_pg_dsn, _worker_pg_prefix)
 
     async def run() -> list[RunRecord]:
         try:
@@ -500,6 +625,7 @@ def _worker_job(job: Job) -> list[RunRecord]:
                 job.settings,
                 keep_traces=job.keep_traces,
                 should_stop=_worker_should_stop,
+                deadline=job.deadline,
             )
         finally:
             # aiosqlite's connection threads are not daemons: left open between jobs, they
@@ -520,6 +646,7 @@ def _jobs_in_pool(
     on_records: OnRecords,
     should_stop: Callable[[], bool],
     on_lost: OnLost,
+    on_cut: OnCut,
 ) -> bool:
     """Jobs over worker processes. A stop signal (:mod:`harness.signals`) stops handing out
     jobs, drops those not started, tells the workers to stop after the run they are in, and
@@ -528,13 +655,18 @@ def _jobs_in_pool(
     waiting = list(jobs)
     busy: dict[cf.Future[list[RunRecord]], Job] = {}
     context = multiprocessing.get_context("spawn")
-    stop = context.Event()
-    temp_root = tempfile.mkdtemp(prefix="racetape-workers-")
+    # The first Event starts multiprocessing's resource tracker: it ignores SIGINT and SIGTERM
+    # but not SIGHUP, which killed it, and the tracker started in its place then printed a
+    # KeyError traceback for every name it was never told of. Started under held(), it keeps
+    # SIGHUP held for its life.
+    with signals.held():
+        stop = context.Event()
+    temp_root, pg_prefix = tempfile.mkdtemp(prefix="racetape-workers-"), schema_prefix()
     pool = cf.ProcessPoolExecutor(
         workers,
         mp_context=context,
         initializer=_worker_init,
-        initargs=(pg_dsn, stop, os.getpid(), temp_root),
+        initargs=(pg_dsn, stop, os.getpid(), temp_root, pg_prefix),
     )
     killed = False
 
@@ -554,6 +686,10 @@ def _jobs_in_pool(
                     on_lost(exc)
                 waiting[:] = [j for j in waiting if j.group.adapter not in lost]
                 continue
+            except BudgetCut as cut:
+                on_records(job, cut.records)
+                on_cut(job, cut)
+                continue
             on_records(job, records)
 
     try:
@@ -566,7 +702,8 @@ def _jobs_in_pool(
                     future.cancel()  # only those no worker has started
             while waiting and len(busy) < workers * 2 and not should_stop():
                 job = waiting.pop(0)
-                busy[pool.submit(_worker_job, job)] = job
+                with signals.held():  # a submit may start a worker process (signals.held)
+                    busy[pool.submit(_worker_job, job)] = job
             if not busy:
                 break
             deadline = signals.wait_deadline()
@@ -591,6 +728,8 @@ def _jobs_in_pool(
                 process.kill()
         pool.shutdown(wait=not killed, cancel_futures=True)
         shutil.rmtree(temp_root, ignore_errors=True)  # what a killed worker could not remove
+        if killed and pg_dsn is not None:
+            asyncio.run(drop_schemas(pg_dsn, pg_prefix))  # the same
     return signals.stop_requested()
 
 
@@ -649,12 +788,18 @@ def run_groups(
         interrupted = _run_exhaustive_groups(exhaustive, settings, results, keep, over_budget, lost)
         if not interrupted:
             interrupted = run_jobs(
-                spread_jobs(groups, indices, settings),
+                spread_jobs(
+                    groups,
+                    indices,
+                    settings,
+                    None if settings.budget is None else started + settings.budget,
+                ),
                 workers=settings.workers,
                 pg_dsn=settings.pg_dsn,
                 on_records=lambda job, records: keep(job.group, records),
                 should_stop=over_budget,
                 on_lost=note_lost,
+                on_cut=lambda job, cut: results[job.group].notes.append(cut.message),
             )
     finally:
         progress.finish()
@@ -676,8 +821,14 @@ def run_groups(
     return [results[g] for g in groups]
 
 
-def spread_jobs(groups: Sequence[Group], indices: Sequence[int], settings: Settings) -> list[Job]:
-    """The per-run groups' ``indices`` in chunks, handed out one group after another in turn.
+def spread_jobs(
+    groups: Sequence[Group],
+    indices: Sequence[int],
+    settings: Settings,
+    deadline: float | None = None,
+) -> list[Job]:
+    """The per-run groups' ``indices`` in chunks, handed out one group after another in turn;
+    each job cuts a run still going at ``deadline`` (the budget's end).
 
     In turn, so that a budget that runs out leaves every group with about as many runs as the
     others, not the last groups with none.
@@ -686,7 +837,7 @@ def spread_jobs(groups: Sequence[Group], indices: Sequence[int], settings: Setti
     if settings.budget is not None:
         size = min(size, 5)  # small rounds, so that a short budget reaches every group
     return [
-        Job(group, settings, tuple(indices[i : i + size]), settings.max_traces)
+        Job(group, settings, tuple(indices[i : i + size]), settings.max_traces, deadline)
         for i in range(0, len(indices), size)
         for group in groups
         if group.strategy != "exhaustive"

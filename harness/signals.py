@@ -16,6 +16,11 @@ Two ways a command hears of it:
   ``KeyboardInterrupt``, or asyncio's cancellation of its main task), and the CLI turns that
   into one line and the exit code.
 
+Before a command installs its policy (its modules importing, its arguments parsed), racetape's
+dispatcher (:mod:`racetape.cli`) turns a stop into one line and ``128 + the signal``. Worker
+processes start under :func:`held`: a signal sent to the process group while they import waits
+until :func:`in_worker` takes it.
+
 Invariant: :func:`received` holds every stop signal in the order it arrived, since
 :func:`install`; the exit code derives from its first entry alone.
 """
@@ -24,10 +29,12 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import contextlib
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,11 +101,35 @@ def install(*, cooperative: bool) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # asyncio.run builds on it
         for signum in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, _forward)
+        if sys.unraisablehook is not _raise_again:
+            _unraisable_before[:] = [sys.unraisablehook]
+        sys.unraisablehook = _raise_again
+
+
+def _raise_again(unraisable: Any) -> None:
+    """A KeyboardInterrupt that Python could not raise where it came (in a garbage
+    collector's callback, as Hypothesis installs one, or a ``__del__``) would be printed as a
+    traceback and lost: the command would go on, and even exit 0. Raise it again, from
+    another thread a moment later (not here: it would be raised inside this hook, and lost
+    the same way)."""
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        main = threading.main_thread().ident
+        assert main is not None
+        again = threading.Timer(0.01, signal.pthread_kill, (main, signal.SIGINT))
+        again.daemon = True
+        again.start()
+        return
+    (_unraisable_before or [sys.__unraisablehook__])[0](unraisable)
+
+
+_unraisable_before: list[Callable[[Any], object]] = []
 
 
 def uninstall() -> None:
     """Give the signals back their defaults (tests call main() many times in one process)."""
     calm()
+    if _unraisable_before:
+        sys.unraisablehook = _unraisable_before.pop()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)
@@ -182,11 +213,29 @@ def run_cancellable(main: Callable[[], Coroutine[Any, Any, None]]) -> bool:
     return stop_requested()
 
 
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Stop signals wait while this block runs in the main thread (pending, never lost: this
+    process takes one as soon as the block ends, or at once on another of its threads). A
+    process started here inherits the mask: it starts with them held, through its imports,
+    until :func:`in_worker` sets its handlers and lets them through. Without this, a
+    terminal's Ctrl-C or a CI runner's SIGTERM to the process group while a worker starts
+    prints its KeyboardInterrupt traceback, or kills it before it can remove what it made.
+    (multiprocessing starts its resource tracker the same way, bpo-33613.)"""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def in_worker() -> Callable[[], bool]:
     """In a worker process: a stop signal (a terminal's Ctrl-C, a CI runner's SIGTERM to the
     process group) only sets a flag, so the worker finishes the run it is in and stops; the
-    parent decides the rest. Returns whether one came."""
+    parent decides the rest. Returns whether one came. The worker was started under
+    :func:`held`: a signal that came while it started is taken here."""
     came: list[int] = []
     for signum in STOP_SIGNALS:
         signal.signal(signum, lambda s, f: came.append(s))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     return lambda: bool(came)

@@ -3,6 +3,8 @@ write what finished, remove what was made, leave no worker behind and exit 128 +
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import re
@@ -11,10 +13,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
+
+from harness import signals
+from harness.pgserver import LocalServer, start_local_server
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -28,8 +35,10 @@ class Command:
         self.tmp.mkdir()
         command = [str(Path(sys.executable).parent / "racetape"), *map(str, args)]
         environment = {**os.environ, "TMPDIR": str(self.tmp), **(env or {})}
+        # A session of its own: a signal to its process group reaches the command and its
+        # workers, as a terminal's Ctrl-C or a CI runner's cancellation does (send_to_group).
         self.process = subprocess.Popen(
-            command, cwd=tmp_path, env=environment, text=True,
+            command, cwd=tmp_path, env=environment, text=True, start_new_session=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
         self.lines: list[str] = []
@@ -50,8 +59,8 @@ class Command:
             time.sleep(0.05)
 
     def wait_for_handlers(self, timeout: float = 120.0) -> None:
-        """Until the command took SIGTERM (its main() began; signals before it, during the
-        imports, are the interpreter's)."""
+        """Until the command took SIGTERM (racetape's dispatcher began: a signal before it,
+        while Python starts and imports racetape, is the interpreter's)."""
         give_up = time.monotonic() + timeout
         status = Path(f"/proc/{self.process.pid}/status")
         while not int(re.findall(r"SigCgt:\s*([0-9a-f]+)", status.read_text())[0], 16) & (
@@ -67,6 +76,9 @@ class Command:
 
     def send(self, signum: int) -> None:
         self.process.send_signal(signum)
+
+    def send_to_group(self, signum: int) -> None:
+        os.killpg(self.process.pid, signum)
 
     def finish(self, timeout: float = 120.0) -> tuple[int, str]:
         code = self.process.wait(timeout=timeout)
@@ -215,3 +227,120 @@ def test_no_worker_outlives_a_parent_killed_outright(tmp_path: Path) -> None:
     # Each worker removed its own SQLite folder; only the empty folder the parent made is left.
     (root,) = run.tmp.iterdir()
     assert list(root.iterdir()) == []
+
+
+def test_a_ctrl_c_python_could_not_raise_where_it_came_is_raised_again() -> None:
+    # Python cannot raise an exception out of a __del__ or a garbage collector's callback (as
+    # Hypothesis installs one, so explore met this): it prints it and goes on, and a Ctrl-C
+    # that came there was lost; the command even exited 0.
+    class Interrupted:
+        def __del__(self) -> None:
+            raise KeyboardInterrupt
+
+    def drop_one_and_wait() -> None:
+        Interrupted()  # made and dropped: its __del__ runs here
+        time.sleep(5)
+
+    signals.install(cooperative=False)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            drop_one_and_wait()
+    finally:
+        signals.uninstall()
+
+
+SLOW = """
+name = "slow"
+description = "a run that takes minutes: many work steps before every progress write"
+points = []
+
+[runner]
+progress = 1000
+work = 1000
+"""
+
+
+def _until(found: Callable[[], object], command: Command, what: str) -> None:
+    give_up = time.monotonic() + 60
+    while not found():
+        assert command.process.poll() is None, "".join(command.lines)
+        assert time.monotonic() < give_up, f"never {what}"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_runs_that_do_not_finish_within_the_bound_are_abandoned(
+    tmp_path: Path, workers: str
+) -> None:
+    # A run of SLOW takes minutes: after a stop it is still going at the deadline (1 s after a
+    # second signal), and is abandoned there: this process's run cancelled, or the worker
+    # running it killed. What finished is written; nothing is left behind.
+    (tmp_path / "slow.toml").write_text(SLOW)
+    scenarios = ["--scenario", "slow.toml"] + (["--scenario", "late-progress"] * (workers == "2"))
+    run = Command(tmp_path, "run", *scenarios, "--runs", "50", "--workers", workers,
+                  "--settle-timeout", "600", "--json", "r.json")  # fmt: skip
+    try:
+        if workers == "1":  # its store is open: the slow run is under way
+            _until(lambda: list(run.tmp.glob("racetape-sqlite-*/tasks.db")), run, "a store")
+        else:  # both workers are in their runs, one of them the slow one
+            _until(lambda: len(list(run.tmp.glob("racetape-workers-*/*/tasks.db"))) == 2, run,
+                   "two stores")  # fmt: skip
+        workers_seen = _workers(run)
+        run.send(signal.SIGTERM)
+        run.send(signal.SIGINT)  # a second stop: the bound is 1 s from here
+        code, err = run.finish(timeout=30)
+    finally:
+        run.process.kill()  # gone already, unless nothing was abandoned
+    assert code in (130, 143), err
+    assert "Traceback" not in err
+    assert re.search(r"racetape: stopped by SIG(TERM|INT), then SIG(INT|TERM); wrote the", err)
+    groups = {g["scenario"]: g for g in _result(tmp_path / "r.json")["groups"]}
+    assert groups["slow"]["runs"] == 0
+    assert {g["stopped"] for g in groups.values()} == {"interrupted"}
+    assert not [w for w in workers_seen if _alive(w)]
+    assert list(run.tmp.iterdir()) == []
+
+
+@pytest.fixture
+def own_server() -> Iterator[LocalServer]:
+    with contextlib.ExitStack() as stack:
+        server = start_local_server(stack)
+        if server is None:
+            pytest.skip("no local PostgreSQL binaries (initdb, pg_ctl) to start a server with")
+        yield server
+
+
+def _schemas(dsn: str) -> list[str]:
+    async def names() -> list[str]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT c.relnamespace::regnamespace::text FROM pg_class c"
+                " WHERE c.relname = 'tasks' AND c.relnamespace::regnamespace::text"
+                " LIKE 'racetape%'"
+            )
+            return [row[0] for row in rows]
+        finally:
+            await conn.close()
+
+    return asyncio.run(names())
+
+
+@pytest.mark.postgres
+def test_a_killed_workers_schemas_are_removed_by_the_command(
+    own_server: LocalServer, tmp_path: Path
+) -> None:
+    (tmp_path / "slow.toml").write_text(SLOW)
+    run = Command(tmp_path, "run", "--adapter", "postgres", "--pg-dsn", own_server.dsn,
+                  "--scenario", "slow.toml", "--scenario", "late-progress", "--runs", "50",
+                  "--workers", "2", "--settle-timeout", "600", "--json", "r.json")  # fmt: skip
+    try:
+        _until(lambda: len(_schemas(own_server.dsn)) == 2, run, "a schema for each worker")
+        run.send(signal.SIGTERM)
+        run.send(signal.SIGINT)  # the worker in the slow run is killed 1 s from here
+        code, err = run.finish(timeout=30)
+    finally:
+        run.process.kill()
+    assert code in (130, 143), err
+    assert "Traceback" not in err
+    assert _schemas(own_server.dsn) == []

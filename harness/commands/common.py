@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeAlias
 
 from harness import display, limits, signals
-from harness.adapters import resolve_pg_dsn
+from harness.adapters import RECONNECT_WITHIN, resolve_pg_dsn
 from harness.files import OutputError, folder_of_its_own
 from harness.pgserver import PostgresUnavailable, check_reachable
 from harness.results import ResultError
@@ -69,6 +69,36 @@ def positive(
     return parse
 
 
+def zero_or_positive(what: str, maximum: float) -> Callable[[str], int | float]:
+    """As :func:`positive` for seconds, and 0 (for "never")."""
+    parse_positive = positive(float, what, maximum)
+
+    def parse(text: str) -> int | float:
+        try:
+            if float(text) == 0:
+                return 0.0
+            if float(text) < 0:
+                raise argparse.ArgumentTypeError(f"{what} must be >= 0 (0: never), got {text!r}")
+        except ValueError:
+            pass
+        return parse_positive(text)
+
+    return parse
+
+
+def reconnect_flag(parser: argparse.ArgumentParser) -> None:
+    """``--reconnect-within``: how long a database that stops answering is waited for."""
+    parser.add_argument(
+        "--reconnect-within",
+        type=zero_or_positive("--reconnect-within", limits.MAX_SECONDS),
+        default=RECONNECT_WITHIN,
+        metavar="SECONDS",
+        help="a database that stops answering mid-run is waited for this long; if it answers"
+        " again, the run it went away in runs again from its seed (0: never wait);"
+        f" default {RECONNECT_WITHIN:g}",
+    )
+
+
 def path_arg(text: str) -> Path:
     """A path flag or argument; an empty one is refused here, where argparse would read it as
     the current folder."""
@@ -113,7 +143,8 @@ def run_flags() -> Parser:
         "--budget",
         type=positive(float, "--budget", limits.MAX_SECONDS),
         metavar="SECONDS",
-        help="stop handing out runs after this long (shared by every group); keep what finished",
+        help="stop handing out runs after this long (shared by every group), and cut a run"
+        " still going then (not counted); keep what finished",
     )
     flags.add_argument(
         "--settle-timeout",
@@ -125,6 +156,7 @@ def run_flags() -> Parser:
     flags.add_argument(
         "--pg-dsn", metavar="DSN", help="Postgres DSN; default RACETAPE_PG_DSN or local"
     )
+    reconnect_flag(flags)
     return flags
 
 
@@ -171,6 +203,7 @@ def settings_from(args: argparse.Namespace, **fields: Any) -> Settings:
         shard=args.shard,
         budget=args.budget,
         settle_timeout=args.settle_timeout,
+        reconnect_within=args.reconnect_within,
         **fields,
     )
 

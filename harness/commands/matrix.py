@@ -15,6 +15,7 @@ from harness.commands.common import (
     path_arg,
     positive,
     postgres_dsn,
+    reconnect_flag,
     recorded_command,
     stopped_by_signal,
 )
@@ -84,6 +85,7 @@ def add(commands: Subcommands) -> None:
     mat.add_argument(
         "--pg-dsn", metavar="DSN", help="Postgres DSN; default RACETAPE_PG_DSN or local"
     )
+    reconnect_flag(mat)
     mat.set_defaults(handler=_matrix)
 
 
@@ -101,7 +103,11 @@ def _matrix(args: argparse.Namespace, argv: Sequence[str]) -> int:
             f"--seeds {args.seeds} x --runs {args.runs}: at most {limits.MAX_RUNS} runs per cell"
         )
     check_writable(args.json, args.markdown)
-    settings = Settings(workers=args.workers, pg_dsn=postgres_dsn(args, adapters))
+    settings = Settings(
+        workers=args.workers,
+        pg_dsn=postgres_dsn(args, adapters),
+        reconnect_within=args.reconnect_within,
+    )
     cells, interrupted = run_matrix(
         scenarios,
         adapters,

@@ -10,12 +10,18 @@ which needs no provider); it never imports
 a provider until its command is asked for, so the library stands alone and a provider can be
 installed, or not, without racetape knowing its name. A command that needs a package of an
 extra not installed (``racetape[harness]``, ``racetape[report]``) says so in one line, exit 2.
+
+A stop signal (SIGINT, SIGTERM, SIGHUP) that comes while a command starts (its provider's
+imports, its argument checks), before the command takes the signals itself, ends it with one
+line and ``128 + the signal``, as every command's own policy does; nothing has been made yet.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import entry_points, version
 from typing import cast
 
@@ -50,6 +56,28 @@ def _usage(registered: dict[str, str]) -> str:
     )
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _starting(heard: list[int]) -> Iterator[None]:
+    """While a command starts: each stop signal is noted in ``heard`` and raises
+    KeyboardInterrupt, as Ctrl-C does; the handlers found are given back afterwards."""
+
+    def stop(signum: int, frame: object) -> None:
+        heard.append(signum)
+        raise KeyboardInterrupt
+
+    before = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     registered = commands()
@@ -62,8 +90,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _pytest_cli.is_pytest_target(args):
             return (_pytest_cli.replay_main if name == "replay" else _pytest_cli.shrink_main)(args)
     if name is not None and name in registered:
+        heard: list[int] = []
         try:
-            return _load(name)(args)
+            with _starting(heard):
+                return _load(name)(args)
+        except KeyboardInterrupt:  # before the command took the signals (or it let one out)
+            signum = heard[0] if heard else signal.SIGINT
+            print(f"racetape: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+            return 128 + signum
         except ModuleNotFoundError as exc:
             root = (exc.name or "").partition(".")[0]
             if root not in EXTRA_OF:
