@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from racetape._engine.deviations import Schedule, format_schedule, parse_schedule
+from racetape._project import Project, find_project
 from racetape._pytest_cli import resolve
 from racetape._shrink import ScheduleShrinker, size
 from racetape._traces import (
@@ -268,6 +269,7 @@ def test_racetape_replay_by_node_id_says_reproduced_then_not_after_the_fix(
     out, err = capsys.readouterr()
     assert f"racetape: replay {TEST}: 1 run, " in err  # the progress, from the plugin's run
     assert "1 passed" in out  # -v: pytest's own output
+    assert "result.json" not in out  # but not the scratch file it wrote, gone by now
     assert f"racetape replay: did not reproduce: {TEST} passed under schedule" in out
     pytester.path.joinpath("test_order.py").unlink()  # the test is gone
     assert racetape(["replay", TEST, "-q"]) == 2
@@ -472,3 +474,23 @@ def test_replay_or_shrink_wins_over_race_runs_from_addopts_but_not_typed_beside_
     )
     assert both.ret == pytest.ExitCode.USAGE_ERROR
     both.stderr.fnmatch_lines(["*--race-runs and --race-replay are exclusive*"])
+
+
+def test_the_project_of_a_path_is_found_as_pytest_finds_its_rootdir(tmp_path: Path) -> None:
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    assert find_project(deep) is None
+    (tmp_path / "setup.py").write_text("")
+    assert find_project(deep) == Project(tmp_path)
+    (tmp_path / "a" / "pyproject.toml").write_text("[project]\nname = 'x'\n")  # no pytest table
+    assert find_project(deep) == Project(tmp_path / "a", tmp_path / "a" / "pyproject.toml")
+    (deep / "tox.ini").write_text("[tox]\n")  # no [pytest]: not pytest's
+    (tmp_path / "a" / "setup.cfg").write_text("[tool:pytest]\nrace_traces = out/tr\n")
+    found = find_project(deep)
+    assert found is not None
+    assert (found.rootdir, found.traces_root) == (tmp_path / "a", tmp_path / "a" / "out" / "tr")
+    (deep / "pytest.toml").write_text("[pytest]\n")
+    found = find_project(deep / "t.py")
+    assert found is not None
+    assert (found.rootdir, found.configured_traces) == (deep, False)
+    assert found.traces_root == deep / ".racetape" / "traces"

@@ -301,9 +301,11 @@ def replay_main(argv: list[str]) -> int:
             print(f"racetape replay: error: {problem}", file=sys.stderr)
             return 2
         groups = json.loads(result.read_text())["groups"]
+        # pytest's output, but not the line naming this scratch file, gone when it is shown.
+        said = "".join(x for x in ran.stdout.splitlines(True) if str(result) not in x)
     group = next((g for g in groups if g["scenario"] == trace.nodeid), None)
     if args.verbose:
-        print(ran.stdout, end="")
+        print(said, end="")
     if group is None or not group["runs"]:
         print(
             f"racetape replay: error: pytest ran no race run of {trace.nodeid}; is it still an"
