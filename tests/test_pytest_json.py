@@ -67,6 +67,7 @@ def test_race_json_is_a_result_that_reports_render_and_compare_judges(
     assert len(buggy["pytest"]["failing"]) == failed
     assert guarded["pytest"]["first_failure"] is None
     assert first["error"].startswith("AssertionError: an event landed after final")
+    assert first["when"] == "call"  # the phase that failed: a replay compares it too
 
     # The group links its first failing run's trace (relative to the document's folder), which
     # racetape replays and shrinks by the test's node id.

@@ -13,6 +13,8 @@ from types import SimpleNamespace
 import pytest
 
 from racetape._engine.deviations import Schedule, format_schedule, parse_schedule
+from racetape._project import Project, find_project
+from racetape._pytest_cli import resolve
 from racetape._shrink import ScheduleShrinker, size
 from racetape._traces import (
     KEEP_SESSIONS,
@@ -258,15 +260,16 @@ def test_racetape_replay_by_node_id_says_reproduced_then_not_after_the_fix(
     )  # fmt: skip
     assert replayed.returncode == 1, replayed.stderr
     assert replayed.stdout.splitlines() == [
-        f"racetape replay: reproduced: {TEST} failed again under schedule {trace.label}:"
-        f" {trace.error}"
-    ]  # -q: the verdict alone
+        f"racetape replay: reproduced: {TEST} failed again under schedule {trace.label}"
+        f" (pytest in {pytester.path}): {trace.error}"
+    ]  # -q: the verdict alone, and where it ran
     assert replayed.stderr == ""
     ordered(pytester, "--collect-only", fixed=True)  # the fix, no new run
     assert racetape(["replay", TEST, "-v"]) == 0
     out, err = capsys.readouterr()
     assert f"racetape: replay {TEST}: 1 run, " in err  # the progress, from the plugin's run
     assert "1 passed" in out  # -v: pytest's own output
+    assert "result.json" not in out  # but not the scratch file it wrote, gone by now
     assert f"racetape replay: did not reproduce: {TEST} passed under schedule" in out
     pytester.path.joinpath("test_order.py").unlink()  # the test is gone
     assert racetape(["replay", TEST, "-q"]) == 2
@@ -298,16 +301,18 @@ def test_racetape_shrink_by_node_id_writes_a_smaller_trace_that_replays(
     # -v shows pytest's own output (the plugin's summary of the shrink) before the command's.
     summary = [line for line in lines if line.startswith(f"racetape shrink: {TEST}: ")][-1]
     assert summary.startswith(f"racetape shrink: {TEST}: {before.label} (")
-    assert summary.endswith(f"-> {shrunk.label} (1 deviation), in {data['runs']} runs")
+    assert summary.endswith(
+        f"-> {shrunk.label} (1 deviation), in {data['runs']} runs (pytest in {pytester.path})"
+    )
     shown = os.path.relpath(shrunk.source)
     assert f"replay it: racetape replay {shown}" in lines
-    assert f"  or: pytest --race-replay {shrunk.label} {TEST}" in lines
+    assert f"  or: pytest --race-replay={shrunk.label} {TEST}" in lines
     # The progress, on stderr (plain lines: not a terminal), counted from the plugin's runs.
     assert f"racetape: shrink {TEST}: at most 65 runs\n" in captured.err
     assert f"racetape: shrink {TEST}: {data['runs']} runs, " in captured.err
     # replay NODEID now takes the shrunk trace.
     assert racetape(["replay", TEST, "-q"]) == 1
-    assert f"under schedule {format_schedule(shrunk.schedule)}:" in capsys.readouterr().out
+    assert f"under schedule {format_schedule(shrunk.schedule)} (" in capsys.readouterr().out
 
 
 def test_replay_and_shrink_of_what_is_not_there_is_one_line_and_exit_2(
@@ -323,3 +328,169 @@ def test_replay_and_shrink_of_what_is_not_there_is_one_line_and_exit_2(
         "racetape shrink: error: nothing.json: no such trace; give a trace's path or a test's"
         " node id\n"
     )
+
+
+# -- which test, which checkout, which traces (replay / shrink NODEID) ---------------------------
+
+
+def project(tmp_path: Path, ini: str = AUTO) -> Path:
+    """A project with an ini file and the ORDER test, ``t.py``, and ``tests/t.py`` under it."""
+    (tmp_path / "tests").mkdir(parents=True, exist_ok=True)
+    tmp_path.joinpath("pytest.ini").write_text(ini)
+    for test in (tmp_path / "t.py", tmp_path / "tests" / "t.py"):
+        test.write_text(ORDER)
+    return tmp_path
+
+
+def write(root: Path, session: str, nodeid: str, rootdir: Path, **more: object) -> Path:
+    folder = f"2026010{session}T000000.000000Z-1"
+    trace = {**doc(nodeid), "rootdir": str(rootdir), "invocation_dir": str(rootdir), **more}
+    return SessionTraces(root, folder).write(trace)
+
+
+def test_a_node_id_typed_below_the_rootdir_is_its_file_there_never_a_same_named_one(
+    tmp_path: Path,
+) -> None:
+    root = project(tmp_path) / "traces"
+    (tmp_path / "pkg" / "tests").mkdir(parents=True)
+    (tmp_path / "pkg" / "tests" / "t.py").write_text(ORDER)
+    write(root, "1", "pkg/tests/t.py::test_a", tmp_path)  # the older session
+    write(root, "2", "tests/t.py::test_a", tmp_path)  # the newer: the root's tests/t.py
+    from_pkg = find_trace("tests/t.py::test_a", root, cwd=tmp_path / "pkg", rootdir=tmp_path)
+    assert from_pkg.nodeid == "pkg/tests/t.py::test_a"  # not the newer, same-named one
+    # A file that two traced tests are (a link): one line, never a pick by time.
+    (tmp_path / "link.py").symlink_to(tmp_path / "t.py")
+    write(root, "3", "t.py::test_b", tmp_path)
+    SessionTraces(root, "20260103T000000.000000Z-1").write(
+        {**doc("link.py::test_b"), "rootdir": str(tmp_path)}
+    )
+    with pytest.raises(TraceError, match=r"names more than one traced test .*trace's path"):
+        find_trace("t.py::test_b", root, cwd=tmp_path, rootdir=tmp_path)
+
+
+def test_a_node_id_as_pytests_failed_line_prints_it_and_the_ini_race_traces_find_it(
+    tmp_path: Path,
+) -> None:
+    project(tmp_path, AUTO + "race_traces = build/traces\n")
+    ini_root = tmp_path / "build" / "traces"
+    wanted = write(ini_root, "1", "tests/t.py::test_a", tmp_path)
+    write(ini_root, "1", "tests/t.py::test_p[1]", tmp_path)
+    stale = write(tmp_path / ".racetape" / "traces", "2", "tests/t.py::test_a", tmp_path)
+    assert stale.exists()
+    assert resolve("tests/t.py::test_a[race4]", None, tmp_path).trace.source == wanted
+    assert resolve("t.py::test_a", None, tmp_path / "tests").trace.source == wanted
+    found = resolve("tests/t.py::test_p[1-race0]", None, tmp_path).trace
+    assert found.nodeid == "tests/t.py::test_p[1]"
+    # A node id with a space is quoted in the hint, as a shell needs it.
+    with pytest.raises(TraceError, match=r"pytest --race-runs 50 'tests/t.py::test_p\[a b\]'"):
+        resolve("tests/t.py::test_p[a b]", None, tmp_path)
+
+
+def test_a_trace_from_another_checkout_runs_this_checkouts_test_and_says_where(
+    tmp_path: Path,
+) -> None:
+    mine, theirs = project(tmp_path / "mine"), tmp_path / "theirs"
+    shared = tmp_path / "shared"
+    trace = write(shared, "1", "tests/t.py::test_a", theirs)  # their checkout: gone, or not
+    target = resolve("t.py::test_a", shared, mine / "tests")
+    assert (target.trace.source, target.where, target.node) == (trace, mine, "tests/t.py::test_a")
+    assert target.note == ""
+    # Not found from here: where it was recorded, and a note that says so.
+    project(theirs)
+    elsewhere = resolve(str(trace), None, tmp_path)
+    assert elsewhere.where == theirs
+    assert elsewhere.note == (
+        f"tests/t.py is not found at or above {tmp_path}: running the copy where the trace was"
+        f" recorded, {theirs}"
+    )
+
+
+def test_a_file_that_goes_while_traces_are_read_is_passed_over(tmp_path: Path) -> None:
+    root = tmp_path / "traces"
+    kept = write(root, "1", "t.py::test_a", tmp_path)
+    (kept.parent / "a-gone.json").symlink_to(tmp_path / "gone.json")  # listed, then not there
+    assert find_trace("t.py::test_a", root, cwd=tmp_path).source == kept
+
+
+def test_replay_runs_the_checkout_it_is_typed_in_and_a_failure_in_another_phase_is_not_the_same(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ordered(pytester, "--race-runs", "20")
+    (recorded,) = traces_of(pytester.path / ".racetape" / "traces")
+    fixed = pytester.path / "fixed"  # a copy of the project with the fix (another worktree)
+    fixed.mkdir()
+    fixed.joinpath("pytest.ini").write_text(AUTO)
+    fixed.joinpath("test_order.py").write_text(ORDER.replace('landed[-1] == "e"', '"e" in landed'))
+    monkeypatch.chdir(fixed)
+    capsys.readouterr()
+    assert racetape(["replay", str(recorded)]) == 0  # the fixed code, not the recorded copy's
+    out, err = capsys.readouterr()
+    assert "note:" not in err  # the test is here: no word of the recorded copy
+    assert out.splitlines() == [
+        f"racetape replay: did not reproduce: {TEST} passed under schedule"
+        f" {load_trace(recorded).label} (pytest in {fixed}); recorded call:"
+        f" {load_trace(recorded).error}; fixed, or part of it is not under racetape's control"
+    ]  # and not pytest's own output: that is -v's
+    # The same exception type in another phase is another failure.
+    monkeypatch.chdir(pytester.path)
+    setup = pytester.path / "setup.json"
+    setup.write_text(json.dumps({**json.loads(recorded.read_text()), "when": "setup"}))
+    assert racetape(["replay", str(setup), "-q"]) == 1
+    (verdict,) = capsys.readouterr().out.splitlines()
+    assert verdict.startswith(f"racetape replay: failed differently: {TEST} under schedule")
+    assert "failed in call: AssertionError: " in verdict
+    assert "; recorded setup: AssertionError: " in verdict
+
+
+def test_replay_of_a_trace_outside_a_nested_projects_rootdir_keeps_its_rootdir(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A monorepo: an outer pyproject.toml, the package's own pytest.ini; traces outside it.
+    pytester.makepyprojecttoml("[tool.pytest.ini_options]\n")
+    pkg = pytester.mkpydir("pkg")
+    pkg.joinpath("pytest.ini").write_text(AUTO)
+    pkg.joinpath("test_order.py").write_text(ORDER)
+    pytester.runpytest("-p", "no:cacheprovider", "pkg/test_order.py", "--race-runs", "20",
+                       "--race-traces", "traces")  # fmt: skip
+    (recorded,) = traces_of(pytester.path / "traces")
+    assert load_trace(recorded).rootdir == str(pkg)
+    capsys.readouterr()
+    # Two words (--race-replay PATH), pytest took PATH for a path: rootdir the outer folder.
+    assert racetape(["replay", str(recorded), "-q"]) == 1
+    assert capsys.readouterr().out.startswith(f"racetape replay: reproduced: {TEST} failed again")
+
+
+def test_replay_or_shrink_wins_over_race_runs_from_addopts_but_not_typed_beside_it(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeini(AUTO + "addopts = --race-runs 20\n")
+    pytester.makepyfile(test_order=ORDER)
+    assert pytester.runpytest("-p", "no:cacheprovider").ret == pytest.ExitCode.TESTS_FAILED
+    (recorded,) = traces_of(pytester.path / ".racetape" / "traces")
+    again = pytester.runpytest("-p", "no:cacheprovider", f"--race-replay={recorded}")
+    again.assert_outcomes(failed=1)  # once, under the trace's schedule
+    both = pytester.runpytest(
+        "-p", "no:cacheprovider", "--race-runs=3", f"--race-replay={recorded}"
+    )
+    assert both.ret == pytest.ExitCode.USAGE_ERROR
+    both.stderr.fnmatch_lines(["*--race-runs and --race-replay are exclusive*"])
+
+
+def test_the_project_of_a_path_is_found_as_pytest_finds_its_rootdir(tmp_path: Path) -> None:
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    assert find_project(deep) is None
+    (tmp_path / "setup.py").write_text("")
+    assert find_project(deep) == Project(tmp_path)
+    (tmp_path / "a" / "pyproject.toml").write_text("[project]\nname = 'x'\n")  # no pytest table
+    assert find_project(deep) == Project(tmp_path / "a", tmp_path / "a" / "pyproject.toml")
+    (deep / "tox.ini").write_text("[tox]\n")  # no [pytest]: not pytest's
+    (tmp_path / "a" / "setup.cfg").write_text("[tool:pytest]\nrace_traces = out/tr\n")
+    found = find_project(deep)
+    assert found is not None
+    assert (found.rootdir, found.traces_root) == (tmp_path / "a", tmp_path / "a" / "out" / "tr")
+    (deep / "pytest.toml").write_text("[pytest]\n")
+    found = find_project(deep / "t.py")
+    assert found is not None
+    assert (found.rootdir, found.configured_traces) == (deep, False)
+    assert found.traces_root == deep / ".racetape" / "traces"

@@ -10,7 +10,7 @@ read a ``racetape run``'s. One group per raced test:
   ``{"failed": k}``), ``strand_runs`` their run numbers, ``runs_done`` the run numbers that ran;
 * ``pytest`` (only here) holds ``nodeid``, ``replay`` (the command that replays the first failing
   run), ``first_failure`` (``run``, ``node``, ``seed`` or ``schedule``, ``error``: its exception's
-  type and first line, ``report``: the lines
+  type and first line, ``when``: the phase that failed, ``report``: the lines
   of its racetape section), ``failing`` (every failing run's seed or schedule, in run order),
   ``covered`` (controlled: what the search covered), ``uncontrolled``, ``trace`` (the first
   failing run's trace, relative to the document's folder; ``racetape replay`` and ``racetape
@@ -46,6 +46,7 @@ class Tally:
     reports: dict[str, list[str]] = field(default_factory=dict)  # failed node id -> section
     traces: dict[str, str] = field(default_factory=dict)  # failed node id -> its trace's path
     errors: dict[str, str] = field(default_factory=dict)  # failed node id -> "Type: message"
+    whens: dict[str, str] = field(default_factory=dict)  # failed node id -> its failing phase
     kind: str = "seed"  # what labels are: "seed" or "schedule"
     notes: set[str] = field(default_factory=set)  # what a run could not control
     verdict: str = ""  # controlled: what the test's search covered
@@ -97,6 +98,7 @@ def _group(
             "node": first_node,
             runs.kind: runs.labels.get(first_node, "?"),
             "error": runs.errors.get(first_node),
+            "when": runs.whens.get(first_node),
             "report": runs.reports.get(first_node, []),
         }
     n = len(runs.runs)

@@ -22,8 +22,9 @@ import datetime
 import json
 import os
 import re
+import shlex
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -40,6 +41,8 @@ from racetape._engine.schedule import Decision
 from racetape._result import write_json_atomic
 
 TRACE_SCHEMA = "racetape.pytest-trace/1"
+SCHEMA_FAMILY = "racetape.pytest-trace/"
+"""What every version of the schema starts with (a later one is a newer racetape's)."""
 DEFAULT_ROOT = Path(".racetape") / "traces"
 """The traces root, relative to pytest's rootdir (``--race-traces`` / ini ``race_traces``)."""
 KEEP_SESSIONS = 20
@@ -128,13 +131,22 @@ def load_trace(path: Path) -> PytestTrace:
     except FileNotFoundError:
         raise TraceError(f"{path}: no such trace") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TraceError(f"{path}: not a readable JSON trace: {exc}") from None
+        raise TraceError(
+            f"{path}: not a readable JSON trace: {exc}; give a trace a failing run wrote, or"
+            " the test's node id"
+        ) from None
 
     def fail(field: str, message: str) -> TraceError:
         return TraceError(f"{path}: {field}: {message}")
 
-    if not isinstance(data, dict) or data.get("schema") != TRACE_SCHEMA:
-        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+    found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+    if isinstance(found, str) and found.startswith(SCHEMA_FAMILY) and found != TRACE_SCHEMA:
+        raise fail(
+            "schema",
+            f"{found!r} was written by a newer racetape; this one ({version('racetape')})"
+            f" reads {TRACE_SCHEMA!r}: pip install --upgrade racetape",
+        )
+    if not isinstance(data, dict) or found != TRACE_SCHEMA:
         raise fail("schema", f"expected {TRACE_SCHEMA!r} (a pytest run's trace), found {found!r}")
     for key, kind in [
         ("nodeid", str), ("schedule", str), ("strategy", str), ("seed", int), ("error", str),
@@ -167,12 +179,14 @@ def load_trace(path: Path) -> PytestTrace:
 
 
 def is_pytest_trace(path: Path) -> bool:
-    """Whether ``path`` is a JSON file that says it is a pytest trace (not a catalog trace)."""
+    """Whether ``path`` is a JSON file that says it is a pytest trace of any version (not a
+    catalog trace)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
-    return isinstance(data, dict) and data.get("schema") == TRACE_SCHEMA
+    schema = data.get("schema") if isinstance(data, dict) else None
+    return isinstance(schema, str) and schema.startswith(SCHEMA_FAMILY)
 
 
 def _slug(nodeid: str) -> str:
@@ -239,25 +253,45 @@ def prune(root: Path, *, keep: int, current: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _traces_in(folder: Path) -> Iterator[PytestTrace]:
-    for path in sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+def _traces_in(folder: Path) -> list[PytestTrace]:
+    """The traces in a session folder, by name. A file that goes while the folder is read (a
+    session pruning it) or that is not a trace of ours is passed over."""
+    traces = []
+    for path in sorted(folder.glob("*.json")):
         try:
-            yield load_trace(path)
+            traces.append(load_trace(path))
         except TraceError:
-            continue  # not a trace of ours: whatever else is there is not our business
+            continue  # gone, or not ours: whatever else is there is not our business
+    return traces
 
 
-def _same_test(trace: PytestTrace, nodeid: str, cwd: Path) -> bool:
-    if trace.nodeid == nodeid:
-        return True
-    # The node id as typed from another folder (the replay command's words): compare the files.
+SAME_FILE, SAME_PROJECT_PATH, SAME_WORDS = range(3)
+"""How a trace matches a typed node id, best first (see :func:`match`)."""
+
+
+def match(trace: PytestTrace, nodeid: str, cwd: Path, rootdir: Path | None) -> int | None:
+    """How ``trace`` is the test ``nodeid`` names, as typed in ``cwd`` of the project rooted at
+    ``rootdir``: :data:`SAME_FILE` (its file, resolved), :data:`SAME_PROJECT_PATH` (the same
+    path under ``rootdir``: this test in another copy of the project, a worktree or a shared
+    traces folder), :data:`SAME_WORDS` (the same node id, for a file not found from here);
+    None: another test."""
     path, sep, rest = nodeid.partition("::")
-    mine, _, own_rest = trace.nodeid.partition("::")
-    return (
-        rest == own_rest
-        and bool(sep)
-        and (cwd / path).resolve() == (Path(trace.rootdir) / mine).resolve()
-    )
+    mine, own_sep, own_rest = trace.nodeid.partition("::")
+    if (sep, rest) != (own_sep, own_rest):
+        return None
+    typed = (cwd / path).resolve()
+    if typed == (Path(trace.rootdir) / mine).resolve():
+        return SAME_FILE
+    root = rootdir.resolve() if rootdir is not None else None
+    if (
+        root is not None
+        and typed.is_relative_to(root)
+        and typed.relative_to(root).as_posix() == mine
+    ):
+        return SAME_PROJECT_PATH
+    if not typed.is_file() and trace.nodeid == nodeid:
+        return SAME_WORDS
+    return None
 
 
 def find_root(start: Path) -> Path | None:
@@ -268,24 +302,33 @@ def find_root(start: Path) -> Path | None:
     return None
 
 
-def find_trace(nodeid: str, root: Path, *, cwd: Path) -> PytestTrace:
-    """The trace of ``nodeid`` in the newest session under ``root`` that has one: its shrunk
-    trace, else its first failing run's. Raises :class:`TraceError` naming
-    what is missing and how to get it."""
+def find_trace(nodeid: str, root: Path, *, cwd: Path, rootdir: Path | None = None) -> PytestTrace:
+    """The trace of ``nodeid`` (as typed in ``cwd``, of the project rooted at ``rootdir``) under
+    ``root``: of the best :func:`match` any session has, the newest session's; of its traces,
+    the shrunk one, else its first failing run's. Two tests that match as well in one session
+    are a :class:`TraceError`, never a guess; so is no trace, naming how to get one."""
     if not root.is_dir():
         raise TraceError(
             f"{root}: no traces folder; run the test under the plugin first (pytest"
-            f" --race-runs 50 {nodeid}), or give --traces DIR"
+            f" --race-runs 50 {shlex.quote(nodeid)}), or give --traces DIR"
         )
-    for folder in reversed(sessions(root)):
-        found = [t for t in _traces_in(folder) if _same_test(t, nodeid, cwd)]
-        # Newest first; stable sorts: the session's first failing run (the one its report
-        # shows), and a shrunk trace before any.
-        found.sort(key=lambda t: t.run if t.run is not None else -1)
-        found.sort(key=lambda t: not t.source.name.endswith(SHRUNK_SUFFIX))
-        if found:
-            return found[0]
+    scanned = [_traces_in(folder) for folder in reversed(sessions(root))]  # newest first
+    for level in (SAME_FILE, SAME_PROJECT_PATH, SAME_WORDS):
+        for traces in scanned:
+            found = [t for t in traces if match(t, nodeid, cwd, rootdir) == level]
+            tests = sorted({str(Path(t.rootdir) / t.nodeid) for t in found})
+            if len(tests) > 1:
+                raise TraceError(
+                    f"{nodeid}: names more than one traced test ({', '.join(tests)}) in"
+                    f" {found[0].source.parent}; give the trace's path instead"
+                )
+            # Stable sorts: the session's first failing run (the one its report shows), and a
+            # shrunk trace before any.
+            found.sort(key=lambda t: t.run if t.run is not None else -1)
+            found.sort(key=lambda t: not t.source.name.endswith(SHRUNK_SUFFIX))
+            if found:
+                return found[0]
     raise TraceError(
         f"{nodeid}: no trace of this test under {root}; run it under the plugin (pytest"
-        f" --race-runs 50 {nodeid}) until it fails, or give the trace's path"
+        f" --race-runs 50 {shlex.quote(nodeid)}) until it fails, or give the trace's path"
     )

@@ -19,10 +19,13 @@ line and ``128 + the signal``, as every command's own policy does; nothing has b
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import entry_points, version
+from pathlib import Path
 from typing import cast
 
 GROUP = "racetape.commands"
@@ -46,6 +49,55 @@ def commands() -> dict[str, str]:
 def _load(name: str) -> Command:
     (entry,) = entry_points(group=GROUP, name=name)
     return cast("Command", entry.load())
+
+
+# The pytest side's flags (racetape._pytest_cli) that take no value; any other flag is taken to
+# take one (--traces DIR, a provider's --pg-dsn DSN ...) unless written --flag=VALUE.
+_NO_VALUE = frozenset({"-q", "--quiet", "-v", "--verbose", "-h", "--help"})
+_NODE_ID = re.compile(r"[^:]+\.py(::|$)")  # a test file, then (maybe) its test: as pytest types it
+PYTEST_TRACES = "racetape.pytest-trace/"  # every version's schema starts so (racetape._traces)
+
+
+def _positionals(argv: Sequence[str]) -> Iterator[str]:
+    """The positional arguments of ``replay/shrink ARGS`` (before any ``--``)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            return
+        if word.startswith("-"):
+            if "=" not in word and word not in _NO_VALUE:
+                next(words, None)  # its value, whatever it looks like (a DSN's [::1] ...)
+            continue
+        yield word
+
+
+def _pytest_file(path: Path) -> bool:
+    """Whether the file ``path`` is the pytest side's: a pytest trace of any version, a test
+    file, or no JSON at all (its one line then needs no provider); a catalog trace is not."""
+    if path.suffix == ".py":
+        return True
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return True
+    schema = data.get("schema") if isinstance(data, dict) else None
+    return isinstance(schema, str) and schema.startswith(PYTEST_TRACES)
+
+
+def is_pytest_target(argv: Sequence[str]) -> bool:
+    """Whether ``racetape replay/shrink ARGS`` is about a pytest test, decided by its first
+    positional argument: an existing file by what it holds (:func:`_pytest_file`), else a node
+    id (``path.py::test``, or a ``.py`` path); or ``--traces`` (only the pytest side has it)."""
+    words = list(argv[1:])
+    flags = words[: words.index("--")] if "--" in words else words
+    if any(w == "--traces" or w.startswith("--traces=") for w in flags):
+        return True
+    for word in _positionals(words):
+        path = Path(word)
+        if path.is_file():
+            return _pytest_file(path)
+        return _NODE_ID.match(word) is not None
+    return False
 
 
 def _usage(registered: dict[str, str]) -> str:
@@ -82,13 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     registered = commands()
     name = args[0] if args else None
-    if name in ("replay", "shrink"):
-        # A pytest test's (a node id, a trace the plugin wrote) is racetape's own: it needs
-        # nothing but pytest; a catalog trace is the provider's.
+    # A pytest test's (a node id, a trace the plugin wrote) is racetape's own: it needs nothing
+    # but pytest; a catalog trace is the provider's.
+    if name in ("replay", "shrink") and is_pytest_target(args):
         from racetape import _pytest_cli
 
-        if _pytest_cli.is_pytest_target(args):
-            return (_pytest_cli.replay_main if name == "replay" else _pytest_cli.shrink_main)(args)
+        return (_pytest_cli.replay_main if name == "replay" else _pytest_cli.shrink_main)(args)
     if name is not None and name in registered:
         heard: list[int] = []
         try:

@@ -38,7 +38,9 @@ or a test marked ``@pytest.mark.race(runs=N)``, it registers one marker and the
 * ``@pytest.mark.race(runs=N)``: this test's number of runs, with or without ``--race-runs``
   (0: never raced); without a flag, the plugin turns on at the first marked test collected.
 * ini options (``[pytest]``): ``race_runs``, ``race_mode``, ``race_strategy``,
-  ``race_base_seed``, ``race_max_delay``, ``race_keep_going``; the flag wins over the ini file.
+  ``race_base_seed``, ``race_max_delay``, ``race_keep_going``; the flag wins over the ini file,
+  and a replay or a shrink over race runs from the ini file or ``addopts`` (``--race-runs``
+  typed beside one is an error).
   Race runs that race no test are a ``PytestWarning``; a bad flag or ini value is a usage error
   (exit 4), one line naming it and the fix.
 
@@ -321,6 +323,11 @@ def _setting(config: pytest.Config, name: str, parse: Callable[[str], Any], defa
         raise pytest.UsageError(f"racetape: {where}: {name}: {exc}") from None
 
 
+def _typed(config: pytest.Config, flag: str) -> bool:
+    """Whether ``flag`` is on the command line itself (not from addopts or PYTEST_ADDOPTS)."""
+    return any(arg == flag or arg.startswith(flag + "=") for arg in config.invocation_params.args)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
@@ -338,10 +345,13 @@ def pytest_configure(config: pytest.Config) -> None:
     keep_going = config.getoption("race_keep_going")
     if keep_going is None:
         keep_going = bool(config.getini("race_keep_going"))
+    # A replay or a shrink wins over race runs from the ini file or addopts (the project's
+    # defaults); --race-runs typed beside it is a mistake to say.
+    typed_runs = config.getoption("race_runs") if _typed(config, "--race-runs") else None
     given = [
         flag
         for flag, value in (
-            ("--race-runs", config.getoption("race_runs")),
+            ("--race-runs", typed_runs),
             ("--race-seed", seed),
             ("--race-replay", replay_given),
             ("--race-shrink", shrink),
@@ -950,8 +960,8 @@ class _Shrink:
             run=None,
             error=error[1],
             when=error[0],
-            invocation_dir=Path(trace.invocation_dir),
-            rootdir=Path(trace.rootdir),
+            invocation_dir=config.invocation_params.dir,  # where it was shrunk: the code here
+            rootdir=config.rootpath,
             shrunk_from={
                 "trace": str(trace.source),
                 "schedule": trace.label,
@@ -1205,8 +1215,8 @@ class RaceSession:
         if not keep:
             raise pytest.UsageError(
                 f"racetape: {trace.source} is a trace of {trace.nodeid}, which is not among the"
-                f" selected tests; select it: pytest --race-replay {trace.source}"
-                f" {trace.node_words}"
+                " selected tests; select it:"
+                f" {shlex.join(['pytest', f'--race-replay={trace.source}', trace.node_words])}"
             )
         if drop:
             self.config.hook.pytest_deselected(items=drop)
@@ -1241,7 +1251,10 @@ class RaceSession:
             trace = None
             if error is None:  # the run's first failing phase: its trace
                 error = item.stash[ERROR_KEY] = (report.when, _error_of(call))
-                report.user_properties.append(("racetape_error", error[1]))
+                report.user_properties += [
+                    ("racetape_error", error[1]),
+                    ("racetape_when", error[0]),
+                ]
                 if self.only is None:  # a trace's replay is that trace's run again
                     trace = self.driver.trace(item, run, error)
             if trace is not None:
@@ -1309,6 +1322,9 @@ class RaceSession:
                 tally.traces.setdefault(report.nodeid, trace)
             if isinstance(error, str):
                 tally.errors.setdefault(report.nodeid, error)
+            when = props.get("racetape_when")
+            if isinstance(when, str):
+                tally.whens.setdefault(report.nodeid, when)
             label, kind = props.get("racetape_label"), props.get("racetape_kind")
             tally.labels.setdefault(report.nodeid, label if isinstance(label, str) else "?")
             tally.kind = kind if isinstance(kind, str) else tally.kind
