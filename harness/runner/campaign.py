@@ -16,7 +16,7 @@ from harness import signals
 from harness.adapters import Database
 from harness.files import OutputError, write_json_atomic
 from harness.runner.model import ALL_ADAPTERS, EnvironmentFault, Group, RunRecord, Settings
-from harness.runner.pool import Job, _in_this_process, run_jobs
+from harness.runner.pool import Job, in_this_process, run_jobs
 from harness.runner.runs import run_exhaustive
 from harness.runner.seeds import shard_indices
 
@@ -194,7 +194,7 @@ def _run_exhaustive_groups(
                 continue
             results[group].exhausted = exhausted
 
-    return _in_this_process(settings.pg_dsn, work)
+    return in_this_process(settings.pg_dsn, work)
 
 
 def _write_traces(result: GroupResult, settings: Settings) -> list[str]:

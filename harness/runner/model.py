@@ -110,3 +110,5 @@ class WorkerLost(EnvironmentFault):
 
 
 ALL_ADAPTERS = "*"
+"""Where an :class:`EnvironmentFault` that ends every adapter's groups (its ``adapter`` is None)
+is kept among those keyed by adapter."""

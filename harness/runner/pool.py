@@ -124,10 +124,10 @@ def _jobs_in_process(
             except BudgetCut as cut:  # the same
                 on_cut(job, cut)
 
-    return _in_this_process(pg_dsn, work)
+    return in_this_process(pg_dsn, work)
 
 
-def _in_this_process(
+def in_this_process(
     pg_dsn: str | None, work: Callable[[Callable[[str], Database]], Awaitable[None]]
 ) -> bool:
     """Run ``work`` in an event loop of its own, handing it this process's database for an
