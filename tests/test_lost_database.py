@@ -19,10 +19,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from harness import runner
 from harness.adapters import CONNECTION_LOST, Database
 from harness.pgserver import LocalServer, PostgresServer, start_local_server
-from harness.runner import Group, Settings
+from harness.runner import DatabaseLost, Group, Settings, run_indices, runs
 from harness.scenario import resolve_scenario
 from tests.test_signals import PROGRESS, Command
 
@@ -128,7 +127,7 @@ async def test_a_driver_error_is_a_lost_database_only_if_the_server_then_fails_t
             "cannot switch to state 12; another operation is in progress"
         )
 
-    monkeypatch.setattr(runner, "execute", broken_request)
+    monkeypatch.setattr(runs, "execute", broken_request)
     dsn = (
         postgres_server.dsn
         if server_answers
@@ -141,12 +140,12 @@ async def test_a_driver_error_is_a_lost_database_only_if_the_server_then_fails_t
 
     monkeypatch.setattr(db, "store", a_store)
     group = Group(resolve_scenario("late-progress"), "postgres", frozenset(), "random")
-    run = runner.run_indices(db, group, [0], Settings(reconnect_within=0), keep_traces=0)
+    run = run_indices(db, group, [0], Settings(reconnect_within=0), keep_traces=0)
     if server_answers:
         with pytest.raises(asyncpg.InternalClientError):
             await run
     else:
-        with pytest.raises(runner.DatabaseLost, match=r"postgres became unreachable .* in run 0"):
+        with pytest.raises(DatabaseLost, match=r"postgres became unreachable .* in run 0"):
             await run
 
 
