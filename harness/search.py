@@ -23,6 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.database import ExampleDatabase, InMemoryExampleDatabase
 
+from harness import signals
 from harness.adapters import Database
 from harness.files import write_json_atomic
 from harness.run import RunResult, execute
@@ -161,7 +162,7 @@ def _round(
     def strands_no_new_way(data: st.DataObject) -> None:
         scenario = data.draw(scenario_shapes(), label="scenario")
         mode = Controlled(DrawnStrategy(data), settle_timeout)
-        result = loop.run(execute(store, scenario, faults, mode))
+        result = signals.run_interruptible(loop, execute(store, scenario, faults, mode))
         exploration.runs += 1
         if on_run is not None:
             on_run(exploration, result)

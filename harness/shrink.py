@@ -22,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.database import ExampleDatabase, InMemoryExampleDatabase
 
+from harness import signals
 from harness.adapters import Database
 from harness.run import RunResult, execute
 from harness.traces import Trace, describe_kinds, kinds_of, trace_document
@@ -142,7 +143,9 @@ def shrink_on(
 
     def run(strategy: DrawnStrategy | ReplayStrategy) -> RunResult:
         nonlocal runs
-        result = loop.run(execute(store, scenario, faults, Controlled(strategy)))
+        result = signals.run_interruptible(
+            loop, execute(store, scenario, faults, Controlled(strategy))
+        )
         runs += 1
         if on_run is not None:
             on_run(runs, result)

@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 GRACE_SECONDS = 5.0
@@ -190,6 +190,21 @@ def _insist() -> None:
 def calm() -> None:
     """The stop has been heard (the CLI is writing its last line): no more Ctrl-C follows."""
     _state.insisting = False
+
+
+T = TypeVar("T")
+
+
+def run_interruptible(runner: asyncio.Runner, main: Coroutine[Any, Any, T]) -> T:
+    """``runner.run(main)``, where a Ctrl-C that came during it is never lost. asyncio's handler
+    cancels the main task on the first Ctrl-C, and raises KeyboardInterrupt only if the task
+    then ends cancelled; code under test may take that cancellation for its own and return, and
+    an interrupting command (``explore``, ``shrink``) would go on with its next run as if no
+    Ctrl-C had come. The count is asyncio.Runner's own, of the Ctrl-Cs in this run."""
+    result = runner.run(main)
+    if getattr(runner, "_interrupt_count", 0):
+        raise KeyboardInterrupt
+    return result
 
 
 def run_cancellable(main: Callable[[], Coroutine[Any, Any, None]]) -> bool:

@@ -344,3 +344,28 @@ def test_a_killed_workers_schemas_are_removed_by_the_command(
     assert code in (130, 143), err
     assert "Traceback" not in err
     assert _schemas(own_server.dsn) == []
+
+
+def test_a_ctrl_c_during_a_run_whose_code_swallows_the_cancel_is_not_lost() -> None:
+    # asyncio's Ctrl-C handler cancels the main task; code under test may swallow that.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    started = threading.Event()
+
+    async def swallows() -> None:
+        started.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            # Short sleeps: a signal that lands just before the loop blocks is only handled
+            # once the loop wakes (asyncio's Runner sets no wakeup fd for it).
+            for _ in range(1000):
+                await asyncio.sleep(0.01)
+
+    def ctrl_c() -> None:
+        started.wait()
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    threading.Thread(target=ctrl_c, daemon=True).start()
+    try:
+        with asyncio.Runner() as runner, pytest.raises(KeyboardInterrupt):
+            signals.run_interruptible(runner, swallows())
+    finally:
+        signal.signal(signal.SIGINT, before)
