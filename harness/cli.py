@@ -19,10 +19,10 @@ from collections.abc import Sequence
 
 from harness import signals
 from harness.adapters import connection_lost
+from harness.campaign import EnvironmentFault
 from harness.commands import bench, explore, matrix, replay, report, run, shrink, stress
 from harness.commands import list as list_
 from harness.commands.common import EXIT_ENVIRONMENT, INPUT_ERRORS, Parser
-from harness.runner import EnvironmentFault
 from reftask.dsn import redact_dsn
 
 SUBCOMMANDS = (run, replay, report, matrix, bench, shrink, explore, stress, list_)

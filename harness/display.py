@@ -18,10 +18,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from harness.campaign import Group, RunRecord
+from harness.campaign import Progress as ProgressSink
 from harness.replay import Replayed
 from harness.run import RunResult
-from harness.runner import Group, RunRecord
-from harness.runner import Progress as ProgressSink
 from harness.search import Exploration
 from harness.shapes import describe_shape
 from harness.shrink import Shrunk

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from harness.campaign import Group, Job, Progress, RunRecord, Settings, run_jobs
 from harness.results import possible_windows
-from harness.runner import Group, Job, Progress, RunRecord, Settings, run_jobs
 from harness.scenario import Scenario
 from harness.unpointed import POINTS_OFF, runnable
 from reftask.faults import Fault

@@ -16,8 +16,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from harness.campaign import GroupResult, Settings
 from harness.files import read_json
-from harness.runner import GroupResult, Settings
 from harness.scenario import Scenario
 from harness.windows import Plan, possible_landings
 from racetape._engine.jitter import STATISTICAL_NOTE

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.adapters import ADAPTERS
+from harness.campaign import Group
 from harness.files import strict_json, write_all_atomic
 from harness.pgserver import PostgresUnavailable, check_reachable
-from harness.runner import Group
 from harness.scenario import Scenario
 
 STRESS_STRATEGIES = ("random", "pct")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.campaign import Group, Settings, run_exhaustive
 from harness.results import possible_windows
 from harness.run import execute
-from harness.runner import Group, Settings, run_exhaustive
 from harness.scenario import Scenario, find_scenarios, resolve_scenario
 from racetape._engine.strategies import PctStrategy, RandomStrategy, run_seed
 from racetape._target import Controlled

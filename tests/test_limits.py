@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from harness import limits
+from harness.campaign import Settings, mode_for
 from harness.cli import main
 from harness.files import write_json_atomic
 from harness.results import ResultError, load_result
-from harness.runner import Settings, mode_for
 from harness.scenario import ScenarioError, parse_scenario
 
 

@@ -20,8 +20,8 @@ import asyncpg
 import pytest
 
 from harness.adapters import CONNECTION_LOST, Database
+from harness.campaign import DatabaseLost, Group, Settings, run_indices, runs
 from harness.pgserver import LocalServer, PostgresServer, start_local_server
-from harness.runner import DatabaseLost, Group, Settings, run_indices, runs
 from harness.scenario import resolve_scenario
 from tests.test_signals import PROGRESS, Command
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from harness.campaign import Group, RunRecord, Settings
 from harness.cli import main
 from harness.matrix import Cell, matrix_document, run_matrix
-from harness.runner import Group, RunRecord, Settings
 from harness.scenario import resolve_scenario
 from reftask.faults import Fault
 

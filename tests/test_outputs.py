@@ -189,12 +189,12 @@ def test_report_writes_nothing_if_one_output_is_bad(
 def test_a_trace_that_cannot_be_written_leaves_the_result_with_a_note(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import harness.runner.campaign
+    import harness.campaign.groups
 
     def full(path: Path, data: Any) -> None:
         raise OutputError(f"{path}: cannot write: No space left on device")
 
-    monkeypatch.setattr(harness.runner.campaign, "write_json_atomic", full)
+    monkeypatch.setattr(harness.campaign.groups, "write_json_atomic", full)
     result = tmp_path / "r.json"
     traces = tmp_path / "t"
     code = main(["run", "--scenario", "late-progress", "--fault", "no-terminal-guard",

@@ -17,9 +17,9 @@ import pytest
 
 from harness.oracle import check_task
 from racetape import point
-from racetape._controlled import ControlledRuns
 from racetape._engine.schedule import Schedule
 from racetape._engine.strategies import per_run_strategy
+from racetape._race_scheduler import RaceScheduler
 from reftask.faults import Fault
 from reftask.manager import RunContext, TaskManager
 from reftask.stores.base import SqlTaskStore
@@ -61,7 +61,7 @@ class Scenario:
 
 
 async def run_once(
-    race_scheduler: ControlledRuns,
+    race_scheduler: RaceScheduler,
     store: SqlTaskStore,
     seed: int,
     task_id: str,
@@ -77,7 +77,7 @@ async def run_once(
 
 @pytest.mark.parametrize("adapter", ["sqlite"])
 async def test_the_fixture_finds_no_terminal_guard_and_replays_it(
-    race_scheduler: ControlledRuns, store_factory: StoreFactory
+    race_scheduler: RaceScheduler, store_factory: StoreFactory
 ) -> None:
     store = await store_factory(GUARD_OFF)
     found: dict[int, tuple[Schedule, list[str]]] = {}
@@ -102,7 +102,7 @@ async def test_the_fixture_finds_no_terminal_guard_and_replays_it(
 
 @pytest.mark.parametrize("adapter", ["sqlite"])
 async def test_with_the_guard_the_same_seeds_find_nothing(
-    race_scheduler: ControlledRuns, store_factory: StoreFactory
+    race_scheduler: RaceScheduler, store_factory: StoreFactory
 ) -> None:
     store = await store_factory()
     for seed in SEEDS:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 import harness
+from harness.campaign import Group, Settings, run_groups
 from harness.cli import main
 from harness.replay import replay
 from harness.report import (
@@ -34,7 +35,6 @@ from harness.report import (
 from harness.report.plots import strand_gaps
 from harness.report.timeline import load_swimlanes
 from harness.results import result_document
-from harness.runner import Group, Settings, run_groups
 from harness.scenario import resolve_scenario
 from harness.traces import load_trace
 from reftask.faults import Fault

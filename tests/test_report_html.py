@@ -24,6 +24,7 @@ from matplotlib.text import Text
 
 import harness
 import reftask
+from harness.campaign import Group, Settings, run_groups
 from harness.files import write_json_atomic
 from harness.oracle import STRAND_SENTENCES, StrandKind
 from harness.report import render_html, render_markdown
@@ -33,7 +34,6 @@ from harness.report.summary import BOUND_DEFINITION, figures
 from harness.report.timeline import Lane, Mark, Swimlanes
 from harness.report.where import point_locations, where
 from harness.results import result_document
-from harness.runner import Group, Settings, run_groups
 from harness.scenario import resolve_scenario
 from harness.shrink import shrink_trace
 from harness.traces import load_trace, shrunk_path

@@ -17,8 +17,8 @@ import pytest
 
 from harness.adapters import Database
 from harness.bench import GUARD_OFF, scaling
+from harness.campaign import Group, Settings, run_groups
 from harness.run import RunResult, execute
-from harness.runner import Group, Settings, run_groups
 from harness.scenario import Scenario, find_scenarios, resolve_scenario
 from racetape._engine.strategies import RandomStrategy, run_seed
 from racetape._target import Controlled

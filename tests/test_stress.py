@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from harness import stress
+from harness.campaign import Group
 from harness.cli import main
 from harness.pgserver import PostgresServer
-from harness.runner import Group
 from harness.scenario import Scenario, find_scenarios
 from reftask.faults import Fault
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.campaign import Settings
 from harness.matrix import matrix_document, run_matrix
-from harness.runner import Settings
 from harness.scenario import resolve_scenario
 from harness.unpointed import POINTS_OFF, Stranded, program, runnable
 from racetape import check

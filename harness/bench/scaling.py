@@ -3,8 +3,8 @@
 One long job of about ``N`` runs per adapter, in one process on one database, shaped the way
 ``racetape stress`` shapes its job: every catalog scenario, fault-free, under the ``random`` and
 ``pct`` strategies, ``N`` split evenly over those groups, and the chunks handed out one group
-after another in turn (:func:`harness.runner.spread_jobs`, the same call ``racetape run`` and
-``racetape stress`` use). Each run goes through :func:`harness.runner.run_indices`, the per-run
+after another in turn (:func:`harness.campaign.spread_jobs`, the same call ``racetape run`` and
+``racetape stress`` use). Each run goes through :func:`harness.campaign.run_indices`, the per-run
 path of those commands (execute, judge, record).
 
 The figure, per scenario: runs per second over its first ``window`` runs and over its last
@@ -45,7 +45,7 @@ import asyncpg
 from rich.table import Table
 
 from harness.adapters import Database
-from harness.runner import Group, GroupResult, RunRecord, Settings, run_indices, spread_jobs
+from harness.campaign import Group, GroupResult, RunRecord, Settings, run_indices, spread_jobs
 from harness.scenario import Scenario, find_scenarios
 from harness.stress import STRESS_STRATEGIES, stress_groups
 

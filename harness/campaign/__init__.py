@@ -1,14 +1,14 @@
 """Many runs: groups of (scenario, adapter, faults, strategy), seeded, sharded, spread over workers.
 
 The names the rest of the harness and its tests use are in :data:`__all__`. The modules:
-:mod:`~harness.runner.model` (a group, the settings, a run's record, the exceptions that end
-runs), :mod:`~harness.runner.seeds` (a shard's run indices, the mode a run's seed gives it),
-:mod:`~harness.runner.runs` (a group's runs on one database: the budget's cut, the wait for a
-database that went away), :mod:`~harness.runner.pool` (jobs in this process or over worker
-processes) and :mod:`~harness.runner.campaign` (every group's runs, their results and traces).
+:mod:`~harness.campaign.model` (a group, the settings, a run's record, the exceptions that end
+runs), :mod:`~harness.campaign.seeds` (a shard's run indices, the mode a run's seed gives it),
+:mod:`~harness.campaign.runs` (a group's runs on one database: the budget's cut, the wait for a
+database that went away), :mod:`~harness.campaign.pool` (jobs in this process or over worker
+processes) and :mod:`~harness.campaign.groups` (every group's runs, their results and traces).
 """
 
-from harness.runner.campaign import (
+from harness.campaign.groups import (
     DATABASE_LOST,
     WORKER_LOST,
     GroupResult,
@@ -16,7 +16,7 @@ from harness.runner.campaign import (
     run_groups,
     spread_jobs,
 )
-from harness.runner.model import (
+from harness.campaign.model import (
     BudgetCut,
     DatabaseLost,
     EnvironmentFault,
@@ -25,9 +25,9 @@ from harness.runner.model import (
     Settings,
     WorkerLost,
 )
-from harness.runner.pool import Job, run_jobs
-from harness.runner.runs import run_exhaustive, run_indices
-from harness.runner.seeds import mode_for
+from harness.campaign.pool import Job, run_jobs
+from harness.campaign.runs import run_exhaustive, run_indices
+from harness.campaign.seeds import mode_for
 
 __all__ = [
     "DATABASE_LOST",

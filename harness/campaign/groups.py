@@ -14,11 +14,11 @@ from functools import partial
 
 from harness import signals
 from harness.adapters import Database
+from harness.campaign.model import ALL_ADAPTERS, EnvironmentFault, Group, RunRecord, Settings
+from harness.campaign.pool import Job, in_this_process, run_jobs
+from harness.campaign.runs import run_exhaustive
+from harness.campaign.seeds import shard_indices
 from harness.files import OutputError, write_json_atomic
-from harness.runner.model import ALL_ADAPTERS, EnvironmentFault, Group, RunRecord, Settings
-from harness.runner.pool import Job, in_this_process, run_jobs
-from harness.runner.runs import run_exhaustive
-from harness.runner.seeds import shard_indices
 
 
 @dataclass

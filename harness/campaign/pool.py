@@ -23,7 +23,7 @@ from typing import Protocol
 
 from harness import signals
 from harness.adapters import Database, drop_schemas, schema_prefix
-from harness.runner.model import (
+from harness.campaign.model import (
     ALL_ADAPTERS,
     BudgetCut,
     EnvironmentFault,
@@ -32,7 +32,7 @@ from harness.runner.model import (
     Settings,
     WorkerLost,
 )
-from harness.runner.runs import run_indices
+from harness.campaign.runs import run_indices
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from harness.adapters import Database
+from harness.campaign.model import BudgetCut, DatabaseLost, Group, RunRecord, Settings
+from harness.campaign.seeds import mode_for
 from harness.run import RunResult, execute
-from harness.runner.model import BudgetCut, DatabaseLost, Group, RunRecord, Settings
-from harness.runner.seeds import mode_for
 from harness.traces import trace_document
 from harness.unpointed import POINTS_OFF, run_points_off
 from racetape._engine.strategies import ExhaustiveSearch, run_seed

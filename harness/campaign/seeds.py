@@ -3,13 +3,13 @@
 Run ``i`` of every group uses ``run_seed(seed, i)``, whatever the adapter, shard or worker, so
 two adapters replay the same schedules and shards on different machines add up to exactly the
 runs of one unsharded job (the engine's ``run_seed`` derives it, in
-:func:`harness.runner.runs.run_indices`). Shard ``k/n`` runs the indices ``i`` with
+:func:`harness.campaign.runs.run_indices`). Shard ``k/n`` runs the indices ``i`` with
 ``i % n == k - 1``.
 """
 
 from __future__ import annotations
 
-from harness.runner.model import Settings
+from harness.campaign.model import Settings
 from racetape._engine.strategies import per_run_strategy
 from racetape._target import Controlled, Jittered, Mode
 

@@ -16,10 +16,10 @@ from typing import Any, NoReturn, TypeAlias
 
 from harness import display, limits, signals
 from harness.adapters import RECONNECT_WITHIN, resolve_pg_dsn
+from harness.campaign import DATABASE_LOST, WORKER_LOST, Settings
 from harness.files import OutputError, folder_of_its_own
 from harness.pgserver import PostgresUnavailable, check_reachable
 from harness.results import ResultError
-from harness.runner import DATABASE_LOST, WORKER_LOST, Settings
 from harness.scenario import ScenarioError
 from harness.shrink import ShrinkError
 from harness.traces import TraceError, replay_command, run_folder_name

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from harness import display, limits, signals
 from harness.adapters import ADAPTERS
+from harness.campaign import Settings
 from harness.commands.common import (
     STRATEGY_HELP,
     Subcommands,
@@ -21,7 +22,6 @@ from harness.commands.common import (
 )
 from harness.files import check_writable, strict_json, write_all_atomic
 from harness.matrix import matrix_document, matrix_markdown, run_matrix
-from harness.runner import Settings
 from harness.scenario import find_scenarios, resolve_scenario
 from harness.unpointed import POINTS_OFF
 from reftask.faults import Fault, UnknownFaultError, parse_faults

@@ -9,6 +9,7 @@ from typing import Any
 
 from harness import display, limits, signals
 from harness.adapters import ADAPTERS
+from harness.campaign import Group, run_groups
 from harness.commands.common import (
     STRATEGY_HELP,
     Subcommands,
@@ -27,7 +28,6 @@ from harness.commands.common import (
 )
 from harness.files import check_writable, write_json_atomic
 from harness.results import result_document
-from harness.runner import Group, run_groups
 from harness.scenario import find_scenarios, resolve_scenario
 from reftask.faults import UnknownFaultError, parse_faults
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from harness import display, limits, signals, stress
 from harness.adapters import ADAPTERS, resolve_pg_dsn
+from harness.campaign import run_groups
 from harness.commands.common import (
     Subcommands,
     environment_failed,
@@ -25,7 +26,6 @@ from harness.commands.common import (
 )
 from harness.files import check_writable
 from harness.results import result_document
-from harness.runner import run_groups
 from harness.scenario import find_scenarios
 
 

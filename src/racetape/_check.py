@@ -16,7 +16,7 @@ Two engines, one API:
 
 Each call runs its runs one after another on event loops of its own; call it from synchronous
 code (inside a running loop, use the ``race_scheduler`` fixture's
-:class:`racetape._controlled.ControlledRuns`). The same program, strategy and seed give the same
+:class:`racetape._race_scheduler.RaceScheduler`). The same program, strategy and seed give the same
 schedules on any machine, except where a run says it was partly uncontrolled.
 """
 

@@ -1,11 +1,11 @@
 """Scenario-level control from a test of one's own: run a coroutine under racetape's scheduler.
 
-:class:`ControlledRuns` is what the pytest fixture ``race_scheduler`` gives a test. The test
+:class:`RaceScheduler` is what the pytest fixture ``race_scheduler`` gives a test. The test
 writes the scenario as a coroutine (set up a :class:`reftask.manager.TaskManager`, submit, start
 a canceller, ...) and runs it with a strategy and a seed; every task it spawns and every
 ``asyncio.to_thread`` job is an actor, and the returned
 :class:`racetape._engine.scheduler.Schedule` holds the decisions (by actor name) and how the run
-ended. The same strategy and seed give the same decisions; :meth:`ControlledRuns.replay`
+ended. The same strategy and seed give the same decisions; :meth:`RaceScheduler.replay`
 repeats a recorded list.
 
 The scheduler's rules hold (see :mod:`racetape._engine.scheduler`): the coroutine must not await
@@ -26,7 +26,7 @@ from racetape._engine.strategies import ReplayStrategy, per_run_strategy
 
 
 @dataclass(frozen=True)
-class ControlledRuns:
+class RaceScheduler:
     """Runs coroutines under the controlled scheduler, one run per call, on the running loop."""
 
     settle_timeout: float = 10.0

@@ -107,7 +107,7 @@ from racetape._traces import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from racetape._controlled import ControlledRuns
+    from racetape._race_scheduler import RaceScheduler
 
 PLUGIN_NAME = "racetape-race"
 SWITCH_NAME = "racetape-marker-switch"
@@ -517,13 +517,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def race_scheduler() -> ControlledRuns:
+def race_scheduler() -> RaceScheduler:
     """Runs a coroutine under racetape's controlled scheduler: ``await
     race_scheduler.run(main(), strategy="random", seed=3)`` returns the Schedule (decisions by
-    actor name, outcome); see :mod:`racetape._controlled`."""
-    from racetape._controlled import ControlledRuns
+    actor name, outcome); see :mod:`racetape._race_scheduler`."""
+    from racetape._race_scheduler import RaceScheduler
 
-    return ControlledRuns()
+    return RaceScheduler()
 
 
 # -- the session, when on ------------------------------------------------------------------------
