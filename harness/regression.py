@@ -13,7 +13,7 @@ import os
 import warnings
 from typing import Any
 
-from harness.adapters import pg_dsn_from_env
+from harness.adapters import adapter_named, pg_dsn_from_env
 from harness.replay import replay
 from harness.traces import trace_from_dict
 from reftask.faults import parse_faults
@@ -36,7 +36,7 @@ def check_recorded_interleaving(
     if chosen is not None:
         names = [n.strip() for n in chosen.split(",") if n.strip() not in ("", "none")]
         trace = dataclasses.replace(trace, faults=parse_faults(names))
-    pg_dsn = pg_dsn_from_env() if adapter == "postgres" else None
+    pg_dsn = pg_dsn_from_env() if adapter_named(adapter).needs_dsn else None
     replayed = asyncio.run(replay(trace, adapter=adapter, pg_dsn=pg_dsn, lenient=True))
     result = replayed.result
     faults = ", ".join(sorted(f.value for f in trace.faults)) or "none"

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.adapters import ADAPTERS
+from harness.adapters import REGISTRY
 from harness.campaign import Group
 from harness.files import strict_json, write_all_atomic
-from harness.pgserver import PostgresUnavailable, check_reachable
+from harness.pgserver import PostgresUnavailable
 from harness.scenario import Scenario
 
 STRESS_STRATEGIES = ("random", "pct")
@@ -38,14 +38,13 @@ class StressFiles:
 def available_adapters(pg_dsn: str) -> tuple[list[str], list[str]]:
     """Every adapter that can be used here, and a note for each one that cannot."""
     adapters, notes = [], []
-    for adapter in ADAPTERS:
-        if adapter == "postgres":
-            try:
-                check_reachable(pg_dsn)
-            except PostgresUnavailable as exc:
-                notes.append(f"postgres left out: {exc} (set RACETAPE_PG_DSN or --pg-dsn)")
-                continue
-        adapters.append(adapter)
+    for adapter in REGISTRY.values():
+        try:
+            adapter.check_reachable(pg_dsn)
+        except PostgresUnavailable as exc:
+            notes.append(f"{adapter.name} left out: {exc} (set RACETAPE_PG_DSN or --pg-dsn)")
+            continue
+        adapters.append(adapter.name)
     return adapters, notes
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from harness.adapters import REGISTRY, adapter_named
 from harness.pgserver import PostgresServer, PostgresUnavailable, provide_postgres
 from reftask.faults import Fault
 from reftask.stores.base import SqlTaskStore
@@ -25,7 +26,11 @@ from tests import plans
 
 pytest_plugins = ["pytester"]  # tests/test_pytest_plugin.py runs pytest inside pytest
 
-ADAPTERS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+ADAPTERS = [
+    pytest.param(adapter.name, marks=[pytest.mark.postgres] if adapter.needs_dsn else [])
+    for adapter in REGISTRY.values()
+]
+"""Every adapter of the registry; those on a server carry the ``postgres`` mark (it needs one)."""
 
 StoreFactory = Callable[..., Awaitable[SqlTaskStore]]
 
@@ -78,7 +83,7 @@ def store_location(adapter: str, request: pytest.FixtureRequest, tmp_path: Path)
     """Resolved in a synchronous fixture on purpose: finding or starting Postgres runs its own
     event loop, which it cannot do from inside the test's running one. Only Postgres tests ask
     for the server, so SQLite tests run on a machine without it."""
-    if adapter == "sqlite":
+    if not adapter_named(adapter).needs_dsn:
         return StoreLocation(adapter, sqlite_path=tmp_path / "tasks.db")
     server: PostgresServer = request.getfixturevalue("postgres_server")
     schema: str = request.getfixturevalue("pg_schema")

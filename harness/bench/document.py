@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from importlib.metadata import version
 from typing import Any
 
-from harness.adapters import PG_SESSION
+from harness.adapters import PG_SESSION, needs_dsn
 from harness.bench.memory import memory_profile
 from harness.bench.points import control_point_cost
 from harness.bench.scaling import scaling_adapter
@@ -43,7 +43,7 @@ def run_bench(
     log("unmodified code: the bug-1 example, controlled and plain")
     unmodified = unmodified_figures(runs)
     unmodified_pg: dict[str, Any] | None = None
-    if "postgres" in adapters and pg_dsn is not None:
+    if needs_dsn(adapters) and pg_dsn is not None:
         log("unmodified code: the asyncpg worker example, controlled and plain")
         unmodified_pg = asyncpg_figures(runs, pg_dsn)
     rendered = []
@@ -80,7 +80,7 @@ def run_bench(
             "runs to first strand: median over repeats, each given at most `runs` runs",
             *(
                 [f"postgres sessions use {PG_SESSION} (visibility and locks unchanged)"]
-                if "postgres" in adapters
+                if needs_dsn(adapters)
                 else []
             ),
         ],

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness import bench, display, limits
-from harness.adapters import ADAPTERS
+from harness.adapters import ADAPTERS, DEFAULT_ADAPTER
 from harness.bench.scaling import scaling_table
 from harness.bench.unmodified import unmodified_line
 from harness.commands.common import (
@@ -24,7 +24,11 @@ from harness.files import check_writable, write_json_atomic
 def add(commands: Subcommands) -> None:
     ben = commands.add_parser("bench", help="controlled vs jitter vs the floor vs the naive loop")
     ben.add_argument(
-        "--adapter", action="append", choices=ADAPTERS, default=[], help="repeat; default: sqlite"
+        "--adapter",
+        action="append",
+        choices=ADAPTERS,
+        default=[],
+        help=f"repeat; default: {DEFAULT_ADAPTER}",
     )
     ben.add_argument(
         "--runs",
@@ -61,7 +65,7 @@ def add(commands: Subcommands) -> None:
 
 
 def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    adapters = list(dict.fromkeys(args.adapter or ["sqlite"]))
+    adapters = list(dict.fromkeys(args.adapter or [DEFAULT_ADAPTER]))
     check_writable(args.json)
     pg_dsn = postgres_dsn(args, adapters)
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeAlias
 
 from harness import display, limits, signals
-from harness.adapters import RECONNECT_WITHIN, resolve_pg_dsn
+from harness.adapters import RECONNECT_WITHIN, needs_dsn, resolve_pg_dsn
 from harness.campaign import DATABASE_LOST, WORKER_LOST, Settings
 from harness.files import OutputError, folder_of_its_own
 from harness.pgserver import PostgresUnavailable, check_reachable
@@ -175,8 +175,8 @@ def loudness_flags() -> Parser:
 
 def postgres_dsn(args: argparse.Namespace, adapters: Sequence[str]) -> str | None:
     """The Postgres DSN (``--pg-dsn``, else RACETAPE_PG_DSN, else local), checked reachable,
-    where ``adapters`` has postgres; None where it has not."""
-    if "postgres" not in adapters:
+    where one of ``adapters`` is on a server a DSN names (postgres); None where none is."""
+    if not needs_dsn(adapters):
         return None
     dsn = resolve_pg_dsn(args.pg_dsn)
     check_reachable(dsn)

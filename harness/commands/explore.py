@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness import display, limits
-from harness.adapters import ADAPTERS
+from harness.adapters import ADAPTERS, DEFAULT_ADAPTER
 from harness.commands.common import (
     Subcommands,
     UsageError,
@@ -32,7 +32,11 @@ def add(commands: Subcommands) -> None:
         help="Hypothesis searches generated scenarios and schedules for strands",
     )
     exp.add_argument(
-        "--adapter", action="append", choices=ADAPTERS, default=[], help="repeat; default: sqlite"
+        "--adapter",
+        action="append",
+        choices=ADAPTERS,
+        default=[],
+        help=f"repeat; default: {DEFAULT_ADAPTER}",
     )
     exp.add_argument(
         "--fault",
@@ -81,7 +85,7 @@ def _explore(args: argparse.Namespace, argv: Sequence[str]) -> int:
         faults = parse_faults(args.fault)
     except UnknownFaultError as exc:
         raise UsageError(f"--fault: {exc}") from None
-    adapters = list(dict.fromkeys(args.adapter or ["sqlite"]))
+    adapters = list(dict.fromkeys(args.adapter or [DEFAULT_ADAPTER]))
     pg_dsn = postgres_dsn(args, adapters)
     check_writable(folders=(args.out, None if args.no_db else args.db))
     database = open_database(None if args.no_db else args.db)

@@ -6,14 +6,12 @@ import argparse
 from collections.abc import Sequence
 
 from harness import display
+from harness.adapters import REGISTRY
 from harness.commands.common import STRATEGY_HELP, Subcommands
 from harness.scenario import find_scenarios
 from reftask.faults import FAULT_DESCRIPTIONS
 
-ADAPTER_HELP = {
-    "sqlite": "aiosqlite on a temporary database file (the default)",
-    "postgres": "asyncpg; RACETAPE_PG_DSN or --pg-dsn (default 127.0.0.1:5432, user postgres)",
-}
+ADAPTER_HELP = {adapter.name: adapter.help for adapter in REGISTRY.values()}
 
 
 def add(commands: Subcommands) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness import display, limits, signals
-from harness.adapters import ADAPTERS
+from harness.adapters import ADAPTERS, DEFAULT_ADAPTER
 from harness.campaign import Settings
 from harness.commands.common import (
     STRATEGY_HELP,
@@ -37,7 +37,11 @@ def add(commands: Subcommands) -> None:
         help="scenario (repeat); default: all",
     )
     mat.add_argument(
-        "--adapter", action="append", choices=ADAPTERS, default=[], help="repeat; default: sqlite"
+        "--adapter",
+        action="append",
+        choices=ADAPTERS,
+        default=[],
+        help=f"repeat; default: {DEFAULT_ADAPTER}",
     )
     mat.add_argument(
         "--strategy",
@@ -97,7 +101,7 @@ def _matrix(args: argparse.Namespace, argv: Sequence[str]) -> int:
             faults.append(None if name == "none" else next(iter(parse_faults([name]))))
         except UnknownFaultError as exc:
             raise UsageError(f"--fault: {exc} (or none)") from None
-    adapters = list(dict.fromkeys(args.adapter or ["sqlite"]))
+    adapters = list(dict.fromkeys(args.adapter or [DEFAULT_ADAPTER]))
     if args.seeds * args.runs > limits.MAX_RUNS:
         raise UsageError(
             f"--seeds {args.seeds} x --runs {args.runs}: at most {limits.MAX_RUNS} runs per cell"

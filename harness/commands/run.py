@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import display, limits, signals
-from harness.adapters import ADAPTERS
+from harness.adapters import ADAPTERS, DEFAULT_ADAPTER
 from harness.campaign import Group, run_groups
 from harness.commands.common import (
     STRATEGY_HELP,
@@ -52,7 +52,7 @@ def add(commands: Subcommands) -> None:
         action="append",
         choices=ADAPTERS,
         default=[],
-        help="store adapter; repeat; default: sqlite",
+        help=f"store adapter; repeat; default: {DEFAULT_ADAPTER}",
     )
     run.add_argument(
         "--fault",
@@ -117,7 +117,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         faults = parse_faults(args.fault)
     except UnknownFaultError as exc:
         raise UsageError(f"--fault: {exc}") from None
-    adapters = list(dict.fromkeys(args.adapter or ["sqlite"]))
+    adapters = list(dict.fromkeys(args.adapter or [DEFAULT_ADAPTER]))
     strategies = list(dict.fromkeys(args.strategy or ["random"]))
     if "exhaustive" in strategies and args.shard != (1, 1):
         raise UsageError("--shard: exhaustive search walks one tree in order and does not shard")

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness import display, limits, signals, stress
-from harness.adapters import ADAPTERS, resolve_pg_dsn
+from harness.adapters import ADAPTERS, needs_dsn, resolve_pg_dsn
 from harness.campaign import run_groups
 from harness.commands.common import (
     Subcommands,
@@ -72,7 +72,7 @@ def _stress(args: argparse.Namespace, argv: Sequence[str]) -> int:
     groups = stress.stress_groups(find_scenarios(), adapters)
     with run_folder(args.out / "traces", args.shard) as traces:
         settings = settings_from(
-            args, traces_dir=traces, pg_dsn=pg_dsn if "postgres" in adapters else None
+            args, traces_dir=traces, pg_dsn=pg_dsn if needs_dsn(adapters) else None
         )
         results = run_groups(groups, settings, display.progress_for_terminal())
     doc = result_document(results, settings, command=recorded_command(argv), notes=notes)
