@@ -169,15 +169,17 @@ def test_a_server_that_comes_back_within_the_bound_loses_no_run(
     code, err = run.finish()
     assert code == 0, err
     assert "Traceback" not in err
-    assert re.search(r"racetape: postgres answered again [0-9.]+s later; run [0-9]+ runs", err)
+    assert re.search(r"racetape: postgres answered again [0-9.]+s later", err)
     doc = json.loads((tmp_path / "r.json").read_text())
     (group,) = doc["groups"]
     assert group["stopped"] is None
     assert group["runs"] == 150
     assert group["runs_done"] == [[0, 149]]  # each run once: the one in flight ran again
     again = [note for note in doc["notes"] if "ran again from its seed" in note]
-    assert again
     assert all("postgres became unreachable at " in note for note in again)
+    if workers == "1":  # its one worker is always in a run; of two, both may be between runs
+        assert re.search(r"answered again [0-9.]+s later; run [0-9]+ runs again", err)
+        assert again
     assert list(run.tmp.iterdir()) == []
 
 
