@@ -30,6 +30,7 @@ from __future__ import annotations
 import _thread
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -45,6 +46,10 @@ hung one is cut off here, before the 10 s ``docker stop`` and CI runners allow).
 HURRY_SECONDS = 1.0
 """... and after a second stop. Then the run in this process is cancelled, and worker
 processes still running are killed; what they had finished is kept either way."""
+
+ABANDON_SECONDS = 8.0
+"""How long an interrupting command has, after SIGTERM or SIGHUP, before it is ended at once
+(see :func:`_give_up`): within the 10 s ``docker stop`` and CI runners allow."""
 
 
 @dataclass
@@ -180,11 +185,29 @@ def _forward(signum: int, frame: Any) -> None:
 
 
 def _insist() -> None:
+    started = time.monotonic()
     while True:
         time.sleep(HURRY_SECONDS)
         if not _state.insisting:
             return
+        if time.monotonic() - started >= ABANDON_SECONDS:
+            _give_up()
         _thread.interrupt_main(signal.SIGINT)
+
+
+def _give_up() -> None:
+    """The last resort of an interrupting command that every Ctrl-C since the stop failed to
+    end (code that swallows KeyboardInterrupt, a wait in C): end the process now, in one line.
+    What it made may be left; the line says so."""
+    signum = _state.received[0]
+    print(
+        f"racetape: stopped by {signal.Signals(signum).name} (the command had not stopped"
+        f" {ABANDON_SECONDS:g} s after it, and was ended at once: temporary folders or schemas"
+        " may be left)",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(128 + signum)
 
 
 def calm() -> None:

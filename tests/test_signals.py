@@ -369,3 +369,35 @@ def test_a_ctrl_c_during_a_run_whose_code_swallows_the_cancel_is_not_lost() -> N
             signals.run_interruptible(runner, swallows())
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_an_interrupting_command_that_swallows_every_interrupt_still_ends_in_one_line(
+    tmp_path: Path,
+) -> None:
+    # Code that takes every KeyboardInterrupt for its own: the stop's Ctrl-Cs never end it.
+    script = tmp_path / "stubborn.py"
+    script.write_text(
+        "import time\n"
+        "from harness import signals\n"
+        "signals.install(cooperative=False)\n"
+        "print('ready', flush=True)\n"
+        "while True:\n"
+        "    try:\n"
+        "        time.sleep(0.05)\n"
+        "    except KeyboardInterrupt:\n"
+        "        pass\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "ready"
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=signals.ABANDON_SECONDS + 30)
+    assert process.returncode == 143, err
+    assert time.monotonic() - started < signals.ABANDON_SECONDS + 10
+    assert err.strip().splitlines() == [
+        "racetape: stopped by SIGTERM (the command had not stopped 8 s after it, and was ended"
+        " at once: temporary folders or schemas may be left)"
+    ]
