@@ -333,6 +333,33 @@ def test_an_answer_larger_than_the_socket_holds_is_read_and_said_uncontrolled(ds
     assert any("larger than the socket holds" in what for what in checked.partly_uncontrolled)
 
 
+async def timed_out_update(dsn: str, *, commit_after: float) -> int:
+    """A query that waits on a row lock times out after 0.05 s (so asyncpg sends a cancel) while
+    the lock's holder commits after ``commit_after``; the row's value once both are done: 1 if
+    the cancel undid the query's update, 2 if the update ran."""
+    async with a_table(dsn, 1) as table:
+        holder, waiter = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+        try:
+            tx = holder.transaction()
+            await tx.start()
+            await holder.execute(f"UPDATE {table} SET n = 1 WHERE id = 0")
+
+            async def commit() -> None:
+                await asyncio.sleep(commit_after)
+                await tx.commit()
+
+            committing = asyncio.create_task(commit())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await waiter.execute(f"UPDATE {table} SET n = 2 WHERE id = 0")
+            await committing
+            n: int = await holder.fetchval(f"SELECT n FROM {table} WHERE id = 0")
+            return n
+        finally:
+            await holder.close()
+            await waiter.close()
+
+
 def test_a_cancelled_query_lands_either_side_of_the_lock_it_waits_on_and_each_replays(
     dsn: str,
 ) -> None:
@@ -340,27 +367,8 @@ def test_a_cancelled_query_lands_either_side_of_the_lock_it_waits_on_and_each_re
     # commits at the same moment. The cancel reaching the server first undoes the query's
     # update; the commit first lets the update run, and the caller still sees its timeout.
     async def main() -> None:
-        async with a_table(dsn, 1) as table:
-            holder, waiter = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
-            try:
-                tx = holder.transaction()
-                await tx.start()
-                await holder.execute(f"UPDATE {table} SET n = 1 WHERE id = 0")
-
-                async def commit_soon() -> None:
-                    await asyncio.sleep(0.05)
-                    await tx.commit()
-
-                committing = asyncio.create_task(commit_soon())
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.05):
-                        await waiter.execute(f"UPDATE {table} SET n = 2 WHERE id = 0")
-                await committing
-                n = await holder.fetchval(f"SELECT n FROM {table} WHERE id = 0")
-                raise AssertionError(f"n = {n}")  # each run's outcome, as its failure
-            finally:
-                await holder.close()
-                await waiter.close()
+        n = await timed_out_update(dsn, commit_after=0.05)
+        raise AssertionError(f"n = {n}")  # each run's outcome, as its failure
 
     checked = check(main, runs=12)
     outcomes = {str(run.error): run for run in checked.runs}
@@ -384,26 +392,7 @@ def test_a_cancel_that_never_reaches_the_server_leaves_the_query_waiting_without
     monkeypatch.setattr(adapter, "send_cancel", reset)
 
     async def main() -> None:
-        async with a_table(dsn, 1) as table:
-            holder, waiter = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
-            try:
-                tx = holder.transaction()
-                await tx.start()
-                await holder.execute(f"UPDATE {table} SET n = 1 WHERE id = 0")
-
-                async def commit_later() -> None:
-                    await asyncio.sleep(0.2)
-                    await tx.commit()
-
-                committing = asyncio.create_task(commit_later())
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.05):
-                        await waiter.execute(f"UPDATE {table} SET n = 2 WHERE id = 0")
-                await committing
-                assert await holder.fetchval(f"SELECT n FROM {table} WHERE id = 0") == 2
-            finally:
-                await holder.close()
-                await waiter.close()
+        assert await timed_out_update(dsn, commit_after=0.2) == 2
 
     started = time.monotonic()
     checked = check(main, runs=3, settle_timeout=20)
