@@ -7,6 +7,7 @@ reason, so a laptop without PostgreSQL still runs the SQLite half.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -17,7 +18,13 @@ import asyncpg
 import pytest
 
 from harness.adapters import REGISTRY, adapter_named
-from harness.pgserver import PostgresServer, PostgresUnavailable, provide_postgres
+from harness.pgserver import (
+    LocalServer,
+    PostgresServer,
+    PostgresUnavailable,
+    provide_postgres,
+    start_local_server,
+)
 from reftask.faults import Fault
 from reftask.stores.base import SqlTaskStore
 from reftask.stores.postgres import PostgresStore
@@ -44,6 +51,24 @@ def postgres_server() -> Iterator[PostgresServer]:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true needs Postgres: {exc}", pytrace=False)
         pytest.skip(str(exc))
+
+
+@contextlib.contextmanager
+def local_server() -> Iterator[LocalServer]:
+    """A Postgres server the test session starts from the local binaries, for a test that stops
+    or restarts it; a skip where there are none to start one with."""
+    with contextlib.ExitStack() as stack:
+        server = start_local_server(stack)
+        if server is None:
+            pytest.skip("no local PostgreSQL binaries (initdb, pg_ctl) to start a server with")
+        yield server
+
+
+@pytest.fixture
+def own_server() -> Iterator[LocalServer]:
+    """A server of the test's own (see :func:`local_server`)."""
+    with local_server() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ import re
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -21,20 +20,11 @@ import pytest
 
 from harness.adapters import CONNECTION_LOST, Database
 from harness.campaign import DatabaseLost, Group, Settings, run_indices, runs
-from harness.pgserver import LocalServer, PostgresServer, start_local_server
+from harness.pgserver import LocalServer, PostgresServer
 from harness.scenario import resolve_scenario
 from tests.test_signals import PROGRESS, Command
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def own_server() -> Iterator[LocalServer]:
-    with contextlib.ExitStack() as stack:
-        server = start_local_server(stack)
-        if server is None:
-            pytest.skip("no local PostgreSQL binaries (initdb, pg_ctl) to start a server with")
-        yield server
 
 
 def test_a_server_stopped_mid_run_keeps_the_finished_runs_and_exits_3(

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import asyncpg
 import pytest
 
 from harness import signals
-from harness.pgserver import LocalServer, start_local_server
+from harness.pgserver import LocalServer
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -302,15 +302,6 @@ def test_runs_that_do_not_finish_within_the_bound_are_abandoned(
     assert {g["stopped"] for g in groups.values()} == {"interrupted"}
     assert not [w for w in workers_seen if _alive(w)]
     assert list(run.tmp.iterdir()) == []
-
-
-@pytest.fixture
-def own_server() -> Iterator[LocalServer]:
-    with contextlib.ExitStack() as stack:
-        server = start_local_server(stack)
-        if server is None:
-            pytest.skip("no local PostgreSQL binaries (initdb, pg_ctl) to start a server with")
-        yield server
 
 
 def _schemas(dsn: str) -> list[str]:

@@ -6,7 +6,6 @@ process's signal mask, a backend waiting on a lock), never at a guessed time."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import signal
 import socket
@@ -17,8 +16,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from harness.pgserver import LocalServer, start_local_server
+from harness.pgserver import LocalServer
 from reftask.stores.postgres import _SCHEMA_LOCK_KEY
+from tests.conftest import local_server
 from tests.test_signals import Command, _alive, _result, _workers
 
 STOPS = [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)]
@@ -79,12 +79,9 @@ def test_a_signal_to_the_process_group_while_workers_start(
     assert list(run.tmp.iterdir()) == []
 
 
-@pytest.fixture(scope="module")  # no test here stops it
+@pytest.fixture(scope="module")  # no test here stops it: one server serves them all
 def own_server() -> Iterator[LocalServer]:
-    with contextlib.ExitStack() as stack:
-        server = start_local_server(stack)
-        if server is None:
-            pytest.skip("no local PostgreSQL binaries (initdb, pg_ctl) to start a server with")
+    with local_server() as server:
         yield server
 
 
